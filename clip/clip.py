@@ -1,0 +1,55 @@
+"""OpenAI's `clip` API: `load` a model with its preprocessing, `tokenize` text.
+
+Trainers written for OpenAI's package use `clip._MODELS`, `clip._download` and `clip.build_model`
+directly (CoOp's `load_clip_to_cpu`), so those names are exported here too.
+"""
+import warnings
+
+import torch
+from torchvision.transforms import (CenterCrop, Compose, InterpolationMode, Normalize, Resize,
+                                    ToTensor)
+
+from .model import build_model, convert_weights_to_fp16
+from .pretrained import _MODELS, _download, available_models, model_file, read_state_dict
+from .tokenizer import tokenize
+
+__all__ = ["available_models", "load", "tokenize", "build_model", "_MODELS", "_download"]
+
+# The statistics of CLIP's training images, per RGB channel.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load(name_or_path, device="cpu", jit=False, download_root=None):
+    """(model, preprocess) for an OpenAI model name (see `available_models()`) or a local file
+    (TorchScript archive or torch.save state dict).
+
+    The model is in eval mode, fp16 on CUDA and fp32 elsewhere. `preprocess` turns a PIL image
+    into the normalised tensor the model expects. `jit` is accepted for compatibility: the
+    model is always built from the weights, never run as OpenAI's TorchScript graph.
+    """
+    if jit:
+        warnings.warn("clip.load(jit=True) is not supported: building the model from the "
+                      "archive's weights instead (same results)")
+    device = torch.device(device)
+    state_dict = read_state_dict(model_file(name_or_path, download_root))
+    model = build_model(state_dict).to(device)
+    if device.type == "cuda":
+        convert_weights_to_fp16(model)
+    return model, image_transform(model.visual.input_resolution)
+
+
+def image_transform(n_px):
+    """OpenAI's preprocessing: shorter side to n_px (bicubic), centre crop, RGB, normalise."""
+    return Compose([
+        Resize(n_px, interpolation=InterpolationMode.BICUBIC),
+        CenterCrop(n_px),
+        _convert_image_to_rgb,
+        ToTensor(),
+        Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def _convert_image_to_rgb(image):
+    # A module-level function, not a lambda, so DataLoader workers can pickle the transform.
+    return image.convert("RGB")

@@ -1,0 +1,378 @@
+"""CLIP as plain modules, with OpenAI's attribute names so OpenAI state dicts load strictly.
+
+Every tensor is batch-first: (N, L, D) for token sequences. Blocks take the attention mask as a
+`forward` argument, so a prompted encoder can run the same blocks with its own sequence lengths.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# OpenAI's head width: every released model has widths that are multiples of it.
+HEAD_WIDTH = 64
+# Keys the TorchScript archives keep beside the weights; they are not parameters.
+NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 and cast back, so fp16 activations keep their precision."""
+
+    def forward(self, x):
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return out.to(x.dtype)
+
+
+class QuickGELU(nn.Module):
+    """The GELU approximation the OpenAI models were trained with."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, d_model, n_head):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, n_head, batch_first=True)
+        self.ln_1 = LayerNorm(d_model)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(d_model, d_model * 4)),
+            ("gelu", QuickGELU()),
+            ("c_proj", nn.Linear(d_model * 4, d_model)),
+        ]))
+        self.ln_2 = LayerNorm(d_model)
+
+    def attention(self, x, attn_mask=None):
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
+        return self.attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
+
+    def forward(self, x, attn_mask=None):
+        x = x + self.attention(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width, layers, heads):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+
+    def forward(self, x, attn_mask=None):
+        if attn_mask is not None:
+            # Cast once here rather than in every block.
+            attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
+        for block in self.resblocks:
+            x = block(x, attn_mask)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim):
+        super().__init__()
+        self.input_resolution = input_resolution
+        self.patch_size = patch_size
+        self.width = width
+        self.output_dim = output_dim
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        scale = width ** -0.5
+        num_patches = (input_resolution // patch_size) ** 2
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(num_patches + 1, width))
+        self.ln_pre = LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads)
+        self.ln_post = LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+
+    def embed(self, images):
+        """Images -> tokens ([CLS] + patches, positions added, ln_pre), (N, 1 + P, width)."""
+        x = self.conv1(images.to(self.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def head(self, x):
+        """Tokens after the blocks -> image feature read at the [CLS] token, (N, output_dim)."""
+        return self.ln_post(x[:, 0, :]) @ self.proj
+
+    def forward(self, images):
+        return self.head(self.transformer(self.embed(images)))
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck whose strides are average pools (anti-aliasing), not strided convs."""
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * self.expansion:
+            # Key names "-1", "0", "1" are OpenAI's.
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                ("1", nn.BatchNorm2d(planes * self.expansion)),
+            ]))
+
+    def forward(self, x):
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.avgpool(out)))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu3(out + identity)
+
+
+class AttentionPool2d(nn.Module):
+    """Pools a feature map with one attention query: the map's mean, attending to all positions."""
+
+    def __init__(self, spacial_dim, embed_dim, num_heads, output_dim=None):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(
+            torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
+        self.num_heads = num_heads
+
+    def split_heads(self, x):
+        n, length, dim = x.shape
+        return x.view(n, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(self, x):
+        x = x.flatten(2).transpose(1, 2)                        # (N, HW, C)
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # (N, 1 + HW, C)
+        x = x + self.positional_embedding.to(x.dtype)
+        q = self.split_heads(self.q_proj(x[:, :1]))
+        k = self.split_heads(self.k_proj(x))
+        v = self.split_heads(self.v_proj(x))
+        out = F.scaled_dot_product_attention(q, k, v)          # (N, heads, 1, C / heads)
+        out = out.transpose(1, 2).flatten(2)
+        return self.c_proj(out).squeeze(1)
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's ResNet: three-convolution stem, anti-aliased strides, attention pooling."""
+
+    def __init__(self, layers, output_dim, heads, input_resolution=224, width=64):
+        super().__init__()
+        self.output_dim = output_dim
+        self.input_resolution = input_resolution
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+
+        embed_dim = width * 32  # the ResNet feature dimension
+        self.attnpool = AttentionPool2d(input_resolution // 32, embed_dim, heads, output_dim)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stem(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        return self.avgpool(x)
+
+    def forward(self, images):
+        x = self.stem(images.to(self.conv1.weight.dtype))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.attnpool(x)
+
+
+class CLIP(nn.Module):
+    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
+                 context_length, vocab_size, transformer_width, transformer_heads,
+                 transformer_layers):
+        super().__init__()
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        if isinstance(vision_layers, (tuple, list)):
+            self.visual = ModifiedResNet(
+                layers=vision_layers, output_dim=embed_dim, heads=_num_heads(vision_width * 32),
+                input_resolution=image_resolution, width=vision_width)
+        else:
+            self.visual = VisionTransformer(
+                input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
+                layers=vision_layers, heads=_num_heads(vision_width), output_dim=embed_dim)
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads)
+        self.token_embedding = nn.Embedding(vocab_size, transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
+        self.ln_final = LayerNorm(transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
+        self.logit_scale = nn.Parameter(torch.ones([]) * torch.log(torch.tensor(1 / 0.07)))
+        self.initialize_parameters()
+
+    def initialize_parameters(self):
+        """OpenAI's initialisation, so a model built from scratch (in tests) behaves sensibly."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            pool = self.visual.attnpool
+            std = pool.c_proj.in_features ** -0.5
+            for linear in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+                nn.init.normal_(linear.weight, std=std)
+            for module in self.visual.modules():
+                if isinstance(module, Bottleneck):
+                    nn.init.zeros_(module.bn3.weight)
+        width, layers = self.transformer.width, self.transformer.layers
+        proj_std = width ** -0.5 * (2 * layers) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width ** -0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width ** -0.5)
+
+    def build_attention_mask(self):
+        """Causal mask for the text transformer: -inf above the diagonal, 0 elsewhere."""
+        mask = torch.full((self.context_length, self.context_length), float("-inf"))
+        return mask.triu_(1)
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def encode_image(self, images):
+        return self.visual(images.to(self.dtype))
+
+    def embed_text(self, tokens):
+        """Token ids -> token embeddings (N, L, width), positions not yet added."""
+        return self.token_embedding(tokens).to(self.dtype)
+
+    def text_head(self, x, tokens):
+        """Sequence after the blocks -> text feature, read at each sequence's end-of-text token
+        (the highest id in the sequence)."""
+        x = self.ln_final(x)
+        eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        return eot @ self.text_projection
+
+    def encode_text(self, tokens):
+        x = self.embed_text(tokens) + self.positional_embedding.to(self.dtype)
+        x = self.transformer(x, self.build_attention_mask())
+        return self.text_head(x, tokens)
+
+    def forward(self, images, tokens):
+        image_features = F.normalize(self.encode_image(images), dim=-1)
+        text_features = F.normalize(self.encode_text(tokens), dim=-1)
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        return logits_per_image, logits_per_image.t()
+
+
+def _num_heads(width):
+    # OpenAI's rule is width // 64; narrower (test-sized) models get one head instead of none.
+    return max(1, width // HEAD_WIDTH)
+
+
+def convert_weights_to_fp16(model):
+    """Cast what OpenAI keeps in fp16 (convolutions, linear and attention weights, projections);
+    LayerNorms stay fp32, as in OpenAI's models."""
+
+    def to_fp16(module):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            module.weight.data = module.weight.data.half()
+            if module.bias is not None:
+                module.bias.data = module.bias.data.half()
+        if isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight",
+                         "v_proj_weight", "bias_k", "bias_v"):
+                tensor = getattr(module, name)
+                if tensor is not None:
+                    tensor.data = tensor.data.half()
+        for name in ("text_projection", "proj"):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.Tensor):
+                tensor.data = tensor.data.half()
+
+    model.apply(to_fp16)
+    return model
+
+
+def _count_blocks(state_dict, prefix):
+    """Number of distinct block indices under `prefix` (e.g. "transformer.resblocks")."""
+    depth = prefix.count(".") + 1
+    return len({key.split(".")[depth] for key in state_dict if key.startswith(prefix + ".")})
+
+
+def architecture_from_state_dict(state_dict):
+    """The CLIP constructor arguments implied by the shapes of an OpenAI state dict."""
+    if "visual.proj" in state_dict:
+        conv1 = state_dict["visual.conv1.weight"]
+        patch_size = conv1.shape[-1]
+        grid_size = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = dict(
+            vision_width=conv1.shape[0],
+            vision_layers=_count_blocks(state_dict, "visual.transformer.resblocks"),
+            vision_patch_size=patch_size,
+            image_resolution=patch_size * grid_size,
+        )
+    elif "visual.attnpool.positional_embedding" in state_dict:
+        positions = state_dict["visual.attnpool.positional_embedding"].shape[0]
+        output_width = round((positions - 1) ** 0.5)
+        if output_width ** 2 + 1 != positions:
+            raise ValueError(f"visual.attnpool.positional_embedding has {positions} rows, "
+                             "not a square grid plus one: not an OpenAI CLIP ResNet state dict")
+        vision = dict(
+            vision_width=state_dict["visual.layer1.0.conv1.weight"].shape[0],
+            vision_layers=tuple(_count_blocks(state_dict, f"visual.layer{i}")
+                                for i in (1, 2, 3, 4)),
+            vision_patch_size=None,
+            image_resolution=output_width * 32,
+        )
+    else:
+        raise ValueError("not an OpenAI CLIP state dict: it has neither visual.proj (ViT) nor "
+                         "visual.attnpool.* (ResNet); keys start with "
+                         f"{sorted(state_dict)[:5]}")
+    transformer_width = state_dict["ln_final.weight"].shape[0]
+    return dict(
+        embed_dim=state_dict["text_projection"].shape[1],
+        context_length=state_dict["positional_embedding"].shape[0],
+        vocab_size=state_dict["token_embedding.weight"].shape[0],
+        transformer_width=transformer_width,
+        transformer_heads=_num_heads(transformer_width),
+        transformer_layers=_count_blocks(state_dict, "transformer.resblocks"),
+        **vision,
+    )
+
+
+def build_model(state_dict):
+    """Build CLIP from an OpenAI state dict: architecture from the shapes, weights loaded strictly.
+
+    Returns the model in fp32 and eval mode; casting to fp16 is the caller's choice.
+    """
+    weights = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
+    model = CLIP(**architecture_from_state_dict(weights))
+    model.load_state_dict(weights, strict=True)
+    return model.float().eval()

@@ -1,0 +1,197 @@
+"""OpenAI's released CLIP files: where they live, how they are downloaded and verified, how a
+file on disk becomes a state dict."""
+import hashlib
+import http.client
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from contextlib import contextmanager
+
+import torch
+from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: concurrent downloads of one file are not serialised there
+    fcntl = None
+
+# Each address ends in /<sha256 of the file>/<file name>.
+_MODELS = {
+    "RN50": "https://openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+    "RN101": "https://openaipublic.azureedge.net/clip/models/8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599/RN101.pt",
+    "RN50x4": "https://openaipublic.azureedge.net/clip/models/7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd/RN50x4.pt",
+    "RN50x16": "https://openaipublic.azureedge.net/clip/models/52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa/RN50x16.pt",
+    "RN50x64": "https://openaipublic.azureedge.net/clip/models/be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c/RN50x64.pt",
+    "ViT-B/32": "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+    "ViT-B/16": "https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt",
+    "ViT-L/14": "https://openaipublic.azureedge.net/clip/models/b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+    "ViT-L/14@336px": "https://openaipublic.azureedge.net/clip/models/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+}
+
+CACHE_DIR_ENV = "CLIP_CACHE_DIR"
+_CHUNK_BYTES = 1 << 20
+_TIMEOUT_SECONDS = 30
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Errors that mean the server could not be reached or the transfer broke off.
+_NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException)
+
+
+class DownloadError(RuntimeError):
+    """A CLIP file could not be downloaded or did not match its SHA-256."""
+
+
+def available_models():
+    return list(_MODELS)
+
+
+def default_cache_dir():
+    return os.environ.get(CACHE_DIR_ENV) or os.path.expanduser("~/.cache/clip")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _expected_sha256(url):
+    digest = url.rstrip("/").split("/")[-2]
+    if not _SHA256_PATTERN.match(digest):
+        raise ValueError(f"{url}: the address must end in /<sha256>/<file name>, "
+                         "so the download can be verified")
+    return digest
+
+
+def _download(url, root=None):
+    """Path of the verified file for `url` in `root` (default: $CLIP_CACHE_DIR or ~/.cache/clip),
+    downloading it first when it is missing or does not match the SHA-256 in the address.
+
+    The file is streamed to `<name>.part` beside the target and renamed only once its digest
+    matches, so an interrupted or corrupted transfer never leaves a file under the final name;
+    an interrupted transfer is resumed from the `.part` file by the next call.
+    """
+    root = os.path.expanduser(root or default_cache_dir())
+    os.makedirs(root, exist_ok=True)
+    target = os.path.join(root, os.path.basename(url.rstrip("/")))
+    expected = _expected_sha256(url)
+    with _exclusive_lock(root):
+        if os.path.isfile(target):
+            if file_sha256(target) == expected:
+                return target
+            warnings.warn(f"{target} does not match its SHA-256 {expected}; downloading it again")
+            os.remove(target)
+        partial = target + ".part"
+        try:
+            _fetch(url, partial)
+        except _NETWORK_ERRORS as error:
+            raise DownloadError(_unreachable_message(url, target, error)) from error
+        actual = file_sha256(partial)
+        if actual != expected:
+            os.remove(partial)
+            raise DownloadError(
+                f"Downloaded {url} but its SHA-256 is {actual}, expected {expected}; the partial "
+                "file was deleted. Run again to download it afresh.")
+        os.replace(partial, target)
+    return target
+
+
+def _fetch(url, partial):
+    """Stream `url` into `partial`, continuing after the bytes already there when the server
+    supports ranges. Raises ConnectionError if the connection closes before the announced size."""
+    done = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as error:
+        if error.code != 416:  # 416: the range starts at the end, the file is already complete
+            raise
+        return
+    with response:
+        if response.status != 206:  # the server sent the whole file: start over
+            done = 0
+        remaining = int(response.headers.get("Content-Length") or 0) or None
+        total = done + remaining if remaining is not None else None
+        with open(partial, "ab" if done else "wb") as out, tqdm(
+                total=total, initial=done, unit="iB", unit_scale=True, unit_divisor=1024,
+                desc=os.path.basename(url), ncols=80) as progress:
+            for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
+                out.write(chunk)
+                progress.update(len(chunk))
+    written = os.path.getsize(partial)
+    if total is not None and written != total:
+        raise ConnectionError(f"connection closed after {written} of {total} bytes")
+
+
+def _unreachable_message(url, target, error):
+    name = os.path.basename(target)
+    return (
+        f"Could not download {url} ({error}).\n"
+        f"Without network access, download that file elsewhere and put it at\n"
+        f"    {os.path.abspath(target)}\n"
+        f"(the cache folder is set by download_root or ${CACHE_DIR_ENV}; the file must have "
+        f"SHA-256 {_expected_sha256(url)}),\n"
+        f"or give a local file instead of the name: MODEL.BACKBONE.NAME /path/to/{name}.\n"
+        f"If the transfer broke off, run again: it resumes from {name}.part.")
+
+
+@contextmanager
+def _exclusive_lock(folder):
+    """Serialise downloads into one cache folder between processes (parallel runs on a fresh
+    machine would otherwise write the same `.part` file). Locking the folder leaves no lock file."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            pass  # file systems without locks (some NFS set-ups): the digest check still guards
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def model_file(name_or_path, download_root=None):
+    """Local path of a CLIP file: an OpenAI model name (downloaded if needed) or a file path."""
+    if name_or_path in _MODELS:
+        return _download(_MODELS[name_or_path], download_root)
+    path = os.path.expanduser(name_or_path)
+    if os.path.isfile(path):
+        return path
+    raise RuntimeError(f"CLIP model {name_or_path!r} is neither an OpenAI model name "
+                       f"({', '.join(available_models())}) nor an existing file")
+
+
+def read_state_dict(path):
+    """The OpenAI-format state dict in `path`: a TorchScript archive (as OpenAI ships them), a
+    state dict saved with torch.save, or a checkpoint holding one under "state_dict"."""
+    if _is_torchscript_archive(path):
+        with warnings.catch_warnings():
+            # Only the weights are read; TorchScript's deprecation notice concerns running it.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+            return torch.jit.load(path, map_location="cpu").state_dict()
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RuntimeError(f"{path} is neither a TorchScript archive nor a torch.save state dict "
+                           f"that loads with weights_only=True: {error}") from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise RuntimeError(f"{path} holds a {type(loaded).__name__}, not a CLIP state dict")
+    return loaded
+
+
+def _is_torchscript_archive(path):
+    # torch.jit.save archives carry their constants (and code); torch.save archives do not.
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())

@@ -1,0 +1,35 @@
+"""OpenAI CLIP tokenization, on the byte-level BPE and vocabulary that ship with open_clip_torch."""
+from functools import lru_cache
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+DEFAULT_CONTEXT_LENGTH = 77
+
+
+@lru_cache(maxsize=1)
+def get_tokenizer():
+    """The shared tokenizer (reading the vocabulary takes about a second, so it is built once)."""
+    return SimpleTokenizer()
+
+
+def tokenize(texts, context_length=DEFAULT_CONTEXT_LENGTH, truncate=False):
+    """Token ids of `texts` (a string or a list of strings) as a LongTensor [N, context_length].
+
+    Each row is <start-of-text>, the BPE ids, <end-of-text>, then zeros. A text that does not fit
+    raises RuntimeError, unless `truncate` is set: then it is cut and its last id is <end-of-text>.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    tokenizer = get_tokenizer()
+    result = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for row, text in enumerate(texts):
+        ids = [tokenizer.sot_token_id] + tokenizer.encode(text) + [tokenizer.eot_token_id]
+        if len(ids) > context_length:
+            if not truncate:
+                raise RuntimeError(
+                    f"Input {text!r} is too long for context length {context_length} "
+                    f"({len(ids)} tokens); shorten it or pass truncate=True")
+            ids = ids[:context_length - 1] + [tokenizer.eot_token_id]
+        result[row, :len(ids)] = torch.tensor(ids)
+    return result

@@ -1,0 +1,228 @@
+"""clip.load from local files, and downloads from a loopback HTTP server (no network needed)."""
+import hashlib
+import http.server
+import os
+import threading
+import urllib.error
+
+import pytest
+import torch
+from PIL import Image
+
+import clip
+from clip import pretrained
+from clip.model import build_model
+from tests.helpers.clip_files import make_resnet_state_dict, make_vit_state_dict, write_clip_file
+
+PAYLOAD = os.urandom(300_000)
+
+
+@pytest.fixture(scope="module")
+def vit_state_dict():
+    return make_vit_state_dict()
+
+
+def features(model):
+    batch = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model.encode_image(batch), model.encode_text(clip.tokenize(["a cat", "a dog"]))
+
+
+def assert_same_model(model, state_dict):
+    assert model.dtype == torch.float32 and not model.training
+    for ours, expected in zip(features(model), features(build_model(state_dict))):
+        torch.testing.assert_close(ours, expected)
+
+
+@pytest.mark.parametrize("torchscript", [False, True])
+def test_load_local_file(tmp_path, vit_state_dict, torchscript):
+    path = write_clip_file(tmp_path / "tiny.pt", vit_state_dict, torchscript=torchscript)
+    model, preprocess = clip.load(path)
+    assert_same_model(model, vit_state_dict)
+    assert model.visual.input_resolution == 32
+
+
+def test_load_checkpoint_wrapping_a_state_dict(tmp_path, vit_state_dict):
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": vit_state_dict, "epoch": 3}, path)
+    model, _ = clip.load(str(path))
+    assert_same_model(model, vit_state_dict)
+
+
+def test_load_resnet_torchscript_archive(tmp_path):
+    state_dict = make_resnet_state_dict(image_resolution=64)
+    model, preprocess = clip.load(write_clip_file(tmp_path / "rn.pt", state_dict, torchscript=True))
+    assert model.visual.input_resolution == 64
+    assert preprocess(Image.new("RGB", (100, 80))).shape == (3, 64, 64)
+
+
+def test_preprocess_is_openai_normalisation(tmp_path, vit_state_dict):
+    _, preprocess = clip.load(write_clip_file(tmp_path / "tiny.pt", vit_state_dict))
+    color = (255, 0, 128)
+    image = preprocess(Image.new("RGB", (60, 45), color))
+    assert image.shape == (3, 32, 32)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    for channel in range(3):
+        expected = (color[channel] / 255 - mean[channel]) / std[channel]
+        torch.testing.assert_close(image[channel], torch.full((32, 32), expected))
+    gray = preprocess(Image.new("L", (32, 32), 255))
+    assert gray.shape == (3, 32, 32)
+
+
+def test_unknown_name_lists_available_models(tmp_path):
+    with pytest.raises(RuntimeError, match="ViT-B/16"):
+        clip.load("ViT-Z/99", download_root=str(tmp_path))
+
+
+def test_file_that_is_not_a_clip_state_dict(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(ValueError, match="not an OpenAI CLIP state dict"):
+        clip.load(str(path))
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(RuntimeError, match="neither a TorchScript archive"):
+        clip.load(str(path))
+
+
+def test_available_models_are_openai_names_with_digests():
+    assert clip.available_models() == ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64",
+                                       "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
+    for url in clip._MODELS.values():
+        assert url.startswith("https://openaipublic.azureedge.net/clip/models/")
+        assert len(url.split("/")[-2]) == 64
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+class FileServer:
+    """Serves in-memory files on 127.0.0.1; `truncate_next` sends half of the next file and then
+    closes the connection; `ranges` turns Range support on or off. Records each request."""
+
+    def __init__(self):
+        self.files, self.requests = {}, []
+        self.truncate_next, self.ranges = False, True
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if server.ranges and self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if server.truncate_next:
+                    server.truncate_next = False
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    return
+                self.wfile.write(body[start:])
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def add(self, name, body, digest=None):
+        """Serve `body`; return its _MODELS-style address (with `digest`, default the true one)."""
+        digest = digest or hashlib.sha256(body).hexdigest()
+        path = f"/clip/models/{digest}/{name}"
+        self.files[path] = body
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    file_server = FileServer()
+    yield file_server
+    file_server.close()
+
+
+def sha256_of(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_download_is_verified_and_cached(server, tmp_path):
+    url = server.add("Tiny.pt", PAYLOAD)
+    path = clip._download(url, str(tmp_path))
+    assert path == str(tmp_path / "Tiny.pt")
+    assert sha256_of(path) == url.split("/")[-2]
+    assert os.listdir(tmp_path) == ["Tiny.pt"]
+    assert clip._download(url, str(tmp_path)) == path
+    assert len(server.requests) == 1  # the second call used the cache
+
+
+def test_cache_dir_from_environment(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path / "cache"))
+    url = server.add("Tiny.pt", PAYLOAD)
+    assert clip._download(url) == str(tmp_path / "cache" / "Tiny.pt")
+
+
+def test_load_by_name_downloads_then_builds(server, tmp_path, vit_state_dict, monkeypatch):
+    body = open(write_clip_file(tmp_path / "src.pt", vit_state_dict, torchscript=True), "rb").read()
+    monkeypatch.setitem(pretrained._MODELS, "Tiny/8", server.add("Tiny-8.pt", body))
+    model, _ = clip.load("Tiny/8", download_root=str(tmp_path / "cache"))
+    assert_same_model(model, vit_state_dict)
+    assert os.listdir(tmp_path / "cache") == ["Tiny-8.pt"]
+
+
+def test_checksum_mismatch_raises_and_leaves_no_file(server, tmp_path):
+    url = server.add("Tiny.pt", PAYLOAD, digest="0" * 64)
+    with pytest.raises(pretrained.DownloadError, match="SHA-256"):
+        clip._download(url, str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupted_cached_file_is_downloaded_again(server, tmp_path):
+    url = server.add("Tiny.pt", PAYLOAD)
+    (tmp_path / "Tiny.pt").write_bytes(PAYLOAD[:1000])
+    with pytest.warns(UserWarning, match="does not match its SHA-256"):
+        path = clip._download(url, str(tmp_path))
+    assert sha256_of(path) == url.split("/")[-2] and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("server_supports_ranges", [True, False])
+def test_interrupted_download_leaves_no_valid_looking_file(server, tmp_path,
+                                                           server_supports_ranges):
+    server.ranges = server_supports_ranges
+    url = server.add("Tiny.pt", PAYLOAD)
+    server.truncate_next = True
+    with pytest.raises(pretrained.DownloadError, match="Could not download"):
+        clip._download(url, str(tmp_path))
+    assert not (tmp_path / "Tiny.pt").exists()
+
+    path = clip._download(url, str(tmp_path))
+    assert sha256_of(path) == url.split("/")[-2]
+    assert os.listdir(tmp_path) == ["Tiny.pt"]
+    resumed_from = server.requests[-1][1]
+    assert resumed_from == f"bytes={len(PAYLOAD) // 2}-"  # the client asked to resume
+
+
+def test_no_network_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(pretrained.urllib.request, "urlopen", unreachable)
+    with pytest.raises(pretrained.DownloadError) as error:
+        clip.load("ViT-B/16", download_root=str(tmp_path))
+    message = str(error.value)
+    assert str(tmp_path / "ViT-B-16.pt") in message
+    assert "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt" in message
+    assert clip._MODELS["ViT-B/16"] in message
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,135 @@
+"""clip/model.py against open_clip's model built from the same OpenAI state dict."""
+import pytest
+import torch
+from open_clip.model import build_model_from_openai_state_dict
+
+import clip
+from clip.model import CLIP, build_model, convert_weights_to_fp16
+from tests.helpers.clip_files import make_resnet_state_dict, make_vit_state_dict
+
+TEXTS = ["a photo of a cat.", "a centered satellite photo of forest.", ""]
+
+
+def open_clip_reference(state_dict):
+    return build_model_from_openai_state_dict(dict(state_dict), cast_dtype=None).float().eval()
+
+
+@pytest.fixture(scope="module")
+def vit_state_dict():
+    return make_vit_state_dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64,
+                               vision_patch_size=8, transformer_width=64, transformer_layers=2)
+
+
+@pytest.fixture(scope="module")
+def resnet_state_dict():
+    # 64 px: a 2x2 grid reaches the attention pool, so the pooling is more than one position.
+    return make_resnet_state_dict(embed_dim=32, image_resolution=64, vision_layers=(1, 2, 1, 1),
+                                  vision_width=8, transformer_width=64, transformer_layers=2)
+
+
+def images(resolution, n=3):
+    return torch.randn(n, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("state_dict_name, resolution", [
+    ("vit_state_dict", 32), ("resnet_state_dict", 64)])
+def test_features_equal_open_clip(request, state_dict_name, resolution):
+    state_dict = request.getfixturevalue(state_dict_name)
+    ours, reference = build_model(state_dict), open_clip_reference(state_dict)
+    batch, tokens = images(resolution), clip.tokenize(TEXTS)
+    with torch.no_grad():
+        image_features = ours.encode_image(batch)
+        text_features = ours.encode_text(tokens)
+        torch.testing.assert_close(image_features, reference.encode_image(batch),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(text_features, reference.encode_text(tokens),
+                                   rtol=1e-4, atol=1e-5)
+        logits_per_image, logits_per_text = ours(batch, tokens)
+    assert image_features.std() > 0.1 and text_features.std() > 0.1  # not a trivial match
+    expected = reference.logit_scale.exp() * (
+        torch.nn.functional.normalize(image_features, dim=-1)
+        @ torch.nn.functional.normalize(text_features, dim=-1).t())
+    torch.testing.assert_close(logits_per_image, expected)
+    torch.testing.assert_close(logits_per_text, expected.t())
+
+
+def test_vit_architecture_is_inferred_from_shapes():
+    state_dict = make_vit_state_dict(embed_dim=48, image_resolution=48, vision_layers=3,
+                                     vision_width=128, vision_patch_size=16, context_length=20,
+                                     transformer_width=64, transformer_layers=1)
+    model = build_model(state_dict)
+    visual = model.visual
+    assert (visual.input_resolution, visual.patch_size, visual.width, visual.output_dim) == (
+        48, 16, 128, 48)
+    assert visual.transformer.layers == 3 and visual.transformer.width == 128
+    assert visual.transformer.resblocks[0].attn.num_heads == 2  # 128 // 64, OpenAI's rule
+    assert (model.context_length, model.vocab_size) == (20, 49408)
+    assert model.transformer.layers == 1 and model.transformer.width == 64
+    assert model.dtype == torch.float32 and not model.training
+
+
+def test_resnet_architecture_is_inferred_from_shapes(resnet_state_dict):
+    model = build_model(resnet_state_dict)
+    visual = model.visual
+    assert [len(getattr(visual, f"layer{i}")) for i in (1, 2, 3, 4)] == [1, 2, 1, 1]
+    assert (visual.input_resolution, visual.width, visual.output_dim) == (64, 8, 32)
+    assert visual.attnpool.num_heads == 4  # 8 * 32 // 64
+    assert not any(m.training for m in model.modules())  # BatchNorm uses running statistics
+
+
+def test_build_model_rejects_unexpected_and_missing_keys(vit_state_dict):
+    extra = dict(vit_state_dict, **{"visual.extra.weight": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match="visual.extra.weight"):
+        build_model(extra)
+    missing = {k: v for k, v in vit_state_dict.items() if k != "ln_final.bias"}
+    with pytest.raises(RuntimeError, match="ln_final.bias"):
+        build_model(missing)
+    with pytest.raises(ValueError, match="not an OpenAI CLIP state dict"):
+        build_model({"fc.weight": torch.zeros(2, 2)})
+
+
+def test_build_model_ignores_torchscript_attributes(vit_state_dict):
+    with_attributes = dict(vit_state_dict, input_resolution=torch.tensor(32),
+                           context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    assert isinstance(build_model(with_attributes), CLIP)
+
+
+def test_attention_mask_is_causal():
+    mask = build_model(make_vit_state_dict(context_length=4)).build_attention_mask()
+    inf = float("-inf")
+    assert mask.tolist() == [[0, inf, inf, inf], [0, 0, inf, inf], [0, 0, 0, inf], [0, 0, 0, 0]]
+
+
+def test_text_feature_ignores_tokens_after_end_of_text(vit_state_dict):
+    # Causal attention: the end-of-text feature cannot see the padding after it.
+    model = build_model(vit_state_dict)
+    tokens = clip.tokenize(["a photo of a dog"])
+    padded = tokens.clone()
+    padded[0, 10:] = 5
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens), model.encode_text(padded))
+
+
+def test_blocks_are_batch_first_and_take_the_mask_as_argument(vit_state_dict):
+    model = build_model(vit_state_dict)
+    block = model.transformer.resblocks[0]
+    x = torch.randn(2, 5, 64)
+    mask = torch.full((5, 5), float("-inf")).triu_(1)
+    with torch.no_grad():
+        causal, full = block(x, mask), block(x)
+        # The first position sees only itself under the mask: run it alone to check.
+        torch.testing.assert_close(causal[:, :1], block(x[:, :1]))
+    assert causal.shape == (2, 5, 64) and not torch.allclose(causal, full)
+    assert not any(isinstance(v, torch.Tensor) for v in vars(block).values())
+
+
+def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
+    model32 = build_model(vit_state_dict)
+    model16 = convert_weights_to_fp16(build_model(vit_state_dict))
+    assert model16.dtype == torch.float16 and model16.ln_final.weight.dtype == torch.float32
+    batch, tokens = images(32), clip.tokenize(TEXTS)
+    with torch.no_grad():
+        text16, image16 = model16.encode_text(tokens), model16.encode_image(batch)
+        assert text16.dtype == image16.dtype == torch.float16
+        torch.testing.assert_close(text16.float(), model32.encode_text(tokens), rtol=0, atol=2e-2)
+        torch.testing.assert_close(image16.float(), model32.encode_image(batch), rtol=0, atol=2e-2)
