@@ -1,0 +1,1 @@
+from .transforms import AVAILABLE_CHOICES, INTERPOLATION_MODES, build_transform

@@ -1,0 +1,156 @@
+"""Image transforms selected by name through ``cfg.INPUT.TRANSFORMS`` (Dassl's names).
+
+Training: each chosen augmentation in a fixed order, then ToTensor and (if chosen) normalize.
+Test: resize the smaller edge to ``max(INPUT.SIZE)``, center crop ``INPUT.SIZE``, ToTensor,
+normalize; the crop is always applied so test images match the training size.
+"""
+import random
+
+import torch
+from torchvision.transforms import (
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    GaussianBlur,
+    InterpolationMode,
+    Normalize,
+    RandomApply,
+    RandomCrop,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Resize,
+    ToTensor,
+)
+
+INTERPOLATION_MODES = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+AVAILABLE_CHOICES = (
+    "random_flip",
+    "random_crop",
+    "random_resized_crop",
+    "center_crop",
+    "normalize",
+    "colorjitter",
+    "randomgrayscale",
+    "gaussian_blur",
+    "gaussian_noise",
+)
+
+
+class GaussianNoise:
+    """Add N(mean, std) noise to a tensor image with probability ``p``."""
+
+    def __init__(self, mean=0.0, std=0.15, p=0.5):
+        self.mean = mean
+        self.std = std
+        self.p = p
+
+    def __call__(self, img):
+        if random.uniform(0, 1) > self.p:
+            return img
+        return img + torch.randn(img.size()) * self.std + self.mean
+
+    def __repr__(self):
+        return f"GaussianNoise(mean={self.mean}, std={self.std}, p={self.p})"
+
+
+def _check_choices(choices):
+    unknown = [choice for choice in choices if choice not in AVAILABLE_CHOICES]
+    if unknown:
+        raise ValueError(
+            f"Unknown transform(s) {unknown} in INPUT.TRANSFORMS; available: {list(AVAILABLE_CHOICES)}"
+        )
+
+
+def _interpolation(cfg):
+    if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
+        raise ValueError(
+            f'INPUT.INTERPOLATION "{cfg.INPUT.INTERPOLATION}" is not one of {list(INTERPOLATION_MODES)}'
+        )
+    return INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
+
+
+def build_transform(cfg, is_train=True, choices=None):
+    """Build the training (``is_train``) or test transform; ``choices`` overrides INPUT.TRANSFORMS.
+
+    Returns None when ``INPUT.NO_TRANSFORM`` is set.
+    """
+    if cfg.INPUT.NO_TRANSFORM:
+        print("Note: no transform is applied!")
+        return None
+    choices = list(cfg.INPUT.TRANSFORMS if choices is None else choices)
+    _check_choices(choices)
+    normalize = Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
+    if is_train:
+        return _build_transform_train(cfg, choices, normalize)
+    return _build_transform_test(cfg, choices, normalize)
+
+
+def _build_transform_train(cfg, choices, normalize):
+    print("Building transform_train")
+    interpolation = _interpolation(cfg)
+    input_size = list(cfg.INPUT.SIZE)
+    steps = []
+
+    # Without a crop nothing else brings the image to the network's input size.
+    if "random_crop" not in choices and "random_resized_crop" not in choices:
+        print(f"+ resize to {input_size[0]}x{input_size[1]}")
+        steps.append(Resize(input_size, interpolation=interpolation))
+    if "random_crop" in choices:
+        print(f"+ random crop (padding = {cfg.INPUT.CROP_PADDING})")
+        steps.append(RandomCrop(input_size, padding=cfg.INPUT.CROP_PADDING))
+    if "random_resized_crop" in choices:
+        scale = tuple(cfg.INPUT.RRCROP_SCALE)
+        print(f"+ random resized crop (size={tuple(input_size)}, scale={scale})")
+        steps.append(RandomResizedCrop(input_size, scale=scale, interpolation=interpolation))
+    if "random_flip" in choices:
+        print("+ random flip")
+        steps.append(RandomHorizontalFlip())
+    if "colorjitter" in choices:
+        print("+ color jitter")
+        steps.append(
+            ColorJitter(
+                brightness=cfg.INPUT.COLORJITTER_B,
+                contrast=cfg.INPUT.COLORJITTER_C,
+                saturation=cfg.INPUT.COLORJITTER_S,
+                hue=cfg.INPUT.COLORJITTER_H,
+            )
+        )
+    if "randomgrayscale" in choices:
+        print("+ random gray scale")
+        steps.append(RandomGrayscale(p=cfg.INPUT.RGS_P))
+    if "gaussian_blur" in choices:
+        print(f"+ gaussian blur (kernel={cfg.INPUT.GB_K})")
+        steps.append(RandomApply([GaussianBlur(cfg.INPUT.GB_K)], p=cfg.INPUT.GB_P))
+
+    print("+ to torch tensor of range [0, 1]")
+    steps.append(ToTensor())
+    if "normalize" in choices:
+        print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
+        steps.append(normalize)
+    if "gaussian_noise" in choices:
+        print(f"+ gaussian noise (mean={cfg.INPUT.GN_MEAN}, std={cfg.INPUT.GN_STD})")
+        steps.append(GaussianNoise(cfg.INPUT.GN_MEAN, cfg.INPUT.GN_STD))
+    return Compose(steps)
+
+
+def _build_transform_test(cfg, choices, normalize):
+    print("Building transform_test")
+    interpolation = _interpolation(cfg)
+    input_size = list(cfg.INPUT.SIZE)
+    print(f"+ resize the smaller edge to {max(input_size)}")
+    print(f"+ {input_size[0]}x{input_size[1]} center crop")
+    steps = [
+        Resize(max(input_size), interpolation=interpolation),
+        CenterCrop(input_size),
+        ToTensor(),
+    ]
+    if "normalize" in choices:
+        print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
+        steps.append(normalize)
+    return Compose(steps)

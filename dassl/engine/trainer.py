@@ -1,0 +1,583 @@
+"""The training loop and its hooks (Dassl's TrainerBase / SimpleTrainer / TrainerX).
+
+A trainer overrides ``build_model`` and ``forward_backward`` (and, if needed, the batch parsing
+and inference hooks); the loop, checkpoints, LR stepping, evaluation, mixed precision, early
+stopping and best-validation model selection live here once.
+"""
+import contextlib
+import datetime
+import os
+import os.path as osp
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dassl.data import DataManager
+from dassl.evaluation import build_evaluator
+from dassl.utils import (
+    AverageMeter,
+    MetricMeter,
+    console_stream,
+    get_rng_state,
+    load_checkpoint,
+    mkdir_if_missing,
+    save_checkpoint,
+    set_rng_state,
+    write_json,
+)
+from dassl.utils.torchtools import BEST_MODEL_NAME
+
+PRECISIONS = ("fp16", "fp32", "amp")
+FINAL_MODELS = ("last_step", "best_val")
+# Buffers that depend on the class names of the evaluated split; never restored from a checkpoint.
+CLASSNAME_DEPENDENT_KEYS = ("token_prefix", "token_suffix")
+
+
+def _as_list(names):
+    return [names] if isinstance(names, str) else list(names)
+
+
+class TrainerBase:
+    """Model registry, checkpointing, LR stepping and the epoch loop."""
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+        self.scaler = None
+        self.should_stop = False
+
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Call super().__init__() before register_model()")
+        if name in self._models:
+            raise KeyError(f'A model named "{name}" is already registered')
+        if model is None:
+            raise ValueError(f'register_model("{name}") got model=None')
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        registered = list(self._models.keys())
+        if names is None:
+            return registered
+        names = _as_list(names)
+        for name in names:
+            if name not in registered:
+                raise KeyError(f'No model named "{name}"; registered: {registered}')
+        return names
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict_to_save(self, name):
+        """What ``save_model`` writes for model ``name`` (override to save fewer tensors)."""
+        return self._models[name].state_dict()
+
+    def load_state_dict_into(self, name, state_dict, epoch):
+        """Put a checkpoint's ``state_dict`` into model ``name`` (override for stricter rules)."""
+        result = self._models[name].load_state_dict(state_dict, strict=False)
+        if result.unexpected_keys:
+            print(
+                f"Warning: keys in the checkpoint that model {name} does not have: "
+                f"{result.unexpected_keys}"
+            )
+        return result
+
+    def _engine_state(self):
+        """Loop state beyond the weights that a resumed run needs to continue identically."""
+        state = {"rng_state": get_rng_state()}
+        state["best_result"] = float(getattr(self, "best_result", -np.inf))
+        state["epochs_without_improvement"] = getattr(self, "epochs_without_improvement", 0)
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        """Write one checkpoint per registered model to ``directory/<name>/``.
+
+        The dict holds upstream's keys (state_dict, epoch, optimizer, scheduler, val_result) plus
+        ``engine_state`` (RNG states, early-stopping counters, AMP scaler) for exact resuming.
+        """
+        engine_state = self._engine_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            checkpoint = {
+                "state_dict": self.state_dict_to_save(name),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "engine_state": engine_state,
+            }
+            save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def resume_model_if_exist(self, directory):
+        """Continue from the latest checkpoint in ``directory``; return the epoch to start at."""
+        names = self.get_model_names()
+        pointers = [osp.join(directory, name, "checkpoint") for name in names]
+        if not all(osp.exists(pointer) for pointer in pointers):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f'Found checkpoint at "{directory}" (will resume training)')
+        start_epoch = 0
+        for name, pointer in zip(names, pointers):
+            with open(pointer) as f:
+                fpath = osp.join(directory, name, f.readline().strip())
+            print(f'Loading checkpoint from "{fpath}"')
+            checkpoint = load_checkpoint(fpath)
+            self.load_state_dict_into(name, checkpoint["state_dict"], checkpoint["epoch"])
+            if self._optims[name] is not None and checkpoint.get("optimizer"):
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if self._scheds[name] is not None and checkpoint.get("scheduler"):
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            if checkpoint.get("engine_state"):
+                self._restore_engine_state(checkpoint["engine_state"])
+            start_epoch = checkpoint["epoch"]
+            print(f"Resumed {name} at epoch {start_epoch}")
+        return start_epoch
+
+    def _restore_engine_state(self, state):
+        set_rng_state(state["rng_state"])
+        self.best_result = state["best_result"]
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def _checkpoint_file(self, directory, name, epoch):
+        """The file ``load_model`` reads: epoch N, else the best model, else the latest epoch."""
+        if epoch is not None:
+            return osp.join(directory, name, f"model.pth.tar-{epoch}")
+        best = osp.join(directory, name, BEST_MODEL_NAME)
+        pointer = osp.join(directory, name, "checkpoint")
+        if not osp.exists(best) and osp.exists(pointer):
+            with open(pointer) as f:
+                latest = osp.join(directory, name, f.readline().strip())
+            print(f"Note: no {BEST_MODEL_NAME} in {osp.dirname(best)}; loading the latest, {latest}")
+            return latest
+        return best
+
+    def load_model(self, directory, epoch=None):
+        """Load each registered model from ``directory/<name>/``: ``model.pth.tar-<epoch>``, or
+        ``model-best.pth.tar`` (falling back to the latest checkpoint) when ``epoch`` is None."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        for name in self.get_model_names():
+            model_path = self._checkpoint_file(directory, name, epoch)
+            if not osp.exists(model_path):
+                folder = osp.dirname(model_path)
+                found = sorted(os.listdir(folder)) if osp.isdir(folder) else []
+                raise FileNotFoundError(
+                    f'Model not found at "{model_path}". Files in {folder}: {found or "(none)"}. '
+                    "Pass --model-dir of a training run and --load-epoch of a saved epoch."
+                )
+            checkpoint = load_checkpoint(model_path)
+            state_dict = {
+                key: value
+                for key, value in checkpoint["state_dict"].items()
+                if key.rsplit(".", 1)[-1] not in CLASSNAME_DEPENDENT_KEYS
+            }
+            loaded_epoch = checkpoint["epoch"]
+            val_result = checkpoint.get("val_result")
+            note = f", val_result={val_result:.1f}" if isinstance(val_result, (int, float)) else ""
+            print(f'Load {model_path} to {name} (epoch={loaded_epoch}{note})')
+            self.load_state_dict_into(name, state_dict, loaded_epoch)
+            self.loaded_model_dir = directory
+            self.loaded_epoch = loaded_epoch
+
+    # ------------------------------------------------------------------ modes, LR
+    def set_model_mode(self, mode="train", names=None):
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(f'Unknown model mode "{mode}": use "train" or "eval"')
+
+    def update_lr(self, names=None):
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names=None):
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ tensorboard
+    def init_writer(self, log_dir):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            print(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag, scalar_value, global_step=None):
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # ------------------------------------------------------------------ loop
+    def train(self, start_epoch, max_epoch):
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        # self.epoch + 1 is always the number of epochs done, also when none ran.
+        self.epoch = self.start_epoch - 1
+        while self.epoch + 1 < self.max_epoch and not self.should_stop:
+            self.epoch += 1
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def test(self, split=None):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError
+
+    def model_inference(self, input):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ optimisation step
+    def autocast(self):
+        """Context for the forward pass: autocast under AMP, nothing otherwise."""
+        if getattr(self, "precision", "fp32") == "amp":
+            return torch.autocast(device_type=self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def model_zero_grad(self, names=None):
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def detect_anomaly(self, loss):
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                "Loss is infinite or NaN! With PREC fp16 try amp or fp32, or lower OPTIM.LR"
+            )
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def model_update(self, names=None):
+        for name in self.get_model_names(names):
+            optim = self._optims[name]
+            if optim is None:
+                continue
+            if self.scaler is not None:
+                self.scaler.step(optim)
+            else:
+                optim.step()
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+class SimpleTrainer(TrainerBase):
+    """A trainer with one labelled training loader, evaluation, and the config-driven hooks."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        self.cfg = cfg
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+        self.precision = self._resolve_precision(cfg)
+        if self.precision == "amp":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.best_result = -np.inf
+        self.epochs_without_improvement = 0
+        self.loaded_model_dir = None
+        self.loaded_epoch = None
+
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(
+            cfg, lab2cname=self.lab2cname, base_labels=getattr(self.dm.dataset, "base_labels", None)
+        )
+        self._validating = False
+
+    def check_cfg(self, cfg):
+        """Override to reject configs the trainer cannot run (called before anything is built)."""
+        if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
+            raise ValueError(f'TEST.FINAL_MODEL "{cfg.TEST.FINAL_MODEL}" must be one of {list(FINAL_MODELS)}')
+
+    def _resolve_precision(self, cfg):
+        """``TRAINER.<NAME>.PREC`` (fp16 | fp32 | amp; fp32 when the trainer has no such key).
+
+        Half precision needs a GPU: on CPU the run uses fp32 and says so.
+        """
+        section = cfg.TRAINER.get(cfg.TRAINER.NAME.upper())
+        precision = section.get("PREC", "fp32") if section is not None else "fp32"
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f'TRAINER.{cfg.TRAINER.NAME.upper()}.PREC "{precision}" must be one of {list(PRECISIONS)}'
+            )
+        if precision != "fp32" and self.device.type == "cpu":
+            print(f"Note: PREC {precision} needs a GPU; running in fp32 on CPU")
+            precision = "fp32"
+        return precision
+
+    def build_data_loader(self):
+        """Create the DataManager; override to pass custom transforms or a dataset wrapper."""
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} must override build_model() and register its model(s) "
+            "with self.register_model(name, model, optim, sched)"
+        )
+
+    def train(self):
+        super().train(self.start_epoch, self.max_epoch)
+
+    @property
+    def selects_on_validation(self):
+        """True when every epoch ends with a validation pass (early stopping / best_val)."""
+        best_val = self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST
+        return self.cfg.TRAIN.EARLY_STOPPING or best_val
+
+    def before_train(self):
+        if self.selects_on_validation and self.val_loader is None:
+            raise ValueError(
+                "TRAIN.EARLY_STOPPING / TEST.FINAL_MODEL best_val select the model on the "
+                f"validation split, but dataset {self.cfg.DATASET.NAME} has none; turn them off "
+                "(model selection on the test set would bias the reported accuracy)"
+            )
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_model_if_exist(directory)
+        # A resumed run that had already stopped early does not train further.
+        self.should_stop = self._patience_exhausted()
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_train(self):
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self._best_model_dir())
+            else:
+                print("Deploy the last-epoch model")
+                self.loaded_model_dir = self.output_dir
+                self.loaded_epoch = self.epoch + 1
+            self.test()
+        elapsed = round(time.time() - self.time_start)
+        print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
+        self.close_writer()
+
+    def _best_model_dir(self):
+        """OUTPUT_DIR, or the RESUME folder when the best epoch came before the interruption."""
+        name = self.get_model_names()[0]
+        if self.cfg.RESUME and not osp.exists(osp.join(self.output_dir, name, BEST_MODEL_NAME)):
+            return self.cfg.RESUME
+        return self.output_dir
+
+    def after_epoch(self):
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+        if self.selects_on_validation:
+            self._validate_and_select()
+        if meet_checkpoint_freq or last_epoch or self.should_stop:
+            self.save_model(self.epoch, self.output_dir)
+
+    def _validate_and_select(self):
+        """Validate; keep the best model as model-best.pth.tar; stop early if due."""
+        self._validating = True
+        try:
+            result = self.test(split="val")
+        finally:
+            self._validating = False
+        if result > self.best_result:
+            self.best_result = result
+            self.epochs_without_improvement = 0
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_MODEL_NAME)
+            return
+        self.epochs_without_improvement += 1
+        print(
+            f"Validation accuracy has not improved for {self.epochs_without_improvement} "
+            f"epoch(s) (best {self.best_result:.1f})"
+        )
+        if self._patience_exhausted():
+            patience = self.cfg.TRAIN.PATIENT_COUNT
+            print(f"Early stopping: no improvement for TRAIN.PATIENT_COUNT={patience} epochs")
+            self.should_stop = True
+
+    def _patience_exhausted(self):
+        return (
+            self.cfg.TRAIN.EARLY_STOPPING
+            and self.epochs_without_improvement >= self.cfg.TRAIN.PATIENT_COUNT
+        )
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` (default TEST.SPLIT); returns the first metric (accuracy).
+
+        Outside the per-epoch validation pass, also writes ``results.json`` to OUTPUT_DIR.
+        """
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        for batch in tqdm(data_loader, file=console_stream(), leave=False):
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            self.evaluator.process(output, label)
+        results = self.evaluator.evaluate()
+        for key, value in results.items():
+            self.write_scalar(f"{split}/{key}", value, self.epoch)
+        if not self._validating:
+            self.write_results_json(split, results)
+        return list(results.values())[0]
+
+    def write_results_json(self, split, results):
+        """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json."""
+        cfg = self.cfg
+        record = {
+            "protocol": cfg.RUN.PROTOCOL,
+            "dataset": cfg.DATASET.NAME,
+            "trainer": cfg.TRAINER.NAME,
+            "config": cfg.RUN.CONFIG_NAME,
+            "seed": cfg.SEED,
+            "split": split,
+            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "num_shots": cfg.DATASET.NUM_SHOTS,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+        }
+        evaluator = self.evaluator
+        if hasattr(evaluator, "total"):
+            record["total"] = evaluator.total
+            record["correct"] = evaluator.correct
+        record.update((key, float(value)) for key, value in results.items())
+        if hasattr(evaluator, "per_class_accuracy"):
+            record["per_class_accuracy"] = {
+                evaluator.classname(label): accuracy
+                for label, (_, _, accuracy) in evaluator.per_class_accuracy().items()
+            }
+        if getattr(evaluator, "_base_labels", None) is not None:
+            (_, num_base), (_, num_new) = evaluator.base_new_counts()
+            record["num_base_images"] = num_base
+            record["num_new_images"] = num_new
+        record["model_dir"] = self.loaded_model_dir
+        record["load_epoch"] = self.loaded_epoch
+        record["final_model"] = cfg.TEST.FINAL_MODEL
+        record["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        path = osp.join(self.output_dir, "results.json")
+        write_json(record, path)
+        print(f"Results written to {path}")
+
+    def model_inference(self, input):
+        return self.model(input)
+
+    def parse_batch_test(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+
+class TrainerX(SimpleTrainer):
+    """Supervised training on the labelled loader ``train_loader_x``."""
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+
+            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+            if meet_freq or self.num_batches < self.cfg.TRAIN.PRINT_FREQ:
+                self._print_progress(batch_time, data_time, losses)
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+
+    def _print_progress(self, batch_time, data_time, losses):
+        remaining = self.num_batches - self.batch_idx - 1
+        remaining += (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = datetime.timedelta(seconds=int(batch_time.avg * remaining))
+        print(
+            f"epoch [{self.epoch + 1}/{self.max_epoch}] "
+            f"batch [{self.batch_idx + 1}/{self.num_batches}] "
+            f"time {batch_time.val:.3f} ({batch_time.avg:.3f}) "
+            f"data {data_time.val:.3f} ({data_time.avg:.3f}) "
+            f"{losses} "
+            f"lr {self.get_current_lr():.4e} "
+            f"eta {eta}"
+        )
+
+    def parse_batch_train(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        domain = batch["domain"].to(self.device)
+        return input, label, domain

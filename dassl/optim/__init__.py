@@ -1,0 +1,7 @@
+from .lr_scheduler import (
+    AVAILABLE_SCHEDULERS,
+    ConstantWarmupScheduler,
+    LinearWarmupScheduler,
+    build_lr_scheduler,
+)
+from .optimizer import AVAILABLE_OPTIMIZERS, build_optimizer

@@ -1,0 +1,93 @@
+"""Tee stdout / stderr into ``<output>/log.txt`` (the file users and parsers read)."""
+import os
+import os.path as osp
+import sys
+import time
+
+from .tools import mkdir_if_missing
+
+_active_tees = []
+
+
+class _Tee:
+    """A text stream that writes to the original console stream and to a log file."""
+
+    def __init__(self, console, log_file):
+        self.console = console
+        self.file = log_file
+
+    def write(self, message):
+        self.console.write(message)
+        self.file.write(message)
+        # Flushed on every write so that a crashed run still leaves its log behind.
+        self.file.flush()
+
+    def flush(self):
+        self.console.flush()
+        self.file.flush()
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self.console.fileno()
+
+    def __getattr__(self, name):
+        return getattr(self.console, name)
+
+
+def _log_path(output):
+    if output.endswith(".txt") or output.endswith(".log"):
+        return output
+    return osp.join(output, "log.txt")
+
+
+def _keep_old_log(fpath):
+    """Rename an existing log to ``<name>-YYYY-MM-DD-HH-MM-SS`` so a new run never overwrites it."""
+    if not osp.exists(fpath):
+        return
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(os.path.getmtime(fpath)))
+    target = f"{fpath}-{stamp}"
+    suffix = 1
+    while osp.exists(target):
+        target = f"{fpath}-{stamp}-{suffix}"
+        suffix += 1
+    os.replace(fpath, target)
+
+
+def console_stream():
+    """The terminal's stderr, bypassing the log file (for progress bars, which would fill the
+    log with carriage-return redraws)."""
+    for stream_name, tee in _active_tees:
+        if stream_name == "stderr":
+            return tee.console
+    return sys.stderr
+
+
+def close_logger():
+    """Stop teeing: restore the console streams and close the log file."""
+    while _active_tees:
+        stream_name, tee = _active_tees.pop()
+        if getattr(sys, stream_name) is tee:
+            setattr(sys, stream_name, tee.console)
+        if not tee.file.closed:
+            tee.file.close()
+
+
+def setup_logger(output=None):
+    """Send everything printed to stdout and stderr also to ``output/log.txt``.
+
+    ``output`` is a directory (the log is ``log.txt`` inside it) or a path ending in ``.txt`` /
+    ``.log``. A log left by an earlier run in the same place is renamed with a timestamp.
+    """
+    if output is None:
+        return
+    close_logger()
+    fpath = _log_path(output)
+    mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
+    _keep_old_log(fpath)
+    log_file = open(fpath, "w")
+    for stream_name in ("stdout", "stderr"):
+        tee = _Tee(getattr(sys, stream_name), log_file)
+        setattr(sys, stream_name, tee)
+        _active_tees.append((stream_name, tee))

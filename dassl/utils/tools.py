@@ -1,0 +1,106 @@
+"""Small file-system, JSON, seeding and environment helpers."""
+import errno
+import json
+import os
+import os.path as osp
+import random
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def mkdir_if_missing(dirname):
+    """Create ``dirname`` (and parents) unless it exists; safe when another process races us."""
+    if not dirname:
+        return
+    try:
+        os.makedirs(dirname, exist_ok=True)
+    except OSError as error:
+        if error.errno != errno.EEXIST:
+            raise
+
+
+def check_isfile(fpath):
+    """Return True if ``fpath`` is a file; otherwise warn and return False (Dassl semantics)."""
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        print(f'Warning: no file found at "{fpath}"')
+    return isfile
+
+
+def read_json(fpath):
+    with open(fpath, "r") as f:
+        return json.load(f)
+
+
+def write_json(obj, fpath):
+    """Write ``obj`` as indented JSON; the file appears atomically (temp file, then rename)."""
+    directory = osp.dirname(osp.abspath(fpath))
+    mkdir_if_missing(directory)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def listdir_nohidden(path, sort=False):
+    """List ``path`` without hidden entries (names starting with a dot)."""
+    items = [name for name in os.listdir(path) if not name.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def set_random_seed(seed):
+    """Seed Python, NumPy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def collect_env_info():
+    """A printable summary of the software and hardware a run used."""
+    import platform
+
+    import PIL
+    import torchvision
+
+    lines = [
+        f"Python: {sys.version.split()[0]} ({platform.platform()})",
+        f"PyTorch: {torch.__version__}",
+        f"Torchvision: {torchvision.__version__}",
+        f"NumPy: {np.__version__}",
+        f"Pillow: {PIL.__version__}",
+        f"CUDA available: {torch.cuda.is_available()}",
+    ]
+    if torch.cuda.is_available():
+        lines.append(f"CUDA: {torch.version.cuda}")
+        for index in range(torch.cuda.device_count()):
+            lines.append(f"GPU {index}: {torch.cuda.get_device_name(index)}")
+    lines.append(f"CPU threads used by torch: {torch.get_num_threads()}")
+    return "\n".join(lines)
+
+
+def read_image(path):
+    """Open ``path`` as an RGB PIL image; a missing or broken file raises an error naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f'Image file not found: "{path}". Check DATASET.ROOT and the dataset layout.'
+        ) from error
+    except OSError as error:
+        raise OSError(
+            f'Cannot read image "{path}" ({error}); the file is corrupt or not an image: '
+            "re-download or remove it"
+        ) from error

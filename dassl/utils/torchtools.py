@@ -1,0 +1,220 @@
+"""Checkpoint reading / writing and small model utilities.
+
+Checkpoints are ``torch.save`` dicts with ``state_dict``, ``epoch``, ``optimizer``, ``scheduler``
+(and ``val_result`` for the best-validation model), as upstream Dassl writes them. They are read
+with ``torch.load(weights_only=True)``: a checkpoint is untrusted input.
+"""
+import os
+import os.path as osp
+import random
+import shutil
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from .tools import mkdir_if_missing
+
+
+BEST_MODEL_NAME = "model-best.pth.tar"
+
+
+class PickledObjectState:
+    """Inert stand-in for a scheduler / optimizer object that upstream Dassl pickled.
+
+    Upstream checkpoints written with a warm-up scheduler hold a pickled
+    ``torch.optim.lr_scheduler.CosineAnnealingLR`` (with its optimizer) in ``scheduler["successor"]``.
+    We unpickle those objects into this class instead of the real one: their attributes become
+    plain data in ``__dict__`` and no code of the original class runs.
+    """
+
+    def __repr__(self):
+        return f"PickledObjectState({sorted(self.__dict__)})"
+
+    def plain_state(self):
+        """The object's attributes without the optimizer it referenced (a ``state_dict()``)."""
+        return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
+
+
+def _plain_dict(default_factory=None):
+    # collections.defaultdict (an optimizer's ``state``) read back as a plain dict: the unpickler
+    # only fills plain dicts, and the factory is never needed after loading.
+    return {}
+
+
+# Exactly the globals that upstream Dassl checkpoints contain besides tensors and plain containers.
+_PICKLED_CLASS_NAMES = (
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.lr_scheduler.StepLR",
+    "torch.optim.lr_scheduler.MultiStepLR",
+    "torch.optim.sgd.SGD",
+    "torch.optim.adam.Adam",
+    "torch.optim.adamw.AdamW",
+    "torch.optim.rmsprop.RMSprop",
+    "torch.optim.radam.RAdam",
+    "dassl.optim.radam.RAdam",
+)
+_UPSTREAM_ALLOWED_GLOBALS = [(PickledObjectState, name) for name in _PICKLED_CLASS_NAMES] + [
+    (_plain_dict, "collections.defaultdict"),
+    dict,  # the defaultdict's factory argument
+]
+
+
+def load_checkpoint(fpath):
+    """Read a checkpoint safely (``weights_only=True``), on CPU.
+
+    Pickled schedulers / optimizers of upstream Dassl checkpoints come back as
+    ``PickledObjectState`` (plain attributes); everything else must be tensors and containers.
+    """
+    if fpath is None:
+        raise ValueError("load_checkpoint() got fpath=None: pass the path of a checkpoint file")
+    if not osp.exists(fpath):
+        raise FileNotFoundError(f'No checkpoint file at "{fpath}"')
+    with torch.serialization.safe_globals(_UPSTREAM_ALLOWED_GLOBALS):
+        try:
+            return torch.load(fpath, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise RuntimeError(
+                f'Cannot read checkpoint "{fpath}" safely (torch.load weights_only=True): {error}\n'
+                "The file holds objects other than tensors, containers and the optimizer / "
+                "scheduler classes upstream Dassl pickles. If you trust the file, re-save its "
+                "state_dict with plain tensors."
+            ) from error
+
+
+def _atomic_torch_save(obj, fpath):
+    directory = osp.dirname(osp.abspath(fpath))
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pth")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp_path)
+        os.replace(tmp_path, fpath)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def _atomic_copy(src, dst):
+    fd, tmp_path = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp_path)
+        os.replace(tmp_path, dst)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def _strip_module_prefix(state_dict):
+    # Weights saved from nn.DataParallel carry a "module." prefix that a plain model lacks.
+    return OrderedDict(
+        (key[len("module."):] if key.startswith("module.") else key, value)
+        for key, value in state_dict.items()
+    )
+
+
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+    """Write ``state`` to ``save_dir/model_name`` (default ``model.pth.tar-<epoch>``) atomically.
+
+    Also records the file name in ``save_dir/checkpoint`` (read by ``resume_from_checkpoint``),
+    except for ``model-best.pth.tar``: resuming continues from the latest epoch, not the best one.
+    When ``is_best``, the file is also copied to ``model-best.pth.tar``.
+    """
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys:
+        state = dict(state)
+        state["state_dict"] = _strip_module_prefix(state["state_dict"])
+    if not model_name:
+        model_name = f"model.pth.tar-{state['epoch']}"
+    fpath = osp.join(save_dir, model_name)
+    _atomic_torch_save(state, fpath)
+    print(f"Checkpoint saved to {fpath}")
+
+    if model_name != BEST_MODEL_NAME:
+        with open(osp.join(save_dir, "checkpoint"), "w") as f:
+            f.write(f"{osp.basename(fpath)}\n")
+
+    if is_best:
+        best_fpath = osp.join(save_dir, BEST_MODEL_NAME)
+        _atomic_copy(fpath, best_fpath)
+        print(f'Best checkpoint saved to "{best_fpath}"')
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Restore the checkpoint named in ``fdir/checkpoint``; return the epoch to start from."""
+    with open(osp.join(fdir, "checkpoint"), "r") as f:
+        fpath = osp.join(fdir, f.readline().strip())
+    print(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and checkpoint.get("optimizer"):
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and checkpoint.get("scheduler"):
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    if checkpoint.get("rng_state") is not None:
+        set_rng_state(checkpoint["rng_state"])
+        print("Restored random number generator states")
+    start_epoch = checkpoint["epoch"]
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def get_rng_state():
+    """Python, NumPy and torch RNG states as tensors / plain data (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state):
+    python_state = state["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_pretrained_weights(model, weight_path):
+    """Copy the weights of ``weight_path`` whose names and shapes match into ``model``."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    state_dict = _strip_module_prefix(state_dict)
+    model_dict = model.state_dict()
+    matched, discarded = OrderedDict(), []
+    for key, value in state_dict.items():
+        if key in model_dict and model_dict[key].size() == value.size():
+            matched[key] = value
+        else:
+            discarded.append(key)
+    if not matched:
+        raise RuntimeError(
+            f'No weight in "{weight_path}" matches the model by name and shape: '
+            "check that the file belongs to this architecture"
+        )
+    model_dict.update(matched)
+    model.load_state_dict(model_dict)
+    print(f'Loaded pretrained weights from "{weight_path}"')
+    if discarded:
+        print(f"Keys discarded (missing in the model or of another shape): {discarded}")
+
+
+def count_num_param(model=None, params=None):
+    """Number of elements in ``model``'s parameters (or in the iterable ``params``)."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        return sum(p.numel() for p in params)
+    raise ValueError("count_num_param() needs model or params")
+

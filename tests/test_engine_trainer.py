@@ -1,0 +1,191 @@
+"""The training loop: exact resume, early stopping, best-val selection, results.json, load_model."""
+import os
+
+import pytest
+import torch
+
+import dassl.engine.trainer as trainer_module
+from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.utils import read_json, set_random_seed
+from tests.helpers.engine import EngineToyTrainer, toy_cfg
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptedToyTrainer(EngineToyTrainer):
+    """Dies right after the checkpoint of epoch 2, like a killed job."""
+
+    def after_epoch(self):
+        super().after_epoch()
+        if self.epoch == 1:
+            raise Interrupted
+
+
+def _train(trainer_class, cfg):
+    set_random_seed(cfg.SEED)
+    trainer = trainer_class(cfg)
+    trainer.train()
+    return trainer
+
+
+def _weights(trainer):
+    return {key: value.clone() for key, value in trainer.model.state_dict().items()}
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+def _interrupt_and_resume(tmp_path, data_root, settings):
+    with pytest.raises(Interrupted):
+        _train(InterruptedToyTrainer, toy_cfg(data_root, tmp_path / "killed", **settings))
+    resumed_cfg = toy_cfg(data_root, tmp_path / "resumed", RESUME=str(tmp_path / "killed"), **settings)
+    set_random_seed(123)  # the restored RNG state, not this seed, must drive the rest of the run
+    resumed = EngineToyTrainer(resumed_cfg)
+    resumed.train()
+    return resumed
+
+
+# A small LR keeps the toy problem from saturating, so that every epoch changes the weights.
+RESUME_SETTINGS = {"OPTIM.LR": 0.001, "TRAIN.CHECKPOINT_FREQ": 1}
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, data_root):
+    uninterrupted = _train(EngineToyTrainer, toy_cfg(data_root, tmp_path / "full", **RESUME_SETTINGS))
+    resumed = _interrupt_and_resume(tmp_path, data_root, RESUME_SETTINGS)
+
+    assert resumed.start_epoch == 2
+    expected = _weights(uninterrupted)
+    for key, value in _weights(resumed).items():
+        assert torch.equal(value, expected[key]), key
+    assert resumed.get_current_lr() == uninterrupted.get_current_lr()
+    at_interruption = torch.load(tmp_path / "killed" / "model" / "model.pth.tar-2", weights_only=True)
+    assert not torch.equal(at_interruption["state_dict"]["weight"], expected["weight"])
+
+
+def test_resume_without_restoring_rng_would_differ(tmp_path, data_root, monkeypatch):
+    """Guards the test above: the shuffling and flips after resuming depend on the RNG state."""
+    uninterrupted = _train(EngineToyTrainer, toy_cfg(data_root, tmp_path / "full", **RESUME_SETTINGS))
+    monkeypatch.setattr(trainer_module, "set_rng_state", lambda state: None)
+    resumed = _interrupt_and_resume(tmp_path, data_root, RESUME_SETTINGS)
+    assert not torch.equal(resumed.model.weight, uninterrupted.model.weight)
+
+
+class ScriptedValidationTrainer(EngineToyTrainer):
+    """Validation accuracies come from a script; weights are recorded after every epoch."""
+
+    script = ()
+
+    def test(self, split=None):
+        if self._validating:
+            return self.script[self.epoch]
+        return super().test(split)
+
+    def after_epoch(self):
+        self.weights_after_epoch = getattr(self, "weights_after_epoch", [])
+        self.weights_after_epoch.append(_weights(self))
+        super().after_epoch()
+
+
+def test_early_stopping_after_patient_count_epochs_without_improvement(tmp_path, data_root):
+    class Trainer(ScriptedValidationTrainer):
+        script = (50.0, 60.0, 55.0, 60.0, 58.0, 59.0, 90.0, 90.0, 90.0, 90.0)
+
+    cfg = toy_cfg(data_root, tmp_path / "out", **{
+        "OPTIM.MAX_EPOCH": 10, "TRAIN.EARLY_STOPPING": True, "TRAIN.PATIENT_COUNT": 4,
+    })
+    trainer = _train(Trainer, cfg)
+    # best at epoch index 1; indices 2, 3, 4, 5 do not improve on 60 -> stop after 6 epochs
+    assert len(trainer.weights_after_epoch) == 6
+    assert sorted(os.listdir(tmp_path / "out" / "model")) == ["checkpoint", "model.pth.tar-6"]
+    assert read_json(str(tmp_path / "out" / "results.json"))["load_epoch"] == 6
+
+    rerun = _train(Trainer, cfg)  # same folder: resumes, sees the exhausted patience, stops
+    assert rerun.start_epoch == 6 and not hasattr(rerun, "weights_after_epoch")
+
+
+def test_best_val_loads_the_best_checkpoint_for_the_final_test(tmp_path, data_root):
+    class Trainer(ScriptedValidationTrainer):
+        script = (50.0, 70.0, 60.0)
+
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"OPTIM.MAX_EPOCH": 3, "TEST.FINAL_MODEL": "best_val"})
+    trainer = _train(Trainer, cfg)
+    best = trainer.weights_after_epoch[1]
+    for key, value in _weights(trainer).items():
+        assert torch.equal(value, best[key]), key
+    assert not torch.equal(trainer.weights_after_epoch[2]["weight"], best["weight"])
+    assert sorted(os.listdir(tmp_path / "out" / "model")) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
+    results = read_json(str(tmp_path / "out" / "results.json"))
+    assert (results["final_model"], results["load_epoch"]) == ("best_val", 2)
+
+
+def test_best_val_without_validation_split_is_refused(tmp_path, data_root):
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"TEST.FINAL_MODEL": "best_val"})
+    set_random_seed(1)
+    trainer = EngineToyTrainer(cfg)
+    trainer.val_loader = None
+    with pytest.raises(ValueError, match="validation split"):
+        trainer.train()
+
+
+def test_results_json_and_eval_only_reload(tmp_path, data_root):
+    cfg = toy_cfg(data_root, tmp_path / "train", **{"RUN.PROTOCOL": "base2new", "RUN.CONFIG_NAME": "toy"})
+    trained = _train(TRAINER_REGISTRY.get("EngineToyTrainer"), cfg)
+    results = read_json(str(tmp_path / "train" / "results.json"))
+    evaluator = trained.evaluator
+    assert results["protocol"] == "base2new" and results["config"] == "toy" and results["split"] == "test"
+    assert (results["total"], results["correct"]) == (evaluator.total, evaluator.correct)
+    assert results["accuracy"] == pytest.approx(100.0 * evaluator.correct / evaluator.total)
+    assert set(results["per_class_accuracy"]) == {"red", "green", "blue"}
+    assert not [name for name in os.listdir(tmp_path / "train") if name.startswith(".tmp")]
+
+    eval_cfg = toy_cfg(data_root, tmp_path / "eval")
+    set_random_seed(1)
+    evaluated = build_trainer(eval_cfg)
+    evaluated.load_model(str(tmp_path / "train"), epoch=4)
+    evaluated.test()
+    assert torch.equal(evaluated.model.weight, trained.model.weight)
+    reloaded = read_json(str(tmp_path / "eval" / "results.json"))
+    assert (reloaded["load_epoch"], reloaded["accuracy"]) == (4, results["accuracy"])
+
+
+def test_load_model_drops_classname_buffers_and_explains_missing_files(tmp_path, data_root):
+    trainer = EngineToyTrainer(toy_cfg(data_root, tmp_path / "out"))
+    state = {"weight": torch.ones_like(trainer.model.weight), "bias": torch.zeros(3),
+             "token_prefix": torch.ones(3, 1, 4), "prompt_learner.token_suffix": torch.ones(3, 5, 4)}
+    os.makedirs(tmp_path / "ckpt" / "model")
+    torch.save({"state_dict": state, "epoch": 5, "optimizer": None, "scheduler": None},
+               tmp_path / "ckpt" / "model" / "model.pth.tar-5")
+    trainer.load_model(str(tmp_path / "ckpt"), epoch=5)
+    assert torch.equal(trainer.model.weight, torch.ones_like(trainer.model.weight))
+    with pytest.raises(FileNotFoundError, match="model.pth.tar-5"):
+        trainer.load_model(str(tmp_path / "ckpt"), epoch=7)
+
+
+def test_half_precision_falls_back_to_fp32_on_cpu(tmp_path, data_root, capsys):
+    from yacs.config import CfgNode
+
+    cfg = toy_cfg(data_root, tmp_path / "out")
+    cfg.TRAINER.ENGINETOYTRAINER = CfgNode({"PREC": "amp"})
+    trainer = EngineToyTrainer(cfg)
+    assert trainer.precision == "fp32" and trainer.scaler is None
+    assert "PREC amp needs a GPU" in capsys.readouterr().out
+
+
+def test_amp_path_uses_the_grad_scaler_and_checkpoints_it(tmp_path, data_root):
+    """CPU stand-in for the CUDA AMP path: autocast + GradScaler drive the optimizer steps."""
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"OPTIM.MAX_EPOCH": 1})
+    set_random_seed(1)
+    trainer = EngineToyTrainer(cfg)
+    trainer.precision = "amp"
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)
+    before = trainer.model.weight.clone()
+    trainer.train()
+    assert not torch.equal(trainer.model.weight, before)
+    checkpoint = torch.load(tmp_path / "out" / "model" / "model.pth.tar-1", weights_only=True)
+    assert checkpoint["engine_state"]["scaler"]["scale"] == trainer.scaler.get_scale()

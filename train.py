@@ -1,0 +1,144 @@
+"""Train or evaluate a prompt-learning trainer (the CoOp / MaPLe command line).
+
+    python train.py --root DATA --seed 1 --trainer CoOp \
+        --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file configs/trainers/CoOp/vit_b16_ep50.yaml \
+        --output-dir output/... [--eval-only --model-dir DIR --load-epoch N] [KEY VALUE ...]
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+
+import datasets  # noqa: F401  (importing registers every dataset)
+import trainers  # importing registers every trainer; trainers.extend_cfg adds their keys
+from dassl.config import get_cfg_default
+from dassl.data.datasets import DATASET_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.utils import collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=str, default="", help="path to the datasets")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume training from")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (>= 0; it also picks the few-shot images)")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to the method config file")
+    parser.add_argument("--dataset-config-file", type=str, default="", help="path to the dataset config file")
+    parser.add_argument("--trainer", type=str, default="", help="name of the trainer")
+    parser.add_argument("--backbone", type=str, default="", help="CLIP model name (e.g. ViT-B/16) or path to a CLIP file")
+    parser.add_argument("--head", type=str, default="", help="name of the head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
+    parser.add_argument("--load-epoch", type=int, help="load the model weights of this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
+    parser.add_argument("--list-trainers", action="store_true", help="print the registered trainers and exit")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return parser
+
+
+def reset_cfg(cfg, args):
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    trainers.extend_cfg(cfg)
+    if args.dataset_config_file:
+        cfg.merge_from_file(args.dataset_config_file)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    reset_cfg(cfg, args)
+    cfg.merge_from_list(args.opts)
+    if not cfg.RUN.CONFIG_NAME and args.config_file:
+        cfg.RUN.CONFIG_NAME = osp.splitext(osp.basename(args.config_file))[0]
+    cfg.freeze()
+    return cfg
+
+
+def check_registered(cfg):
+    """Fail early, naming the choices, when the trainer or dataset is not registered."""
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY:
+        sys.exit(
+            f'Unknown trainer "{cfg.TRAINER.NAME}". Registered trainers: '
+            f"{', '.join(TRAINER_REGISTRY.registered_names())}"
+        )
+    if cfg.DATASET.NAME not in DATASET_REGISTRY:
+        sys.exit(
+            f'Unknown dataset "{cfg.DATASET.NAME}" (DATASET.NAME, set by --dataset-config-file). '
+            f"Registered datasets: {', '.join(DATASET_REGISTRY.registered_names())}"
+        )
+
+
+def print_args(args, cfg):
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(args.__dict__):
+        print(f"{key}: {args.__dict__[key]}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def save_config(cfg):
+    """The resolved config next to the log, so the run can be reproduced from it."""
+    mkdir_if_missing(cfg.OUTPUT_DIR)
+    with open(osp.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.list_trainers:
+        print("\n".join(TRAINER_REGISTRY.registered_names()))
+        return
+    cfg = setup_cfg(args)
+    check_registered(cfg)
+    setup_logger(cfg.OUTPUT_DIR)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print_args(args, cfg)
+    save_config(cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+if __name__ == "__main__":
+    main()
