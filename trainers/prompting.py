@@ -1,0 +1,666 @@
+"""The prompt-learning core: every prompting method is a prompt learner plugged into this module.
+
+CLIP's blocks are never forked. The prompted encoders run CLIP's own blocks and, before a block
+that has prompts, write the tokens the method supplies for that layer at the prompt positions:
+
+- text: right after SOS (positions 1..n), over placeholder words of the class prompts;
+- image: after the patch tokens (the last n positions), appended before ``ln_pre`` as MaPLe does.
+
+Usage (a new method = a prompt learner + a small trainer)::
+
+    from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, init_context,
+                                    per_layer)
+
+    class MyPromptLearner(PromptLearner):
+        def __init__(self, cfg, classnames, clip_model):
+            ctx, prefix = init_context(clip_model, n_ctx=2, ctx_init="a photo of a")
+            super().__init__(classnames, clip_model, prompt_prefix=prefix)
+            self.ctx = nn.Parameter(ctx)                   # fp32 master weights
+            self.deep = nn.ParameterList(...)              # deep[j] is written before block j + 1
+
+        def text_prompts(self):                            # None: plain CLIP text encoder
+            return LayerPrompts(first=self.ctx, deep=per_layer(self.deep))
+
+        def image_prompts(self):                           # None: plain CLIP image encoder
+            return None
+
+    @TRAINER_REGISTRY.register()
+    class MyMethod(PromptTrainer):
+        MODEL_NAME = "prompt_learner"                      # registered name = checkpoint folder
+
+        def build_prompt_learner(self, classnames, clip_model):
+            return MyPromptLearner(self.cfg, classnames, clip_model)
+
+The pieces:
+
+- ``LayerPrompts(first, deep)``: ``first`` is the layer-0 tokens, [n, d] shared or [B, n, d] one
+  set per sequence; ``deep(layer: LayerInput) -> Tensor | None`` is called before every block
+  i >= 1 with the hidden state entering it (``layer.x``, [B, L, d]), the block itself (its
+  ``ln_1`` / ``attn`` for methods that look at attention), ``layer.n_prompts``, the block's
+  ``attn_mask`` and, on the text side, each row's EOT position; it returns [n, d] or [B, n, d]
+  tokens for the prompt positions, or None to let the tokens already there flow on. The number of
+  prompt tokens n is set by ``first`` and stays the same in every layer (a method that uses 2b
+  tokens, e.g. two sets side by side, supplies 2b from layer 0 on and tokenizes 2b placeholders).
+- ``PromptLearner``: base class of a method's learnable part; holds the tokenized class prompts
+  (``tokenized_prompts``, built from ``prompt_prefix + " " + classname + "."``); the n text
+  prompt tokens overwrite the first n tokens of the prefix, so the prefix needs >= n words.
+  Everything a learner holds is trained and saved; nothing of CLIP may be stored in it (read
+  CLIP's sub-modules from ``LayerInput.block`` or pass what you need at call time).
+- Helpers: ``load_clip``, ``init_context`` (MaPLe / IVLP CTX_INIT rule), ``random_prompts``,
+  ``prompt_list``, ``LayerwisePrompts`` (independent per-layer tokens), ``per_layer``,
+  ``text_width`` / ``vision_width`` / ``num_text_layers`` / ``num_vision_layers`` (all sizes
+  come from the loaded CLIP), ``check_depth``, ``rename_by_patterns`` (upstream key maps).
+- ``PromptedCLIP(clip_model, prompt_learner)``: the model a trainer registers. CLIP stays frozen
+  and in eval mode (``train()`` never flips its BatchNorm); ``forward(images)`` returns logits =
+  exp(logit_scale) * cosine. Text features are encoded in chunks of ``text_chunk_size`` classes
+  and, when the text side does not depend on the image, cached during an evaluation
+  (``eval()`` + ``torch.no_grad()``); any ``train()`` / ``eval()`` call or checkpoint load drops
+  the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
+- ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
+  engine's ``self.precision``, build the learner, freeze CLIP, register ``MODEL_NAME``),
+  ``forward_backward`` (cross-entropy under ``self.autocast()``), ``model_inference``, and the
+  checkpoint rules: ``state_dict_to_save`` keeps the learner's entries only;
+  ``load_state_dict_into`` renames upstream keys (``rename_checkpoint_key``), ignores upstream
+  frozen-CLIP entries (``image_encoder.*``, ``text_encoder.*``, ``logit_scale``) after checking
+  their shapes against the loaded CLIP, and is strict on the learner's entries: a checkpoint that
+  does not fit raises ``CheckpointMismatchError`` naming the keys and shapes.
+
+Precision: learner parameters are fp32 master weights in every mode; their tokens are cast to
+CLIP's dtype where they are written. CLIP is fp16 only for PREC fp16 on CUDA, fp32 otherwise
+(amp runs fp32 weights under the engine's autocast).
+"""
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import clip
+from clip.model import VisionTransformer, convert_weights_to_fp16
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint
+
+# Standard deviation of randomly initialised prompt tokens (CoOp, VPT, MaPLe, IVLP all use it).
+PROMPT_INIT_STD = 0.02
+# MaPLe / IVLP initialise the context from CTX_INIT only for at most this many tokens; beyond it
+# they fall back to random vectors (kept so that their configs mean the same here).
+MAX_WORD_INIT_TOKENS = 4
+# Prefixes of the frozen CLIP entries in upstream full-model checkpoints; their values are CLIP's.
+UPSTREAM_FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "logit_scale")
+# Buffers of upstream learners that depend on the class names of the split they were saved on.
+UPSTREAM_CLASSNAME_BUFFERS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
+LEARNER_PREFIX = "prompt_learner."
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP loading and the class prompts
+# ---------------------------------------------------------------------------------------------
+
+def load_clip(backbone_name, precision="fp32"):
+    """CLIP from an OpenAI model name or a local file, on CPU, in eval mode.
+
+    `precision` is the engine's resolved one (fp16 | fp32 | amp; fp16 never on CPU): weights are
+    fp16 only for "fp16", fp32 otherwise."""
+    model, _ = clip.load(backbone_name, device="cpu")
+    model = model.float().eval()
+    if precision == "fp16":
+        convert_weights_to_fp16(model)
+    return model
+
+
+def check_input_size(cfg, clip_model):
+    """CLIP's positional embeddings fix the image size: fail early with the key to change."""
+    resolution = clip_model.visual.input_resolution
+    if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
+        raise ValueError(
+            f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of CLIP "
+            f"{cfg.MODEL.BACKBONE.NAME!r} ({resolution}): "
+            f"set INPUT.SIZE ({resolution}, {resolution})")
+
+
+def text_width(clip_model):
+    return clip_model.ln_final.weight.shape[0]
+
+
+def vision_width(clip_model):
+    """Width of the image transformer's tokens; image prompts need a ViT backbone."""
+    if not isinstance(clip_model.visual, VisionTransformer):
+        raise ValueError("image prompts need a ViT CLIP backbone (e.g. ViT-B/16), "
+                         f"not {type(clip_model.visual).__name__}")
+    return clip_model.visual.width
+
+
+def num_text_layers(clip_model):
+    return len(clip_model.transformer.resblocks)
+
+
+def num_vision_layers(clip_model):
+    return len(clip_model.visual.transformer.resblocks)
+
+
+def check_depth(name, depth, max_depth, minimum=1):
+    """A prompt depth must fit the encoder it prompts."""
+    if not minimum <= depth <= max_depth:
+        raise ValueError(f"{name} is {depth}: it must be between {minimum} and {max_depth} "
+                         "(the number of layers of the CLIP encoder it prompts)")
+
+
+def tokenize(texts, clip_model):
+    return clip.tokenize(texts, context_length=clip_model.context_length)
+
+
+def class_prompts(prompt_prefix, classnames):
+    """The text of each class prompt: "<prefix> <class name>." (underscores read as spaces)."""
+    names = [name.replace("_", " ") for name in classnames]
+    return [f"{prompt_prefix} {name}." if prompt_prefix else f"{name}." for name in names]
+
+
+def random_prompts(n_tokens, width):
+    """[n_tokens, width] fp32 tokens drawn from N(0, PROMPT_INIT_STD^2)."""
+    return nn.init.normal_(torch.empty(n_tokens, width), std=PROMPT_INIT_STD)
+
+
+def word_embeddings(clip_model, words, n_tokens):
+    """Token embeddings (fp32) of the first n_tokens tokens of `words`."""
+    tokens = tokenize(words, clip_model)
+    n_words = int(tokens[0].argmax()) - 1  # tokens between SOS and EOT
+    if n_words < n_tokens:
+        raise ValueError(f"CTX_INIT {words!r} has {n_words} tokens, fewer than the {n_tokens} "
+                         "context tokens asked for: give more words or set CTX_INIT to \"\"")
+    with torch.no_grad():
+        embedding = clip_model.token_embedding(tokens).float()
+    return embedding[0, 1:1 + n_tokens].clone()
+
+
+def init_context(clip_model, n_ctx, ctx_init):
+    """Initial text context and the prompt prefix it stands for (MaPLe / IVLP rule).
+
+    With CTX_INIT and n_ctx <= 4, the context is the embeddings of the first n_ctx tokens of
+    CTX_INIT and the class prompts are "<CTX_INIT> <class>.", whose first n_ctx tokens the context
+    replaces (so "a photo of a" with n_ctx 2 learns "a photo" and keeps "of a"). Otherwise the
+    context is random and stands for n_ctx placeholder words "X".
+    """
+    ctx_init = ctx_init.replace("_", " ").strip()
+    if ctx_init and n_ctx <= MAX_WORD_INIT_TOKENS:
+        return word_embeddings(clip_model, ctx_init, n_ctx), ctx_init
+    return random_prompts(n_ctx, text_width(clip_model)), " ".join(["X"] * n_ctx)
+
+
+def prompt_list(count, n_tokens, width):
+    """`count` independent random prompts of [n_tokens, width] (deep prompts, one per layer)."""
+    return nn.ParameterList(nn.Parameter(random_prompts(n_tokens, width)) for _ in range(count))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a method writes into an encoder
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class LayerInput:
+    """What a deep-prompt callback sees before block `index` runs."""
+    index: int                          # block index i (>= 1)
+    x: torch.Tensor                     # hidden state entering block i, [B, L, d]
+    block: nn.Module                    # CLIP's block i (ln_1, attn, ln_2, mlp)
+    n_prompts: int                      # number of prompt tokens in x
+    attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None
+    eot: Optional[torch.Tensor] = None  # text: EOT position of each row of x; image: None
+
+
+DeepPrompts = Callable[[LayerInput], Optional[torch.Tensor]]
+
+
+@dataclass
+class LayerPrompts:
+    """The prompts of one encoder: layer-0 tokens and, optionally, a deep-prompt callback."""
+    first: torch.Tensor
+    deep: Optional[DeepPrompts] = None
+
+    @property
+    def n_prompts(self):
+        return self.first.shape[-2]
+
+
+def per_layer(prompts):
+    """Deep prompts given as fixed tensors: prompts[j] is written before block j + 1; from block
+    len(prompts) + 1 on, the prompt tokens flow on (MaPLe's / IVLP's layout, depth = len + 1)."""
+    prompts = list(prompts)
+
+    def deep(layer):
+        j = layer.index - 1
+        return prompts[j] if j < len(prompts) else None
+
+    return deep
+
+
+class LayerwisePrompts(nn.Module):
+    """Independent learnable tokens for the first `depth` layers of one encoder (VPT-deep, IVLP):
+    `ctx` is written before layer 0, `deep[j]` before layer j + 1."""
+
+    def __init__(self, first, depth):
+        super().__init__()
+        self.ctx = nn.Parameter(first)
+        self.deep = prompt_list(depth - 1, *first.shape)
+
+    def layer_prompts(self):
+        return LayerPrompts(self.ctx, per_layer(self.deep))
+
+
+def _as_rows(tokens, n_rows, n_prompts, dtype):
+    """[n, d] or [n_rows, n, d] tokens -> [n_rows, n, d] in `dtype`, with the shapes checked."""
+    if tokens.shape[-2] != n_prompts:
+        raise ValueError(f"{tokens.shape[-2]} prompt tokens supplied where the sequence has "
+                         f"{n_prompts} prompt positions: a method keeps n fixed across layers")
+    if tokens.dim() == 2:
+        tokens = tokens.unsqueeze(0).expand(n_rows, -1, -1)
+    elif tokens.dim() != 3 or tokens.shape[0] != n_rows:
+        raise ValueError(f"prompt tokens of shape {tuple(tokens.shape)} for {n_rows} sequences: "
+                         "expected [n, d] (shared) or [B, n, d] (one set per sequence)")
+    return tokens.to(dtype)
+
+
+def write_after_sos(x, tokens, n_prompts):
+    """x with positions 1..n_prompts replaced by `tokens` (text prompts)."""
+    tokens = _as_rows(tokens, x.shape[0], n_prompts, x.dtype)
+    return torch.cat([x[:, :1], tokens, x[:, 1 + n_prompts:]], dim=1)
+
+
+def write_at_end(x, tokens, n_prompts):
+    """x with its last n_prompts positions replaced by `tokens` (image prompts)."""
+    tokens = _as_rows(tokens, x.shape[0], n_prompts, x.dtype)
+    return torch.cat([x[:, :x.shape[1] - n_prompts], tokens], dim=1)
+
+
+def append(x, tokens):
+    """x with `tokens` appended after its last position (layer-0 image prompts)."""
+    n_prompts = tokens.shape[-2]
+    return torch.cat([x, _as_rows(tokens, x.shape[0], n_prompts, x.dtype)], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompted encoders: CLIP's own modules, run block by block
+# ---------------------------------------------------------------------------------------------
+
+class PromptedTextEncoder(nn.Module):
+    """CLIP's text tower (same attribute names as upstream's TextEncoder, so checkpoint keys
+    `text_encoder.*` name the same tensors)."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.token_embedding = clip_model.token_embedding
+        self.positional_embedding = clip_model.positional_embedding
+        self.transformer = clip_model.transformer
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.register_buffer("attn_mask", clip_model.build_attention_mask(), persistent=False)
+
+    @property
+    def dtype(self):
+        return self.text_projection.dtype
+
+    def embed(self, tokens):
+        """Token embeddings [B, L, d] in CLIP's dtype, positions not yet added."""
+        return self.token_embedding(tokens).to(self.dtype)
+
+    def forward(self, tokens, prompts=None):
+        """Text features [B, embed_dim] of token ids [B, L]; `prompts` (LayerPrompts or None)
+        are written after SOS over the placeholder tokens."""
+        x = self.embed(tokens)
+        eot = tokens.argmax(dim=-1)
+        if prompts is None:
+            return self.encode_embeddings(x, eot)
+        x = write_after_sos(x, prompts.first, prompts.n_prompts)
+        return self.encode_embeddings(x, eot, prompts.deep, prompts.n_prompts)
+
+    def encode_embeddings(self, x, eot, deep=None, n_prompts=0):
+        """Text features from input embeddings x [B, L, d] (layer-0 prompts already in place,
+        positions not added) read at the EOT positions `eot` [B]; for methods that place their
+        layer-0 tokens themselves (e.g. CoOp's class token in the middle)."""
+        x = x + self.positional_embedding.to(x.dtype)
+        mask = self.attn_mask.to(x.dtype)
+        for i, block in enumerate(self.transformer.resblocks):
+            if deep is not None and i > 0:
+                tokens = deep(LayerInput(i, x, block, n_prompts, mask, eot))
+                if tokens is not None:
+                    x = write_after_sos(x, tokens, n_prompts)
+            x = block(x, attn_mask=mask)
+        x = self.ln_final(x)
+        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+
+
+class PromptedImageEncoder(nn.Module):
+    """CLIP's ViT image tower (same attribute names as CLIP's `visual`, so upstream checkpoint
+    keys `image_encoder.*` name the same tensors)."""
+
+    def __init__(self, visual):
+        super().__init__()
+        self.conv1 = visual.conv1
+        self.class_embedding = visual.class_embedding
+        self.positional_embedding = visual.positional_embedding
+        self.ln_pre = visual.ln_pre
+        self.transformer = visual.transformer
+        self.ln_post = visual.ln_post
+        self.proj = visual.proj
+
+    @property
+    def dtype(self):
+        return self.conv1.weight.dtype
+
+    def embed_patches(self, images):
+        """[CLS] + patch tokens with positions added, before ln_pre: [N, 1 + P, width]."""
+        x = self.conv1(images.to(self.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+
+    def forward(self, images, prompts=None):
+        """Image features [N, embed_dim]; `prompts` (LayerPrompts or None) are appended after the
+        patch tokens before ln_pre (so ln_pre normalises them too, as in MaPLe / VPT)."""
+        x = self.embed_patches(images)
+        n_prompts, deep = 0, None
+        if prompts is not None:
+            x = append(x, prompts.first)
+            n_prompts, deep = prompts.n_prompts, prompts.deep
+        x = self.ln_pre(x)
+        for i, block in enumerate(self.transformer.resblocks):
+            if deep is not None and i > 0:
+                tokens = deep(LayerInput(i, x, block, n_prompts, None))
+                if tokens is not None:
+                    x = write_at_end(x, tokens, n_prompts)
+            x = block(x)
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+class UnpromptedImageEncoder(nn.Module):
+    """CLIP's image tower as is (ResNet backbones), for methods without image prompts."""
+
+    def __init__(self, visual):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, images, prompts=None):
+        if prompts is not None:
+            raise ValueError("image prompts need a ViT CLIP backbone, not "
+                             f"{type(self.visual).__name__}: choose e.g. ViT-B/16")
+        return self.visual(images)
+
+
+def build_image_encoder(visual):
+    if isinstance(visual, VisionTransformer):
+        return PromptedImageEncoder(visual)
+    return UnpromptedImageEncoder(visual)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt learner and the prompted CLIP
+# ---------------------------------------------------------------------------------------------
+
+class PromptLearner(nn.Module):
+    """Base of a method's learnable part. Subclasses add parameters and override
+    `text_prompts()` / `image_prompts()`; all their parameters and persistent buffers are trained
+    and checkpointed, so CLIP modules must never be stored on a learner."""
+
+    # True when the text side has nothing trainable (e.g. VPT): its features are then cached
+    # while training too (recomputed after each train()/eval() call).
+    fixed_text = False
+
+    def __init__(self, classnames, clip_model, prompt_prefix):
+        super().__init__()
+        self.classnames = list(classnames)
+        self.prompt_prefix = prompt_prefix
+        # Text prompts are written over the prefix's tokens, never over the class names.
+        self.n_prefix_tokens = int(tokenize(prompt_prefix, clip_model)[0].argmax()) - 1
+        tokens = tokenize(class_prompts(prompt_prefix, self.classnames), clip_model)
+        # Depends on the class names of the current split: never saved (persistent=False).
+        self.register_buffer("tokenized_prompts", tokens, persistent=False)
+
+    @property
+    def n_cls(self):
+        return len(self.classnames)
+
+    def text_prompts(self):
+        """LayerPrompts for the text encoder, or None for CLIP's text encoder as is."""
+        return None
+
+    def image_prompts(self):
+        """LayerPrompts for the image encoder, or None for CLIP's image encoder as is."""
+        return None
+
+
+def _chunk_prompts(prompts, rows, n_rows):
+    """The layer-0 tokens of `prompts` for the class rows `rows` (a slice)."""
+    first = prompts.first
+    if first.dim() == 3 and first.shape[0] == n_rows:
+        first = first[rows]
+    return LayerPrompts(first, prompts.deep)
+
+
+def normalize(features):
+    """L2-normalised features in fp32 (cosine similarities are computed in fp32)."""
+    return F.normalize(features.float(), dim=-1)
+
+
+def clip_logits(image_features, text_features, logit_scale):
+    """exp(logit_scale) * cosine similarity, [N_images, N_classes], from normalised features."""
+    return logit_scale.float().exp() * image_features @ text_features.t()
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP + a prompt learner: the model each prompting trainer registers.
+
+    Attribute names follow upstream's CustomCLIP (prompt_learner, image_encoder, text_encoder,
+    logit_scale), so upstream full-model checkpoint keys name the same tensors."""
+
+    text_chunk_size = 256  # classes encoded at once: bounds memory with many classes
+
+    def __init__(self, clip_model, prompt_learner):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = build_image_encoder(clip_model.visual)
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self._cached_text_features = None
+        for name, param in self.named_parameters():
+            param.requires_grad_(name.startswith(LEARNER_PREFIX))
+        self.train()
+
+    def train(self, mode=True):
+        """Only the prompt learner changes mode: CLIP stays in eval mode (frozen BatchNorm
+        statistics of ResNet backbones must not be updated or used in batch mode)."""
+        super().train(mode)
+        self.image_encoder.eval()
+        self.text_encoder.eval()
+        self.clear_text_cache()
+        return self
+
+    def clear_text_cache(self):
+        self._cached_text_features = None
+
+    def encode_text(self):
+        """Normalised text features of all classes [C, embed_dim], encoded in chunks."""
+        learner = self.prompt_learner
+        tokens = learner.tokenized_prompts
+        prompts = learner.text_prompts()
+        if prompts is not None and prompts.n_prompts > learner.n_prefix_tokens:
+            raise ValueError(
+                f"{prompts.n_prompts} text prompt tokens, but the prompt prefix "
+                f"{learner.prompt_prefix!r} has {learner.n_prefix_tokens} tokens to hold them: "
+                "give the learner a prefix with at least as many words (e.g. 'X X X X')")
+        n_rows = tokens.shape[0]
+        chunks = []
+        for start in range(0, n_rows, self.text_chunk_size):
+            rows = slice(start, start + self.text_chunk_size)
+            chunk_prompts = None if prompts is None else _chunk_prompts(prompts, rows, n_rows)
+            chunks.append(self.text_encoder(tokens[rows], chunk_prompts))
+        return normalize(torch.cat(chunks))
+
+    def text_features(self):
+        """Normalised text features, computed once per evaluation (eval mode, no grad) or once
+        per mode change when the text side is fixed."""
+        if self._cached_text_features is not None:
+            return self._cached_text_features
+        if self.prompt_learner.fixed_text:
+            with torch.no_grad():
+                self._cached_text_features = self.encode_text()
+            return self._cached_text_features
+        features = self.encode_text()
+        if not self.training and not torch.is_grad_enabled():
+            self._cached_text_features = features
+        return features
+
+    def image_features(self, images):
+        prompts = self.prompt_learner.image_prompts()
+        return normalize(self.image_encoder(images, prompts))
+
+    def forward(self, images):
+        return clip_logits(self.image_features(images), self.text_features(), self.logit_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: learner entries only; upstream formats accepted, strictly
+# ---------------------------------------------------------------------------------------------
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint does not fit the model built from the config."""
+
+
+def learner_state_dict(model):
+    """What our checkpoints hold: the prompt learner's entries (keys `prompt_learner.*`)."""
+    return {key: value for key, value in model.state_dict().items()
+            if key.startswith(LEARNER_PREFIX)}
+
+
+def _shape(tensor):
+    return "×".join(str(size) for size in tensor.shape) or "scalar"
+
+
+def _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip):
+    lines = []
+    for key, got, expected in wrong_shapes:
+        lines.append(f"checkpoint has {key} {got}, model expects {expected}")
+    if missing:
+        lines.append(f"checkpoint lacks {', '.join(sorted(missing))}")
+    if unexpected:
+        lines.append(f"checkpoint has entries the model does not: {', '.join(sorted(unexpected))}")
+    for key, got, expected in wrong_clip:
+        lines.append(f"checkpoint's frozen CLIP has {key} {got}, the loaded CLIP has {expected} "
+                     "(another backbone: check MODEL.BACKBONE.NAME)")
+    return ("checkpoint does not fit the model built from the config (check N_CTX, the prompt "
+            "depths and the backbone against the run that wrote it):\n  " + "\n  ".join(lines))
+
+
+def load_learner_state(model, state_dict, rename=lambda key: key):
+    """Load a checkpoint's learner entries into `model` (a PromptedCLIP), strictly.
+
+    `rename` maps upstream key names to ours. Ignored explicitly: upstream frozen-CLIP entries
+    (their shapes are checked against the loaded CLIP, their values are CLIP's) and the
+    class-name buffers token_prefix / token_suffix. Every learner entry must be present with its
+    shape; anything else raises CheckpointMismatchError. Values are cast to the model's dtypes
+    (upstream entries are often fp16)."""
+    expected = learner_state_dict(model)
+    model_entries = model.state_dict()
+    loaded, unexpected, wrong_shapes, wrong_clip = {}, [], [], []
+    for key, value in state_dict.items():
+        key = rename(key)
+        if key in UPSTREAM_CLASSNAME_BUFFERS:
+            continue
+        if key in expected:
+            if value.shape != expected[key].shape:
+                wrong_shapes.append((key, _shape(value), _shape(expected[key])))
+            loaded[key] = value
+        elif key.startswith(UPSTREAM_FROZEN_PREFIXES):
+            frozen = model_entries.get(key)
+            if frozen is None or frozen.shape != value.shape:
+                ours = "none" if frozen is None else _shape(frozen)
+                wrong_clip.append((key, _shape(value), ours))
+        else:
+            unexpected.append(key)
+    missing = set(expected) - set(loaded)
+    if missing or unexpected or wrong_shapes or wrong_clip:
+        raise CheckpointMismatchError(
+            _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip))
+    with torch.no_grad():
+        for key, value in loaded.items():
+            expected[key].copy_(value.to(dtype=expected[key].dtype, device=expected[key].device))
+    model.clear_text_cache()
+
+
+def rename_by_patterns(patterns):
+    """A key-renaming function from (regex, replacement) pairs; the first full match wins.
+    A replacement is a string template or a function of the match."""
+    compiled = [(re.compile(pattern), replacement) for pattern, replacement in patterns]
+
+    def rename(key):
+        for pattern, replacement in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                return replacement(match) if callable(replacement) else match.expand(replacement)
+        return key
+
+    return rename
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer every prompting method derives from
+# ---------------------------------------------------------------------------------------------
+
+class PromptTrainer(TrainerX):
+    """TrainerX for prompt learning on a frozen CLIP. Subclasses set MODEL_NAME and implement
+    `build_prompt_learner`; they may override `build_custom_clip` and `rename_checkpoint_key`."""
+
+    MODEL_NAME = "prompt_learner"  # registered model name = checkpoint folder name
+
+    def build_prompt_learner(self, classnames, clip_model):
+        raise NotImplementedError
+
+    def build_custom_clip(self, clip_model, prompt_learner):
+        return PromptedCLIP(clip_model, prompt_learner)
+
+    def rename_checkpoint_key(self, key):
+        """Our name for a key of an upstream checkpoint (identity when the names agree)."""
+        return key
+
+    def build_model(self):
+        cfg = self.cfg
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision)
+        check_input_size(cfg, clip_model)
+        learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
+        self.model = self.build_custom_clip(clip_model, learner)
+        if cfg.MODEL.INIT_WEIGHTS:
+            checkpoint = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)
+            state_dict = checkpoint.get("state_dict", checkpoint)
+            load_learner_state(self.model, state_dict, self.rename_checkpoint_key)
+        self.model.to(self.device)
+        trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        print(f"Parameters to be updated ({sum(p.numel() for p in learner.parameters()):,}): "
+              f"{', '.join(trainable)}")
+        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch_train(batch)
+        with self.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def model_inference(self, images):
+        with self.autocast():
+            return self.model(images)
+
+    def state_dict_to_save(self, name):
+        return learner_state_dict(self._models[name])
+
+    def load_state_dict_into(self, name, state_dict, epoch=None):
+        load_learner_state(self._models[name], state_dict, self.rename_checkpoint_key)
