@@ -1,0 +1,108 @@
+"""``BenchmarkDataset``: what every dataset in the CoOp layout does, written once.
+
+A dataset file declares its folder, image folder, split file, DATASETS.md section, published
+counts and download sources, and says how to read (or create) its split when needed. Building
+it then runs the same steps for all of them:
+
+    split (json, or created and saved) -> few-shot sample (cached per seed, hash logged)
+    -> base / new / all classes -> every image checked on disk -> DatasetBase
+"""
+import os
+
+from dassl.data.datasets.base_dataset import DatasetBase, DatasetError
+
+from .base_new import base_labels_for, subsample_classes
+from .splits import (
+    check_images_exist,
+    docs_ref,
+    fewshot_sample,
+    read_split,
+    require_dir,
+    sample_hash,
+    save_split,
+)
+
+
+class BenchmarkDataset(DatasetBase):
+    folder = ""  # folder under DATASET.ROOT
+    image_folder = ""  # image folder inside it; split-file paths are relative to it
+    split_file = ""  # split file inside the folder; "" when the dataset has none
+    split_inputs = ()  # files / folders (relative to the folder) needed to create a missing split
+    docs_section = ""  # heading of DATASETS.md that describes the dataset
+    test_only = False  # every image is a test image (ImageNet variants): no few-shot sampling
+    val_is_test = False  # no validation split: the test split serves as val (ImageNet)
+    published_counts = None  # {"classes", "train", "val", "test"} checked by datasets.prepare
+    sources = ()  # datasets.download.Source entries fetched by datasets.prepare
+    manual_steps = ""  # what the user must do by hand (licence, dead links), shown by prepare
+
+    def __init__(self, cfg):
+        self.dataset_dir = os.path.join(os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT)), self.folder)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
+        self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        self.fewshot_hash = None
+        require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
+
+        train, val, test = self.read_splits()
+        train, val = self.apply_few_shot(cfg, train, val)
+        subsample = cfg.DATASET.SUBSAMPLE_CLASSES
+        train, val, test = subsample_classes(train, val, test, subsample=subsample)
+        if self.val_is_test:
+            val = test
+        check_images_exist((train, val, test), self.display_name, self.docs_section)
+
+        super().__init__(train_x=train, val=val, test=test)
+        self.base_labels = base_labels_for(train, subsample)
+
+    @property
+    def display_name(self):
+        return type(self).__name__
+
+    # -- splits --------------------------------------------------------------------------------
+
+    def read_splits(self):
+        """``(train, val, test)`` lists of ``Datum``; ``val`` may be ``None``.
+
+        Reads the split file, or creates it like CoOp does (``create_split``) and saves it.
+        Datasets without a split file override this method.
+        """
+        if os.path.isfile(self.split_path):
+            print(f"Reading split from {self.split_path}")
+            return read_split(self.split_path, self.image_dir)
+        missing = [
+            path for path in (os.path.join(self.dataset_dir, name) for name in self.split_inputs or (self.image_folder,))
+            if not os.path.exists(path)
+        ]
+        if missing:
+            raise DatasetError(
+                f'{self.display_name}: split file not found: "{self.split_path}", and "{missing[0]}" '
+                f"needed to create one is missing too ({docs_ref(self.docs_section)})."
+            )
+        print(
+            f"Warning: {self.split_path} not found: creating a new split with the current seed. "
+            "Results on it are not comparable with published ones; for those, put the published "
+            f"split file there ({docs_ref(self.docs_section)})."
+        )
+        train, val, test = self.create_split()
+        save_split(train, val, test, self.split_path, self.image_dir)
+        return train, val, test
+
+    def create_split(self):
+        """Create ``(train, val, test)`` from the raw dataset when no split file exists."""
+        raise NotImplementedError
+
+    # -- few-shot ------------------------------------------------------------------------------
+
+    def apply_few_shot(self, cfg, train, val):
+        num_shots = cfg.DATASET.NUM_SHOTS
+        if num_shots < 1 or self.test_only:
+            return train, val
+        sample = fewshot_sample(self.dataset_dir, num_shots, cfg.SEED, train, val)
+        sampled_images = sample["train"] + sample.get("val", [])
+        self.fewshot_hash = sample_hash(sampled_images, self.dataset_dir)
+        val_note = f", {len(sample['val'])} val" if "val" in sample else ""
+        print(
+            f"Few-shot sample of {self.display_name} ({num_shots} shots, seed {cfg.SEED}): "
+            f"{len(sample['train'])} train{val_note} images, hash {self.fewshot_hash}"
+        )
+        return sample["train"], sample.get("val", val)

@@ -1,0 +1,344 @@
+"""Shared helpers of the CoOp-layout datasets (SPEC.md §2).
+
+Split files (``split_zhou_<Name>.json``), the two rules CoOp uses to create a split when none is
+published, few-shot sampling with its per-seed cache, the sample hash that runs log, and the
+checks that turn a wrong folder into an error naming the path and the DATASETS.md section.
+"""
+import hashlib
+import json
+import os
+import pickle
+import random
+import tempfile
+from collections import defaultdict
+
+from dassl.data.datasets.base_dataset import DatasetError, Datum, sample_few_shot
+from dassl.utils import listdir_nohidden, mkdir_if_missing, read_json, write_json
+
+SPLIT_KEYS = ("train", "val", "test")
+FEWSHOT_FOLDER = "split_fewshot"
+PORTABLE_CACHE_FORMAT = "fewshot-relpath-v1"
+
+
+def docs_ref(section):
+    return f"see DATASETS.md §{section}"
+
+
+def require_dir(path, what, section):
+    if not os.path.isdir(path):
+        raise DatasetError(f'{what} not found: "{path}" ({docs_ref(section)}).')
+
+
+def require_file(path, what, section):
+    if not os.path.isfile(path):
+        raise DatasetError(f'{what} not found: "{path}" ({docs_ref(section)}).')
+
+
+def portable_path(path, start):
+    """``path`` relative to ``start``, with forward slashes (the split files' convention)."""
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Split files: {"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}
+
+
+def read_split(filepath, path_prefix, keys=SPLIT_KEYS):
+    """Read a split file; image paths in it are relative to ``path_prefix``.
+
+    Returns one list of ``Datum`` per key, in the order of ``keys``.
+    """
+    split = _read_json_file(filepath)
+    if not isinstance(split, dict) or any(key not in split for key in keys):
+        raise DatasetError(
+            f'"{filepath}" is not a split file: expected a JSON object with the lists '
+            f'{", ".join(keys)}. Delete it to have it re-created, or download it again.'
+        )
+    return tuple(_items_from_rows(split[key], path_prefix, filepath, key) for key in keys)
+
+
+def _read_json_file(filepath):
+    try:
+        return read_json(filepath)
+    except ValueError as error:
+        raise DatasetError(
+            f'"{filepath}" is not valid JSON ({error}); download it again or delete it.'
+        ) from error
+
+
+def _items_from_rows(rows, path_prefix, filepath, key):
+    items = []
+    for index, row in enumerate(rows):
+        if not (isinstance(row, (list, tuple)) and len(row) == 3):
+            raise DatasetError(
+                f'"{filepath}": entry {index} of "{key}" is {row!r}, expected '
+                "[relative image path, label, class name]."
+            )
+        relpath, label, classname = row
+        items.append(Datum(impath=os.path.join(path_prefix, relpath), label=int(label), classname=classname))
+    return items
+
+
+def save_split(train, val, test, filepath, path_prefix):
+    """Write a split file, paths relative to ``path_prefix``; a read-only folder only warns."""
+    split = {
+        key: rows_from_items(items, path_prefix)
+        for key, items in zip(SPLIT_KEYS, (train, val, test))
+    }
+    if try_write_json(split, filepath):
+        print(f"Saved split to {filepath}")
+
+
+def rows_from_items(items, path_prefix):
+    return [[portable_path(item.impath, path_prefix), item.label, item.classname] for item in items]
+
+
+def try_write_json(obj, filepath, compact=False):
+    """Write a cache-like JSON file; on a read-only data folder say so and carry on.
+
+    ``compact`` drops the indentation (ImageNet's image list would triple in size with it).
+    """
+    try:
+        if compact:
+            _write_compact_json(obj, filepath)
+        else:
+            write_json(obj, filepath)
+    except OSError as error:
+        print(f"Warning: could not write {filepath} ({error}); it will be recomputed next time")
+        return False
+    return True
+
+
+def _write_compact_json(obj, filepath):
+    """Write atomically (temporary file, then rename): a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(filepath))
+    mkdir_if_missing(directory)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+        os.replace(tmp_path, filepath)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The split rules CoOp uses when a dataset ships no split file. Both shuffle with the global
+# ``random`` state, so the split depends on the seed of the run that creates it.
+
+
+def split_trainval(trainval, p_val=0.2):
+    """Split per class into train and val (OxfordPets' rule): ``round(n * p_val)`` go to val."""
+    print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+    groups = defaultdict(list)
+    for item in trainval:
+        groups[item.label].append(item)
+    train, val = [], []
+    for items in groups.values():
+        n_val = round(len(items) * p_val)
+        if n_val == 0:
+            raise DatasetError(
+                f'class "{items[0].classname}" has {len(items)} training images: too few to '
+                f"hold out {p_val:.0%} of them for validation."
+            )
+        items = list(items)
+        random.shuffle(items)
+        val.extend(items[:n_val])
+        train.extend(items[n_val:])
+    return train, val
+
+
+def split_per_class(groups, p_trn=0.5, p_val=0.2):
+    """Split every class into train / val / test (DTD's rule, 50% / 20% / 30% by default).
+
+    Args:
+        groups: ``(label, classname, impaths)`` per class, in label order.
+    """
+    p_tst = 1 - p_trn - p_val
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
+    train, val, test = [], [], []
+    for label, classname, impaths in groups:
+        impaths = list(impaths)
+        random.shuffle(impaths)
+        n_total = len(impaths)
+        n_train = round(n_total * p_trn)
+        n_val = round(n_total * p_val)
+        if min(n_train, n_val, n_total - n_train - n_val) <= 0:
+            raise DatasetError(
+                f'class "{classname}" has {n_total} images: too few to split '
+                f"{p_trn:.0%} / {p_val:.0%} / {p_tst:.0%} (each part needs at least one image)."
+            )
+        parts = (impaths[:n_train], impaths[n_train:n_train + n_val], impaths[n_train + n_val:])
+        for output, paths in zip((train, val, test), parts):
+            output.extend(Datum(impath=path, label=label, classname=classname) for path in paths)
+    return train, val, test
+
+
+def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
+    """Split an image folder ``<image_dir>/<class>/<image>`` 50/20/30 per class.
+
+    Classes are the sorted sub-folders (minus ``ignored``), labelled in that order and renamed
+    through ``new_cnames``. Images are sorted before shuffling so that the split depends on the
+    seed only, not on the order in which the file system lists them.
+    """
+    new_cnames = new_cnames or {}
+    categories = sorted(
+        name for name in listdir_nohidden(image_dir)
+        if name not in ignored and os.path.isdir(os.path.join(image_dir, name))
+    )
+    groups = []
+    for label, category in enumerate(categories):
+        category_dir = os.path.join(image_dir, category)
+        impaths = [os.path.join(category_dir, name) for name in sorted(listdir_nohidden(category_dir))]
+        groups.append((label, new_cnames.get(category, category), impaths))
+    return split_per_class(groups, p_trn=p_trn, p_val=p_val)
+
+
+# ---------------------------------------------------------------------------------------------
+# Few-shot samples and their cache: <dataset>/split_fewshot/shot_{K}-seed_{S}.{pkl,json}
+
+
+def fewshot_cache_paths(dataset_dir, num_shots, seed):
+    """``(legacy .pkl path, portable .json path)`` of the cache for ``num_shots`` and ``seed``."""
+    stem = os.path.join(dataset_dir, FEWSHOT_FOLDER, f"shot_{num_shots}-seed_{seed}")
+    return stem + ".pkl", stem + ".json"
+
+
+def fewshot_sample(dataset_dir, num_shots, seed, train, val=None):
+    """The few-shot sample of a run: ``{"train": [...], "val": [...]}`` (no "val" if val is None).
+
+    A cache written earlier for the same shots and seed is read back (CoOp's ``.pkl`` files
+    first, then our portable ``.json``); otherwise ``num_shots`` per class are sampled from
+    ``train`` and then ``min(num_shots, 4)`` from ``val`` (SPEC.md §2), and the portable cache is
+    written. A negative seed means an unseeded run: its sample is not cached.
+    """
+    want_val = val is not None
+    cached = load_fewshot_cache(dataset_dir, num_shots, seed) if seed >= 0 else None
+    if cached is not None and (not want_val or "val" in cached):
+        return {key: cached[key] for key in (("train", "val") if want_val else ("train",))}
+    print(f"Creating a {num_shots}-shot dataset")
+    sample = {"train": sample_few_shot(train, num_shots)}
+    if want_val:
+        sample["val"] = sample_few_shot(val, min(num_shots, 4))
+    if seed >= 0:
+        save_fewshot_cache(dataset_dir, num_shots, seed, sample)
+    return sample
+
+
+def load_fewshot_cache(dataset_dir, num_shots, seed):
+    legacy_path, json_path = fewshot_cache_paths(dataset_dir, num_shots, seed)
+    if os.path.isfile(legacy_path):
+        print(f"Loading preprocessed few-shot data from {legacy_path}")
+        data = read_legacy_pickle(legacy_path)
+        return {key: relocate(items, dataset_dir, legacy_path) for key, items in data.items()}
+    if os.path.isfile(json_path):
+        print(f"Loading preprocessed few-shot data from {json_path}")
+        return _read_portable_cache(json_path, dataset_dir)
+    return None
+
+
+def save_fewshot_cache(dataset_dir, num_shots, seed, sample):
+    _, path = fewshot_cache_paths(dataset_dir, num_shots, seed)
+    cache = {"format": PORTABLE_CACHE_FORMAT, "num_shots": num_shots, "seed": seed}
+    cache.update({key: rows_from_items(items, dataset_dir) for key, items in sample.items()})
+    if try_write_json(cache, path):
+        print(f"Saving preprocessed few-shot data to {path}")
+
+
+def _read_portable_cache(path, dataset_dir):
+    cache = _read_json_file(path)
+    if not isinstance(cache, dict) or cache.get("format") != PORTABLE_CACHE_FORMAT:
+        raise DatasetError(f'"{path}" is not a few-shot cache of this project; delete it.')
+    keys = [key for key in ("train", "val") if key in cache]
+    return dict(zip(keys, read_split(path, dataset_dir, keys=keys)))
+
+
+class _LegacyCacheUnpickler(pickle.Unpickler):
+    """Unpickles CoOp's caches, refusing every class but ``Datum`` (a pickle can run code)."""
+
+    ALLOWED = {("dassl.data.datasets.base_dataset", "Datum"): Datum}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset cache")
+
+
+def read_legacy_pickle(path):
+    """Read a CoOp-era cache: a pickled dict of lists of ``Datum`` (absolute image paths)."""
+    try:
+        with open(path, "rb") as f:
+            data = _LegacyCacheUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+        raise DatasetError(
+            f'cannot read the cache "{path}" ({error}); it should be a pickled dict of Datum '
+            "lists. Delete it to have it re-created."
+        ) from error
+    if not isinstance(data, dict) or not all(
+        isinstance(items, list) and all(isinstance(item, Datum) for item in items)
+        for items in data.values()
+    ):
+        raise DatasetError(f'"{path}" is not a dict of Datum lists; delete it to have it re-created.')
+    return data
+
+
+def relocate(items, dataset_dir, source):
+    """Re-root absolute paths written on another machine onto ``dataset_dir``.
+
+    CoOp's caches hold absolute paths such as ``/home/u/data/eurosat/2750/...``. When they do
+    not exist here, the part after the last ``/<dataset folder>/`` is joined to ``dataset_dir``.
+    """
+    if not items or os.path.exists(items[0].impath):
+        return items
+    old_dir = _old_dataset_dir(items[0].impath, os.path.basename(os.path.normpath(dataset_dir)))
+    if old_dir is None:
+        return items  # the missing images are reported, by name, when the dataset is built
+    print(f"Note: {source} refers to images under {old_dir}; reading them from {dataset_dir}")
+    return [
+        Datum(
+            impath=os.path.normpath(dataset_dir + item.impath[len(old_dir):])
+            if item.impath.startswith(old_dir) else item.impath,
+            label=item.label,
+            domain=item.domain,
+            classname=item.classname,
+        )
+        for item in items
+    ]
+
+
+def _old_dataset_dir(path, folder):
+    marker = f"/{folder}/"
+    index = path.replace("\\", "/").rfind(marker)
+    return None if index < 0 else path[: index + len(marker) - 1]
+
+
+def load_mat(path, **options):
+    """Read a MATLAB file (scipy is needed only to create a split or arrange ImageNet)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError as error:
+        raise DatasetError(
+            f'reading "{path}" needs scipy: pip install scipy.'
+        ) from error
+    return loadmat(path, **options)
+
+
+def sample_hash(items, dataset_dir):
+    """A short hash of which images (and labels) a sample holds, independent of the machine."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(f"{portable_path(item.impath, dataset_dir)}\t{item.label}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def check_images_exist(data_sources, name, section):
+    """Fail now, naming the file, if an image a split lists is not on disk."""
+    paths = {item.impath for source in data_sources if source for item in source}
+    missing = sorted(path for path in paths if not os.path.isfile(path))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(
+            f'{name}: image listed in the split but missing on disk: "{missing[0]}"{more}. '
+            f"The image folder is incomplete or laid out differently ({docs_ref(section)})."
+        )

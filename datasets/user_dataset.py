@@ -1,0 +1,76 @@
+"""Your own data as a dataset, selected by a dataset YAML alone (DATASETS.md §Your own dataset).
+
+Either an image folder ``<DIR>/<IMAGE_DIR>/<class>/<image>``, or a CSV file ``<DIR>/<CSV>``
+with the header ``path,class`` (paths relative to ``<DIR>/<IMAGE_DIR>``). On first use the images
+are split 50% / 20% / 30% per class and the split is saved as ``<DIR>/split_zhou_<NAME>.json``;
+few-shot sampling and base / new classes then work as for every other dataset.
+"""
+import csv
+import os
+from collections import defaultdict
+
+from yacs.config import CfgNode
+
+from dassl.data.datasets import DATASET_REGISTRY, DatasetError
+
+from .benchmark import BenchmarkDataset
+from .splits import read_and_split_data, split_per_class
+
+DOCS_SECTION = "Your own dataset"
+
+
+def extend_cfg(cfg):
+    """Add the ``DATASET.USER`` keys this dataset reads."""
+    if "USER" in cfg.DATASET:
+        return
+    cfg.DATASET.USER = CfgNode()
+    cfg.DATASET.USER.DIR = ""  # dataset folder: relative to DATASET.ROOT, or absolute
+    cfg.DATASET.USER.IMAGE_DIR = "images"  # image folder inside DIR ("." for DIR itself)
+    cfg.DATASET.USER.CSV = ""  # optional CSV inside DIR with columns path,class
+    cfg.DATASET.USER.SPLIT_NAME = ""  # split file split_zhou_<SPLIT_NAME>.json; default: DIR's name
+
+
+@DATASET_REGISTRY.register()
+class UserDataset(BenchmarkDataset):
+    docs_section = DOCS_SECTION
+
+    def __init__(self, cfg):
+        settings = cfg.DATASET.get("USER")
+        if settings is None or not settings.DIR:
+            raise DatasetError(
+                "DATASET.USER.DIR is not set: the dataset YAML of your own data must name its "
+                f"folder (see DATASETS.md §{DOCS_SECTION})."
+            )
+        self.folder = os.path.expanduser(settings.DIR)
+        self.image_folder = settings.IMAGE_DIR
+        self.csv_file = settings.CSV
+        self.name = settings.SPLIT_NAME or os.path.basename(os.path.normpath(self.folder))
+        self.split_file = f"split_zhou_{self.name}.json"
+        self.split_inputs = (self.csv_file, self.image_folder) if self.csv_file else (self.image_folder,)
+        super().__init__(cfg)
+
+    @property
+    def display_name(self):
+        return f"UserDataset {self.name}"
+
+    def create_split(self):
+        if not self.csv_file:
+            return read_and_split_data(self.image_dir)
+        return split_per_class(self.read_csv_classes(os.path.join(self.dataset_dir, self.csv_file)))
+
+    def read_csv_classes(self, csv_path):
+        """``(label, classname, impaths)`` per class; classes sorted by name, as folders are."""
+        impaths_by_class = defaultdict(list)
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"path", "class"} <= set(reader.fieldnames or ()):
+                raise DatasetError(
+                    f'{csv_path}: the first line must be the header "path,class" (found '
+                    f"{reader.fieldnames}); see DATASETS.md §{DOCS_SECTION}."
+                )
+            for row in reader:
+                impaths_by_class[row["class"].strip()].append(os.path.join(self.image_dir, row["path"].strip()))
+        if not impaths_by_class:
+            raise DatasetError(f"{csv_path} lists no images (see DATASETS.md §{DOCS_SECTION}).")
+        classnames = sorted(impaths_by_class)
+        return [(label, name, sorted(impaths_by_class[name])) for label, name in enumerate(classnames)]

@@ -1,0 +1,298 @@
+"""``python -m datasets.prepare`` against archives served on 127.0.0.1 (no network needed)."""
+import hashlib
+import os
+import random
+import shutil
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from dassl.data.datasets import build_dataset
+from datasets import prepare
+from datasets.download import Source
+from datasets.dtd import DescribableTextures
+from datasets.eurosat import EuroSAT
+from datasets.stanford_cars import StanfordCars
+from tests.helpers.datasets import dataset_cfg, make_dtd, make_eurosat, make_imagenet, write_image
+
+
+class ArchiveServer:
+    """Serves a folder over HTTP with range requests; can cut one response short."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.requests = []  # (file name, Range header)
+        self.cut_once = {}  # file name -> bytes to send before dropping the connection
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                byte_range = self.headers.get("Range")
+                server.requests.append((name, byte_range))
+                path = os.path.join(server.folder, name)
+                if not os.path.isfile(path):
+                    self.send_error(404)
+                    return
+                with open(path, "rb") as f:
+                    data = f.read()
+                start = int(byte_range.split("=")[1].split("-")[0]) if byte_range else 0
+                body = data[start:]
+                self.send_response(206 if byte_range else 200)
+                self.send_header("Content-Length", str(len(body)))
+                if byte_range:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                cut = server.cut_once.pop(name, None)
+                self.wfile.write(body if cut is None else body[:cut])
+                if cut is not None:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = ArchiveServer(str(folder))
+    yield server
+    server.close()
+
+
+def md5_of(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def publish_eurosat(served_folder, work, monkeypatch, md5=None):
+    """Zip a tiny EuroSAT (2750/ at the top, as the real archive) and its split file."""
+    dataset_dir = make_eurosat(work, n_classes=3, n_train=4, n_val=2, n_test=3)
+    archive = os.path.join(served_folder, "EuroSAT.zip")
+    with zipfile.ZipFile(archive, "w") as zf:
+        for folder, _, files in os.walk(os.path.join(dataset_dir, "2750")):
+            for name in files:
+                path = os.path.join(folder, name)
+                zf.write(path, os.path.relpath(path, dataset_dir))
+    shutil.copy(os.path.join(dataset_dir, "split_zhou_EuroSAT.json"), served_folder)
+    monkeypatch.setattr(EuroSAT, "sources", (
+        Source("EuroSAT.zip", url="https://example.invalid/EuroSAT.zip", md5=md5 or md5_of(archive), unpack=True),
+        Source("split_zhou_EuroSAT.json", gdrive_id="not-used-with-a-mirror"),
+    ))
+    monkeypatch.setattr(EuroSAT, "published_counts", {"classes": 3, "train": 12, "val": 6, "test": 9})
+    return archive
+
+
+def run(*args):
+    return prepare.main([str(arg) for arg in args])
+
+
+def test_prepare_downloads_extracts_verifies_and_marks(tmp_path, served, monkeypatch, capsys):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    root = tmp_path / "data"
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 0
+    assert os.path.isfile(root / "eurosat" / prepare.MARKER)
+    assert sorted(os.listdir(root / ".prepare" / "downloads")) == []  # archives removed after success
+    random.seed(1)
+    dataset = build_dataset(dataset_cfg(root, "EuroSAT"))
+    assert dataset.num_classes == 3 and len(dataset.test) == 9
+
+    served.requests.clear()
+    assert run("EuroSAT", "--root", root, "--mirror", served.url) == 0  # registry name works too
+    assert "already prepared" in capsys.readouterr().out
+    assert served.requests == []
+
+
+def test_checksum_failure_leaves_nothing_that_passes_as_complete(tmp_path, served, monkeypatch, capsys):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch, md5="0" * 32)
+    root = tmp_path / "data"
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "Traceback" not in err
+    assert not os.path.exists(root / "eurosat")
+    assert os.listdir(root / ".prepare" / "downloads") == []  # the corrupt file is gone
+
+
+def test_interrupted_download_resumes(tmp_path, served, monkeypatch, capsys):
+    archive = publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    half = os.path.getsize(archive) // 2
+    served.cut_once["EuroSAT.zip"] = half
+    root = tmp_path / "data"
+
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 1
+    assert "interrupted" in capsys.readouterr().err
+    part = root / ".prepare" / "downloads" / "EuroSAT.zip.part"
+    assert os.path.getsize(part) == half
+    assert not os.path.exists(root / "eurosat")
+
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 0
+    assert ("EuroSAT.zip", f"bytes={half}-") in served.requests
+    assert os.path.isfile(root / "eurosat" / prepare.MARKER)
+
+
+def test_count_mismatch_keeps_the_final_folder_absent(tmp_path, served, monkeypatch, capsys):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    monkeypatch.setattr(EuroSAT, "published_counts", {"classes": 10, "train": 13500, "val": 5400, "test": 8100})
+    root = tmp_path / "data"
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 1
+    assert "does not match the published counts" in capsys.readouterr().err
+    assert not os.path.exists(root / "eurosat")
+
+    monkeypatch.setattr(EuroSAT, "published_counts", {"classes": 3, "train": 12, "val": 6, "test": 9})
+    served.requests.clear()
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 0
+    assert served.requests == []  # the verified downloads were kept for the retry
+
+
+def test_hand_made_folder_is_checked_with_verify(tmp_path, served, monkeypatch, capsys):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    make_eurosat(tmp_path / "data", n_classes=3, n_train=4, n_val=2, n_test=3)
+    root = tmp_path / "data"
+    assert run("eurosat", "--root", root, "--mirror", served.url) == 1
+    assert "--verify" in capsys.readouterr().err
+    assert run("eurosat", "--root", root, "--verify") == 0
+    assert os.path.isfile(root / "eurosat" / prepare.MARKER)
+
+
+def test_tar_archive_is_unwrapped_into_the_coop_layout(tmp_path, served, monkeypatch):
+    dataset_dir = make_dtd(tmp_path / "work")
+    archive = os.path.join(served.folder, "dtd-r1.0.1.tar.gz")
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(os.path.join(dataset_dir, "images"), arcname="dtd/images")
+    shutil.copy(os.path.join(dataset_dir, "split_zhou_DescribableTextures.json"), served.folder)
+    monkeypatch.setattr(DescribableTextures, "sources", (
+        Source("dtd-r1.0.1.tar.gz", url="https://example.invalid/dtd.tgz", md5=md5_of(archive), unpack=True),
+        Source("split_zhou_DescribableTextures.json", gdrive_id="unused"),
+    ))
+    monkeypatch.setattr(DescribableTextures, "published_counts", {"classes": 3, "train": 6, "val": 3, "test": 3})
+    root = tmp_path / "data"
+    assert run("dtd", "--root", root, "--mirror", served.url) == 0
+    assert sorted(os.listdir(root / "dtd" / "images")) == ["banded", "blotchy", "braided"]
+
+
+def test_archives_without_public_address_need_manual_steps(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    assert run("stanford_cars", "--root", tmp_path / "data", "--archives", tmp_path / "mine") == 1
+    err = capsys.readouterr().err
+    assert "cars_train.tgz" in err and "--archives" in err
+    assert StanfordCars.manual_steps.split(".")[0] in err
+
+
+def test_unknown_name_lists_the_datasets(tmp_path, capsys):
+    assert run("cifar10", "--root", tmp_path) == 1
+    assert "EuroSAT" in capsys.readouterr().err
+
+
+# -- ImageNet: archives from --archives, or an existing folder completed in place ------------------
+
+WNIDS = ["n01440764", "n01443537"]
+
+
+def write_ilsvrc_archives(folder, work):
+    """Tiny ILSVRC-2012 files: per-class tars inside the train tar, loose val images, a devkit."""
+    np = pytest.importorskip("numpy")
+    savemat = pytest.importorskip("scipy.io").savemat
+    os.makedirs(work)
+    with tarfile.open(os.path.join(folder, "ILSVRC2012_img_train.tar"), "w") as train:
+        for label, wnid in enumerate(WNIDS):
+            class_tar = os.path.join(work, f"{wnid}.tar")
+            with tarfile.open(class_tar, "w") as tf:
+                for i in range(3):
+                    image = os.path.join(work, f"{wnid}_{i}.JPEG")
+                    write_image(image, label, i)
+                    tf.add(image, arcname=os.path.basename(image))
+            train.add(class_tar, arcname=f"{wnid}.tar")
+    val_labels = [2, 1, 2, 1]  # ILSVRC2012_IDs of val images 1..4
+    with tarfile.open(os.path.join(folder, "ILSVRC2012_img_val.tar"), "w") as val:
+        for i, class_id in enumerate(val_labels):
+            image = os.path.join(work, f"ILSVRC2012_val_{i + 1:08d}.JPEG")
+            write_image(image, class_id - 1, i)
+            val.add(image, arcname=os.path.basename(image))
+    devkit = os.path.join(work, "ILSVRC2012_devkit_t12", "data")
+    os.makedirs(devkit)
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O")]
+    synsets = np.array(
+        [(1, WNIDS[0], "tench", "a fish", 0), (2, WNIDS[1], "goldfish", "a fish", 0), (3, "n00000001", "fish", "", 2)],
+        dtype=fields,
+    )
+    savemat(os.path.join(devkit, "meta.mat"), {"synsets": synsets})
+    with open(os.path.join(devkit, "ILSVRC2012_validation_ground_truth.txt"), "w") as f:
+        f.write("".join(f"{class_id}\n" for class_id in val_labels))
+    with tarfile.open(os.path.join(folder, "ILSVRC2012_devkit_t12.tar.gz"), "w:gz") as tf:
+        tf.add(os.path.dirname(devkit), arcname="ILSVRC2012_devkit_t12")
+    with open(os.path.join(folder, "classnames.txt"), "w") as f:
+        f.write(f"{WNIDS[0]} tench\n{WNIDS[1]} goldfish\n")
+
+
+def patch_imagenet(monkeypatch, counts):
+    from datasets.imagenet import ImageNet
+
+    monkeypatch.setattr(ImageNet, "published_counts", counts)
+    monkeypatch.setattr(ImageNet, "sources", tuple(
+        Source(s.filename, gdrive_id=s.gdrive_id, unpack=s.unpack, dest=s.dest) for s in ImageNet.sources
+    ))  # the tiny archives cannot have the real MD5s
+
+
+def test_imagenet_is_laid_out_from_the_ilsvrc_archives(tmp_path, monkeypatch):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    write_ilsvrc_archives(str(archives), str(tmp_path / "work"))
+    patch_imagenet(monkeypatch, {"classes": 2, "train": 6, "test": 4})
+    root = tmp_path / "data"
+    assert run("imagenet", "--root", root, "--archives", archives) == 0
+    val_dir = root / "imagenet" / "images" / "val"
+    assert sorted(os.listdir(val_dir / WNIDS[1])) == ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000003.JPEG"]
+    assert sorted(os.listdir(root / "imagenet" / "images" / "train" / WNIDS[0])) == [
+        f"{WNIDS[0]}_{i}.JPEG" for i in range(3)]
+    assert not os.path.exists(root / "imagenet" / ".devkit")
+    assert os.path.isfile(archives / "ILSVRC2012_img_train.tar")  # the user's files stay
+    random.seed(1)
+    dataset = build_dataset(dataset_cfg(root, "ImageNet"))
+    assert dataset.classnames == ["tench", "goldfish"]
+    assert [item.label for item in dataset.test if item.impath.endswith("00000002.JPEG")] == [0]
+
+
+def test_existing_imagenet_gets_classnames_and_a_check(tmp_path, served, monkeypatch, capsys):
+    root = tmp_path / "data"
+    dataset_dir = make_imagenet(root, n_classes=2, n_train=3, n_val=2)
+    os.remove(os.path.join(dataset_dir, "classnames.txt"))
+    with open(os.path.join(served.folder, "classnames.txt"), "w") as f:
+        f.write("n01440764 tench\nn01443537 goldfish\n")
+    patch_imagenet(monkeypatch, {"classes": 2, "train": 6, "test": 4})
+    assert run("imagenet", "--root", root, "--mirror", served.url) == 0
+    assert os.path.isfile(os.path.join(dataset_dir, "classnames.txt"))
+    assert os.path.isfile(os.path.join(dataset_dir, prepare.MARKER))
+    assert [name for name, _ in served.requests] == ["classnames.txt"]
+
+
+def test_imagenet_without_archives_shows_the_manual_steps(tmp_path, capsys):
+    assert run("imagenet", "--root", tmp_path / "data", "--archives", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "ILSVRC2012_img_train.tar" in err and "image-net.org" in err
+
+
+def test_every_dataset_has_its_docs_section_and_a_way_to_get_each_file():
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "DATASETS.md")) as f:
+        headings = {line[3:].strip() for line in f if line.startswith("## ")}
+    for name in DATASET_REGISTRY.registered_names():
+        cls = DATASET_REGISTRY.get(name)
+        assert cls.docs_section in headings, name
+        for source in cls.sources:
+            assert source.public_address or cls.manual_steps, (name, source.filename)
