@@ -11,12 +11,18 @@ import sys
 
 import torch
 
-import datasets  # noqa: F401  (importing registers every dataset)
+import datasets  # importing registers every dataset; datasets.extend_cfg adds their keys
 import trainers  # importing registers every trainer; trainers.extend_cfg adds their keys
+from clip.pretrained import DownloadError
 from dassl.config import get_cfg_default
-from dassl.data.datasets import DATASET_REGISTRY
+from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+from trainers.prompting import CheckpointMismatchError
+
+# Errors caused by the user's files or settings: their message says what to do, so it is printed
+# alone instead of a traceback.
+USER_ERRORS = (DatasetError, DownloadError, CheckpointMismatchError)
 
 
 def build_parser():
@@ -68,6 +74,7 @@ def reset_cfg(cfg, args):
 def setup_cfg(args):
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
+    datasets.extend_cfg(cfg)
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
     if args.config_file:
@@ -131,6 +138,13 @@ def main(argv=None):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
+    try:
+        run(cfg, args)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+
+
+def run(cfg, args):
     trainer = build_trainer(cfg)
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -59,3 +59,15 @@ def test_train_then_eval_only(tmp_path):
     evaluated = read_json(str(tmp_path / "eval" / "results.json"))
     assert evaluated["accuracy"] == trained["accuracy"]
     assert evaluated["model_dir"] == str(tmp_path / "train")
+
+
+def test_missing_dataset_folder_is_a_one_line_error(tmp_path, capsys):
+    """A user error (here: no EuroSAT folder under --root) ends the run with the dataset's own
+    message, naming the expected path and DATASETS.md, and no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        _run(["--root", str(tmp_path / "data"), "--trainer", "EngineToyTrainer",
+              "--dataset-config-file", "configs/datasets/eurosat.yaml",
+              "--output-dir", str(tmp_path / "out"), "USE_CUDA", "False"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ")
+    assert str(tmp_path / "data" / "eurosat") in message and "DATASETS.md" in message

@@ -521,6 +521,7 @@ class SimpleTrainer(TrainerBase):
             (_, num_base), (_, num_new) = evaluator.base_new_counts()
             record["num_base_images"] = num_base
             record["num_new_images"] = num_new
+        record["fewshot_hash"] = getattr(self.dm.dataset, "fewshot_hash", None)
         record["model_dir"] = self.loaded_model_dir
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL

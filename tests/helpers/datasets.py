@@ -401,3 +401,14 @@ def dataset_cfg(root, name, num_shots=-1, seed=1, subsample="all"):
     cfg.DATASET.SUBSAMPLE_CLASSES = subsample
     cfg.SEED = seed
     return cfg
+
+
+def package_dataset_names():
+    """The registered datasets that the `datasets` package defines (other test modules register
+    toy datasets of their own in the same registry)."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    import datasets  # noqa: F401  (registers them)
+
+    return sorted(name for name in DATASET_REGISTRY.registered_names()
+                  if DATASET_REGISTRY.get(name).__module__.startswith("datasets."))
