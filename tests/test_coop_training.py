@@ -1,0 +1,136 @@
+"""CoOp and CoCoOp trainers built from their shipped configs: a few training steps change only the
+prompt learner (CLIP bit-identical); checkpoints hold the trained parameters under the CoOp
+codebase's keys and load back; checkpoints written by that codebase (built here from its key list:
+fp16 `ctx`, class-name buffers, pickled scheduler) load with load_model and predict like the model
+they came from; one that does not fit the config names the keys and shapes."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+
+from dassl.engine import build_trainer
+from tests.helpers import engine as toy  # registers the toy dataset (3 classes)
+from tests.helpers.coop import TEXT_WIDTH, upstream_scheduler, write_coop_clip
+from trainers.prompting import CheckpointMismatchError
+
+N_CLASSES = len(toy.TOY_CLASSES)
+# config file, overrides
+CASES = {
+    "CoOp": ("CoOp/vit_b16_ep50.yaml", ["TRAINER.COOP.N_CTX", 4]),
+    "CoOp-csc-front": ("CoOp/rn50_ep50.yaml", ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CSC", True,
+                                                "TRAINER.COOP.CLASS_TOKEN_POSITION", "front"]),
+    "CoCoOp": ("CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", []),
+}
+UPSTREAM_KEYS = {"CoOp": {"ctx"}, "CoOp-csc-front": {"ctx"},
+                 "CoCoOp": {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
+                            "meta_net.linear2.weight", "meta_net.linear2.bias"}}
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    return write_coop_clip(tmp_path_factory.mktemp("clip") / "tiny-vit.pt")
+
+
+def make_cfg(case, clip_file, data_root, output_dir, *extra):
+    import trainers
+
+    config_file, overrides = CASES[case]
+    cfg = toy.toy_cfg(data_root, output_dir)
+    trainers.extend_cfg(cfg)
+    cfg.merge_from_file(osp.join("configs/trainers", config_file))
+    cfg.merge_from_list(overrides + list(extra) + [
+        "TRAINER.NAME", case.split("-")[0], "MODEL.BACKBONE.NAME", str(clip_file),
+        "INPUT.SIZE", (32, 32), "OPTIM.MAX_EPOCH", 1, "OPTIM.WARMUP_EPOCH", 0, "OPTIM.LR", 0.1,
+        "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0,
+        "DATALOADER.TEST.BATCH_SIZE", 6, "USE_CUDA", False])
+    return cfg
+
+
+def snapshot(model):
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def predictions(trainer):
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        return torch.cat([trainer.model_inference(trainer.parse_batch_test(batch)[0])
+                          for batch in trainer.test_loader])
+
+
+def write_checkpoint(directory, state_dict, epoch, scheduler=None):
+    path = osp.join(directory, "prompt_learner", f"model.pth.tar-{epoch}")
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": None,
+                "scheduler": scheduler}, path)
+
+
+def upstream_state_dict(learner_values, n_ctx):
+    """The CoOp codebase's prompt_learner state dict: the learner's keys as they are, `ctx` in
+    fp16 (PREC fp16), and the SOS / class-name token buffers of the classes it was trained on."""
+    state = {key: value.half() for key, value in learner_values.items()}
+    state["token_prefix"] = torch.randn(N_CLASSES, 1, TEXT_WIDTH).half()
+    state["token_suffix"] = torch.randn(N_CLASSES, 77 - 1 - n_ctx, TEXT_WIDTH).half()
+    return state
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trainer_trains_only_its_prompts_and_saves_upstream_keys(case, clip_file, tmp_path):
+    cfg = make_cfg(case, clip_file, tmp_path, tmp_path / "out")
+    trainer = build_trainer(cfg)
+    assert trainer.get_model_names() == ["prompt_learner"]
+    before = snapshot(trainer.model)
+    trainer.train()
+    after = snapshot(trainer.model)
+
+    learner_keys = {key for key in before if key.startswith("prompt_learner.")}
+    assert {key[len("prompt_learner."):] for key in learner_keys} == UPSTREAM_KEYS[case]
+    for key in before:
+        if key in learner_keys:
+            assert not torch.equal(before[key], after[key]), f"{key} did not train"
+        else:
+            assert torch.equal(before[key], after[key]), f"frozen CLIP entry {key} changed"
+
+    checkpoint = torch.load(osp.join(cfg.OUTPUT_DIR, "prompt_learner", "model.pth.tar-1"),
+                            weights_only=True)
+    assert set(checkpoint["state_dict"]) == UPSTREAM_KEYS[case]
+    fresh = build_trainer(cfg)
+    fresh.load_model(cfg.OUTPUT_DIR, epoch=1)
+    torch.testing.assert_close(predictions(fresh), predictions(trainer))
+
+
+@pytest.mark.parametrize("case", ["CoOp-csc-front", "CoCoOp"])
+def test_upstream_checkpoint_predicts_like_its_model(case, clip_file, tmp_path):
+    cfg = make_cfg(case, clip_file, tmp_path, tmp_path / "out")
+    source = build_trainer(cfg)
+    learner = source.model.prompt_learner
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in learner.parameters():  # far from the initialisation, exact in fp16
+            param.copy_((torch.randn(param.shape, generator=generator) * 0.5).half().float())
+    values = {key: value.detach() for key, value in learner.state_dict().items()}
+    n_ctx = learner.ctx.shape[-2]
+    write_checkpoint(tmp_path / "upstream", upstream_state_dict(values, n_ctx), 50,
+                     upstream_scheduler(list(learner.parameters())))
+
+    target = build_trainer(cfg)
+    target.load_model(str(tmp_path / "upstream"), epoch=50)
+    assert target.loaded_epoch == 50
+    torch.testing.assert_close(predictions(target), predictions(source))
+
+
+def test_checkpoint_with_another_n_ctx_names_the_keys_and_shapes(clip_file, tmp_path):
+    cfg = make_cfg("CoOp", clip_file, tmp_path, tmp_path / "out")
+    state = upstream_state_dict({"ctx": torch.randn(16, TEXT_WIDTH)}, n_ctx=16)
+    write_checkpoint(tmp_path / "upstream", state, 50)
+    with pytest.raises(CheckpointMismatchError,
+                       match=f"checkpoint has prompt_learner.ctx 16×{TEXT_WIDTH}, "
+                             f"model expects 4×{TEXT_WIDTH}"):
+        build_trainer(cfg).load_model(str(tmp_path / "upstream"), epoch=50)
+
+
+def test_cocoop_checkpoint_without_its_meta_net_names_the_missing_keys(clip_file, tmp_path):
+    cfg = make_cfg("CoCoOp", clip_file, tmp_path, tmp_path / "out")
+    write_checkpoint(tmp_path / "coop", {"ctx": torch.randn(4, TEXT_WIDTH)}, 10)
+    with pytest.raises(CheckpointMismatchError, match="lacks prompt_learner.meta_net.linear1.bias"):
+        build_trainer(cfg).load_model(str(tmp_path / "coop"), epoch=10)
