@@ -1,0 +1,682 @@
+"""Output folders -> the paper's tables.
+
+    python parse_test_res.py output/ [--format table|markdown|csv|json|latex] [--ci95] [--paper]
+                             [--plot FILE.png] [--seeds 1 2 3]
+
+finds every run under the folder (the layout of scripts/protocols.py, which is MaPLe's), groups
+runs by protocol / dataset / trainer / config, averages seeds and prints base-to-new (base, new,
+HM), open-world (Table 1: HM and Acc), cross-dataset (Table 2) and domain-generalisation (Table 3)
+tables with the methods side by side. Every cell carries its seed count, "(2/3)" when a seed is
+missing; missing seeds and unfinished runs are listed under the tables. Numbers come from
+results.json, or from the "* accuracy:" lines of log.txt for older runs. The spread is the
+population std over seeds (numpy's default, as in the upstream script), or the 95% interval
+1.96 * std / sqrt(n) with --ci95.
+
+The classic form of the CoOp / MaPLe script still works on one experiment folder (whose seed
+folders hold the logs), or on a folder of experiments with --multi-exp:
+
+    python parse_test_res.py output/base2new/train_base/eurosat/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx
+    python parse_test_res.py output/base2new/test_new/eurosat/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx --test-log
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabulate import tabulate
+
+from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, LOG_FILE, RESULTS_FILE, XD_SOURCE,
+                               XD_TARGETS, display_name, parse_run_dir, read_log_metrics,
+                               read_run_metrics)
+
+PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
+AVERAGE = "Average"
+OOD_AVERAGE = "OOD Average"
+FORMATS = ("table", "markdown", "csv", "json", "latex")
+TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
+
+# Where the paper prints the number of a cell: (our table, metric, average row?) -> its tables.
+PAPER_TABLES = {
+    ("base2new", "HM", False): ("Table 1",),
+    ("base2new", "base", True): ("README",),
+    ("base2new", "new", True): ("README",),
+    ("base2new", "HM", True): ("README",),
+    ("openworld", "HM", False): ("Table 1",),
+    ("openworld", "HM", True): ("Table 1", "Table 5"),
+    ("openworld", "Acc", False): ("Table 1",),
+    ("openworld", "Acc", True): ("Table 1", "Table 5"),
+    ("xd", "accuracy", False): ("Table 2",),
+    ("xd", "accuracy", True): ("Table 2",),
+    ("dg", "accuracy", False): ("Table 3",),
+    ("dg", "accuracy", True): ("Table 3",),
+}
+
+
+# ----------------------------------------------------------------------------- runs
+
+@dataclass
+class Run:
+    key: object                # scripts.protocols.RunKey
+    path: Path
+    metrics: dict = None       # None while unfinished
+
+    @property
+    def method(self):
+        return (self.key.trainer, self.key.config)
+
+
+def find_runs(root):
+    """Every run folder under ROOT, i.e. every folder whose path parse_run_dir understands."""
+    runs = []
+    for folder, subfolders, _ in os.walk(Path(root).resolve()):
+        key = parse_run_dir(folder)
+        if key is not None:
+            runs.append(Run(key, Path(folder), read_run_metrics(folder)))
+            subfolders.clear()
+        subfolders.sort()
+    return runs
+
+
+def _group(runs, key):
+    grouped = {}
+    for run in runs:
+        grouped.setdefault(key(run), []).append(run)
+    return grouped
+
+
+def _of_steps(runs, *steps):
+    return [run for run in runs if run.key.step in steps]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def population_std(values):
+    return statistics.pstdev(values)
+
+
+def ci95(values):
+    return 1.96 * population_std(values) / math.sqrt(len(values))
+
+
+def harmonic_mean(base, new):
+    return 2 * base * new / (base + new) if base + new else 0.0
+
+
+@dataclass
+class Cell:
+    """One number of a table: a mean over seeds, or over datasets in an average row.
+
+    mean is None when the runs exist but none has finished.
+    """
+    mean: float = None
+    values: dict = field(default_factory=dict)        # seed -> value
+    expected: tuple = ()                              # the seeds this method should have
+    unfinished: dict = field(default_factory=dict)    # seed -> run folder without a result
+    std: float = None
+    ci95: float = None
+    datasets: tuple = ()                              # average rows: the datasets averaged
+    datasets_expected: int = 0
+
+    @property
+    def is_average(self):
+        return self.datasets_expected > 0
+
+    @property
+    def missing(self):
+        return sorted(set(self.expected) - set(self.values) - set(self.unfinished))
+
+
+def seed_cell(values, expected, unfinished):
+    numbers = [values[seed] for seed in sorted(values)]
+    if not numbers:
+        return Cell(None, {}, tuple(expected), dict(unfinished))
+    return Cell(statistics.fmean(numbers), dict(values), tuple(expected), dict(unfinished),
+                population_std(numbers), ci95(numbers))
+
+
+def metric_cell(runs, metric, expected):
+    """The cell of METRIC over the seeds of RUNS; None when there are no runs."""
+    if not runs:
+        return None
+    values = {run.key.seed: float(run.metrics[metric]) for run in runs
+              if run.metrics is not None and metric in run.metrics}
+    unfinished = {run.key.seed: str(run.path) for run in runs
+                  if run.metrics is None and run.key.seed not in values}
+    return seed_cell(values, expected, unfinished)
+
+
+def hm_cell(base, new):
+    """HM of the mean base and new accuracies; its spread from the per-seed HMs."""
+    if base is None or new is None or base.mean is None or new.mean is None:
+        return None
+    per_seed = {seed: harmonic_mean(base.values[seed], new.values[seed])
+                for seed in base.values if seed in new.values}
+    numbers = [per_seed[seed] for seed in sorted(per_seed)]
+    spread = (population_std(numbers), ci95(numbers)) if numbers else (None, None)
+    return Cell(harmonic_mean(base.mean, new.mean), per_seed, base.expected, {}, *spread)
+
+
+def average_cell(cells, expected_count):
+    """Mean over the datasets (keys of CELLS) that have a number; None when none has."""
+    present = {name: cell for name, cell in cells.items() if cell is not None and cell.mean is not None}
+    if not present:
+        return None
+    return Cell(statistics.fmean(cell.mean for cell in present.values()),
+                datasets=tuple(present), datasets_expected=expected_count)
+
+
+# ----------------------------------------------------------------------------- tables
+
+@dataclass
+class Table:
+    """Cells keyed by (method label, dataset label, metric).
+
+    Dataset-major tables (base2new, openworld) print datasets as rows; the transfer tables
+    (xd, dg) print methods as rows and datasets as columns, like the paper.
+    """
+    name: str
+    title: str
+    methods: list
+    datasets: list
+    metrics: list
+    method_info: dict          # method label -> (trainer, config)
+    paper_datasets: dict       # dataset label -> the paper's column / row name
+    average_labels: tuple
+    cells: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def datasets_as_rows(self):
+        return self.name in ("base2new", "openworld")
+
+
+def method_labels(methods):
+    """Label (trainer, config) by the trainer, with the config where a trainer has several."""
+    order = {name: index for index, name in enumerate(TRAINER_ORDER)}
+    methods = sorted(set(methods), key=lambda m: (order.get(m[0], len(order)), m))
+    trainers = [trainer for trainer, _ in methods]
+    return {m: m[0] if trainers.count(m[0]) == 1 else f"{m[0]}/{m[1]}" for m in methods}
+
+
+def ordered_datasets(names, preferred):
+    return [name for name in preferred if name in names] + sorted(set(names) - set(preferred))
+
+
+def protocol_size(names, protocol_datasets):
+    """How many datasets an average should cover: the paper's list plus any others present."""
+    return len(set(names) | set(protocol_datasets))
+
+
+def expected_seeds(runs, requested):
+    """The seeds a method should have: --seeds, else every seed it has anywhere in the table."""
+    return tuple(requested) if requested else tuple(sorted({run.key.seed for run in runs}))
+
+
+def _new_table(name, title, labels, dataset_labels, metrics, paper_datasets, averages):
+    return Table(name, title, list(labels.values()), dataset_labels, metrics,
+                 {label: method for method, label in labels.items()}, paper_datasets,
+                 tuple(averages))
+
+
+def base_new_cells(runs, requested_seeds):
+    """{(method, dataset): {"base", "new", "HM"}} of the base-to-new runs.
+
+    Base accuracy comes from an evaluation of released weights on the base classes
+    (test_base, reproduce.sh) where one exists for the seed, else from the training run.
+    """
+    b2n_runs = _of_steps(runs, "base2new_train", "base2new_test_base", "base2new_test")
+    cells = {}
+    for method, method_runs in _group(b2n_runs, lambda run: run.method).items():
+        expected = expected_seeds(method_runs, requested_seeds)
+        for dataset, dataset_runs in _group(method_runs, lambda run: run.key.dataset).items():
+            evaluated = {run.key.seed for run in _of_steps(dataset_runs, "base2new_test_base")
+                         if run.metrics is not None}
+            base_runs = _of_steps(dataset_runs, "base2new_test_base") + [
+                run for run in _of_steps(dataset_runs, "base2new_train")
+                if run.key.seed not in evaluated]
+            base = metric_cell(base_runs, "accuracy", expected)
+            new = metric_cell(_of_steps(dataset_runs, "base2new_test"), "accuracy", expected)
+            cells[(method, dataset)] = {"base": base, "new": new, "HM": hm_cell(base, new)}
+    return cells
+
+
+def base2new_table(runs, requested_seeds):
+    cells = base_new_cells(runs, requested_seeds)
+    if not cells:
+        return None
+    labels = method_labels(method for method, _ in cells)
+    datasets = ordered_datasets({dataset for _, dataset in cells}, BASE2NEW_DATASETS)
+    names = [display_name(d) for d in datasets]
+    table = _new_table("base2new", "Base-to-new generalisation: accuracy on the base and on the "
+                       "new classes, HM their harmonic mean", labels, names + [AVERAGE],
+                       ["base", "new", "HM"], {n: n for n in names + [AVERAGE]}, [AVERAGE])
+    for method, label in labels.items():
+        for dataset, name in zip(datasets, names):
+            for metric, cell in cells.get((method, dataset), {}).items():
+                table.cells[(label, name, metric)] = cell
+        size = protocol_size(datasets, BASE2NEW_DATASETS)
+        base, new = (average_cell({n: table.cells.get((label, n, metric)) for n in names}, size)
+                     for metric in ("base", "new"))
+        table.cells[(label, AVERAGE, "base")] = base
+        table.cells[(label, AVERAGE, "new")] = new
+        if base is not None and new is not None:
+            both = tuple(n for n in base.datasets if n in new.datasets)
+            table.cells[(label, AVERAGE, "HM")] = Cell(harmonic_mean(base.mean, new.mean),
+                                                       datasets=both, datasets_expected=size)
+    table.notes.append("Average row: mean base and mean new accuracy over the datasets; its HM is "
+                       "the HM of those two means (as the BMIP authors' README computes it).")
+    return table
+
+
+OPENWORLD_METRICS = {"Acc": "accuracy", "Acc base": "base_accuracy", "Acc new": "new_accuracy"}
+
+
+def openworld_table(runs, requested_seeds):
+    openworld_runs = _of_steps(runs, "openworld_test")
+    if not openworld_runs:
+        return None
+    b2n = base_new_cells(runs, requested_seeds)
+    by_method = _group(openworld_runs, lambda run: run.method)
+    labels = method_labels(by_method)
+    datasets = ordered_datasets({run.key.dataset for run in openworld_runs}, BASE2NEW_DATASETS)
+    names = [display_name(d) for d in datasets]
+    metrics = ["HM", *OPENWORLD_METRICS]
+    table = _new_table("openworld", "Open-world generalisation (Table 1): the base-to-new HM "
+                       "beside the accuracy with all classes as candidates, over all test images "
+                       "(Acc) and over base-class / new-class images", labels, names + [AVERAGE],
+                       metrics, {n: n for n in names + [AVERAGE]}, [AVERAGE])
+    for method, label in labels.items():
+        expected = expected_seeds(by_method[method], requested_seeds)
+        by_dataset = _group(by_method[method], lambda run: run.key.dataset)
+        for dataset, name in zip(datasets, names):
+            table.cells[(label, name, "HM")] = b2n.get((method, dataset), {}).get("HM")
+            for metric, key in OPENWORLD_METRICS.items():
+                table.cells[(label, name, metric)] = metric_cell(by_dataset.get(dataset, []),
+                                                                 key, expected)
+        for metric in metrics:
+            table.cells[(label, AVERAGE, metric)] = average_cell(
+                {n: table.cells[(label, n, metric)] for n in names},
+                protocol_size(datasets, BASE2NEW_DATASETS))
+    table.notes.append("Average row: mean of the dataset rows (the HM column too, as in Table 1).")
+    return table
+
+
+def transfer_table(runs, protocol, requested_seeds):
+    """Cross-dataset (Table 2) or domain generalisation (Table 3), methods as rows."""
+    targets_runs = [run for run in _of_steps(runs, "xd_test") if run.key.protocol == protocol]
+    if not targets_runs:
+        return None
+    methods = {run.method for run in targets_runs}
+    source_runs = [run for run in _of_steps(runs, "xd_train") if run.method in methods]
+    labels = method_labels(methods)
+    sources = ordered_datasets({run.key.dataset for run in source_runs}, [XD_SOURCE])
+    protocol_targets = XD_TARGETS if protocol == "xd" else DG_TARGETS
+    targets = ordered_datasets({run.key.dataset for run in targets_runs}, protocol_targets)
+    targets_expected = protocol_size(targets, protocol_targets)
+    source_labels = [f"{display_name(s)} (source)" for s in sources]
+    target_labels = [display_name(t) for t in targets]
+    averages = [AVERAGE, OOD_AVERAGE] if protocol == "dg" else [AVERAGE]
+    if protocol == "xd":
+        title = "Cross-dataset transfer (Table 2); Average over the targets"
+    else:
+        title = ("Domain generalisation (Table 3); Average over source and targets, "
+                 "OOD Average over the targets")
+    paper_names = dict(zip(source_labels, map(display_name, sources)))
+    paper_names.update(zip(target_labels, target_labels))
+    paper_names.update({name: name for name in averages})
+    table = _new_table(protocol, title, labels, source_labels + target_labels + averages,
+                       ["accuracy"], paper_names, averages)
+    for method, label in labels.items():
+        method_runs = [run for run in source_runs + targets_runs if run.method == method]
+        expected = expected_seeds(method_runs, requested_seeds)
+        by_source = _group(_of_steps(method_runs, "xd_train"), lambda run: run.key.dataset)
+        by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.key.dataset)
+        for dataset, column in zip(sources, source_labels):
+            table.cells[(label, column, "accuracy")] = metric_cell(
+                by_source.get(dataset, []), "accuracy", expected)
+        for dataset, column in zip(targets, target_labels):
+            table.cells[(label, column, "accuracy")] = metric_cell(
+                by_target.get(dataset, []), "accuracy", expected)
+        target_cells = {c: table.cells[(label, c, "accuracy")] for c in target_labels}
+        if protocol == "xd":
+            table.cells[(label, AVERAGE, "accuracy")] = average_cell(target_cells,
+                                                                     targets_expected)
+        else:
+            every = {c: table.cells[(label, c, "accuracy")] for c in source_labels + target_labels}
+            table.cells[(label, AVERAGE, "accuracy")] = average_cell(
+                every, len(source_labels) + targets_expected)
+            table.cells[(label, OOD_AVERAGE, "accuracy")] = average_cell(target_cells,
+                                                                         targets_expected)
+    return table
+
+
+def build_tables(runs, requested_seeds=()):
+    tables = [base2new_table(runs, requested_seeds), openworld_table(runs, requested_seeds),
+              transfer_table(runs, "xd", requested_seeds), transfer_table(runs, "dg", requested_seeds)]
+    return [table for table in tables if table is not None]
+
+
+# ----------------------------------------------------------------------------- paper numbers
+
+@dataclass(frozen=True)
+class PaperResults:
+    """configs/paper_results.json, indexed by (table, method, dataset, metric)."""
+    method_of_trainer: dict    # TRAINER.NAME -> the paper's method name
+    method_of_config: dict     # ablation configs -> their Table 5 row
+    entries: dict
+
+    def method(self, trainer, config):
+        return self.method_of_config.get(config) or self.method_of_trainer.get(trainer)
+
+
+def load_paper_results(path=PAPER_RESULTS):
+    document = json.loads(Path(path).read_text())
+    entries = {(entry["table"], entry["method"], entry["dataset"], entry["metric"]): entry
+               for entry in document["results"]}
+    return PaperResults(document["method_of_trainer"], document["method_of_config"], entries)
+
+
+def paper_entry(paper, table, method_label, dataset_label, metric):
+    """The paper's entry (mean, std, table) for a cell, or None."""
+    method = paper.method(*table.method_info[method_label])
+    dataset = table.paper_datasets.get(dataset_label, dataset_label)
+    for source in PAPER_TABLES.get((table.name, metric, dataset_label in table.average_labels), ()):
+        entry = paper.entries.get((source, method, dataset, metric))
+        if entry is not None:
+            return entry
+    return None
+
+
+# ----------------------------------------------------------------------------- records
+
+def records(tables, paper=None):
+    """One flat record per cell: what --format csv / json print."""
+    rows = []
+    for table in tables:
+        for method in table.methods:
+            for dataset in table.datasets:
+                for metric in table.metrics:
+                    cell = table.cells.get((method, dataset, metric))
+                    trainer, config = table.method_info[method]
+                    row = {"table": table.name, "method": method, "trainer": trainer,
+                           "config": config, "dataset": dataset, "metric": metric,
+                           **_cell_fields(cell)}
+                    if paper is not None:
+                        row.update(_paper_fields(paper_entry(paper, table, method, dataset,
+                                                             metric), cell))
+                    rows.append(row)
+    return rows
+
+
+def _cell_fields(cell):
+    cell = cell or Cell()
+    return {"mean": cell.mean, "std": cell.std, "ci95": cell.ci95,
+            "n": len(cell.datasets) if cell.is_average else len(cell.values),
+            "seeds": sorted(cell.values), "missing_seeds": cell.missing,
+            "unfinished_seeds": sorted(cell.unfinished), "datasets": list(cell.datasets)}
+
+
+def _paper_fields(entry, cell):
+    if entry is None:
+        return {"paper_mean": None, "paper_std": None, "paper_source": None, "diff": None}
+    mean = cell.mean if cell is not None else None
+    return {"paper_mean": entry["mean"], "paper_std": entry.get("std"),
+            "paper_source": entry["table"], "diff": None if mean is None else mean - entry["mean"]}
+
+
+LIST_FIELDS = ("seeds", "missing_seeds", "unfinished_seeds", "datasets")
+
+
+def to_csv(rows):
+    """CSV of records: floats written exactly (repr), lists space-separated, None empty."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(key, value) for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(key, value):
+    if key in LIST_FIELDS:
+        return ";".join(map(str, value))
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
+def problems(tables):
+    """Lines naming every missing seed and unfinished run, per cell."""
+    lines = []
+    for table in tables:
+        for (method, dataset, metric), cell in table.cells.items():
+            if cell is None or cell.is_average or metric == "HM":
+                continue
+            where = f"{table.name} · {method} · {dataset} · {metric}"
+            if cell.missing:
+                lines.append(f"{where}: missing seed(s) {', '.join(map(str, cell.missing))}")
+            for seed, folder in sorted(cell.unfinished.items()):
+                lines.append(f"{where}: seed {seed} unfinished (no result in {folder})")
+    return lines
+
+
+# ----------------------------------------------------------------------------- text output
+
+def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
+    empty = "--" if latex else "—"
+    if cell is None:
+        return empty
+    if cell.mean is None:
+        return "unfinished" if cell.unfinished else empty
+    if cell.is_average:
+        text = f"{cell.mean:.2f}"
+        if len(cell.datasets) < cell.datasets_expected:
+            text += f" ({len(cell.datasets)}/{cell.datasets_expected} datasets)"
+    else:
+        spread = cell.ci95 if use_ci95 else cell.std
+        count, expected = len(cell.values), len(set(cell.expected) | set(cell.values))
+        plus_minus = r" $\pm$ " if latex else " ± "
+        seeds = f"{count}/{expected}" if count < expected else f"{count}"
+        spread_text = "" if spread is None else f"{plus_minus}{spread:.2f}"
+        text = f"{cell.mean:.2f}{spread_text} ({seeds})"
+    if paper_value is not None:
+        delta = r"$\Delta$" if latex else "Δ"
+        text += f" [paper {paper_value:.2f}, {delta} {cell.mean - paper_value:+.2f}]"
+    return text
+
+
+def table_rows(table, paper=None, use_ci95=False, latex=False):
+    """(headers, rows) of a table as the paper lays it out."""
+    def cell_text(method, dataset, metric):
+        entry = paper_entry(paper, table, method, dataset, metric) if paper else None
+        return format_cell(table.cells.get((method, dataset, metric)),
+                           entry["mean"] if entry else None, use_ci95, latex)
+
+    if table.datasets_as_rows:
+        headers = ["Dataset"] + [f"{method} {metric}" for method in table.methods
+                                 for metric in table.metrics]
+        rows = [[dataset] + [cell_text(method, dataset, metric) for method in table.methods
+                             for metric in table.metrics] for dataset in table.datasets]
+    else:
+        headers = ["Method"] + table.datasets
+        rows = [[method] + [cell_text(method, dataset, "accuracy") for dataset in table.datasets]
+                for method in table.methods]
+    return headers, rows
+
+
+def render_text(tables, style, paper=None, use_ci95=False):
+    latex = style == "latex"
+    tablefmt = {"table": "simple", "markdown": "github", "latex": "latex_raw"}[style]
+    spread = "95% interval" if use_ci95 else "std"
+    blocks = []
+    for table in tables:
+        headers, rows = table_rows(table, paper, use_ci95, latex)
+        if latex:
+            headers, rows = _latex_escape(headers), [_latex_escape(row) for row in rows]
+        title = f"### {table.title}" if style == "markdown" else f"== {table.title}"
+        if latex:
+            title = f"% {table.title}"
+        notes = [f"Cells: mean ± {spread} over seeds (number of seeds)."] + table.notes
+        comment = "% " if latex else ""
+        blocks.append("\n".join([title, "", tabulate(rows, headers=headers, tablefmt=tablefmt,
+                                                     disable_numparse=True),
+                                 "", *(comment + note for note in notes)]))
+    return "\n\n".join(blocks)
+
+
+def _latex_escape(cells):
+    return [str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&") for text in cells]
+
+
+# ----------------------------------------------------------------------------- plot
+
+def plot_hm(table, path):
+    """Grouped bars: per dataset, the HM of each method (base-to-new table)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / len(table.methods)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(table.datasets)), 4.0))
+    for index, method in enumerate(table.methods):
+        cells = [table.cells.get((method, dataset, "HM")) for dataset in table.datasets]
+        heights = [cell.mean if cell is not None and cell.mean is not None else 0.0
+                   for cell in cells]
+        positions = [i + (index - (len(table.methods) - 1) / 2) * width
+                     for i in range(len(table.datasets))]
+        axes.bar(positions, heights, width, label=method)
+    axes.set_xticks(range(len(table.datasets)))
+    axes.set_xticklabels(table.datasets, rotation=30, ha="right")
+    axes.set_ylabel("HM (%)")
+    axes.set_title("Base-to-new HM per dataset")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+# ----------------------------------------------------------------------------- classic form
+
+def is_experiment_folder(folder):
+    """True for a folder of seed runs (the classic single-experiment form)."""
+    return any((sub / LOG_FILE).is_file() or (sub / RESULTS_FILE).is_file()
+               for sub in Path(folder).iterdir() if sub.is_dir())
+
+
+def classic_metrics(run_folder, test_log):
+    results = Path(run_folder) / RESULTS_FILE
+    if results.is_file():
+        return json.loads(results.read_text())
+    log = Path(run_folder) / LOG_FILE
+    return read_log_metrics(log, test_log=True if test_log else None) if log.is_file() else {}
+
+
+def classic_summary(directory, test_log=False, use_ci95=False):
+    """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric."""
+    print(f"Parsing files in {directory}")
+    collected = {"accuracy": [], "error": []}
+    for folder in sorted(p for p in Path(directory).iterdir()
+                         if p.is_dir() and not p.name.startswith(".")):
+        metrics = classic_metrics(folder, test_log)
+        if "accuracy" not in metrics:
+            print(f"missing: {folder} has no result (unfinished or failed run)")
+            continue
+        found = {key: float(metrics[key]) for key in collected if key in metrics}
+        print(f"file: {folder / LOG_FILE}. "
+              + " ".join(f"{key}: {value:.2f}%." for key, value in found.items()))
+        for key, value in found.items():
+            collected[key].append(value)
+    if not collected["accuracy"]:
+        print(f"Nothing found in {directory}")
+        return None
+    print("===")
+    print(f"Summary of directory: {directory}")
+    summary = {}
+    for key, values in collected.items():
+        if values:
+            spread = ci95(values) if use_ci95 else population_std(values)
+            summary[key] = statistics.fmean(values)
+            print(f"* {key}: {summary[key]:.2f}% +- {spread:.2f}%")
+    print("===")
+    return summary
+
+
+def classic_main(args):
+    if not args.multi_exp:
+        return 0 if classic_summary(args.directory, args.test_log, args.ci95) else 1
+    averages = {}
+    for experiment in sorted(p for p in Path(args.directory).iterdir()
+                             if p.is_dir() and not p.name.startswith(".")):
+        for key, value in (classic_summary(experiment, args.test_log, args.ci95) or {}).items():
+            averages.setdefault(key, []).append(value)
+    if not averages:
+        return 1
+    print("Average performance")
+    for key, values in averages.items():
+        print(f"* {key}: {statistics.fmean(values):.2f}%")
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="an output folder (or, classic form, one experiment)")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--ci95", action="store_true",
+                        help="95%% confidence interval (1.96 std / sqrt(n)) instead of the std")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper's numbers (configs/paper_results.json) beside ours")
+    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
+    parser.add_argument("--seeds", nargs="+", type=int, default=(),
+                        help="seeds every cell should have (default: those found per method)")
+    parser.add_argument("--test-log", action="store_true",
+                        help="classic form: the logs are evaluation-only (detected if omitted)")
+    parser.add_argument("--multi-exp", action="store_true",
+                        help="classic form: DIRECTORY holds several experiment folders")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if not Path(args.directory).is_dir():
+        print(f"error: {args.directory} is not a folder", file=sys.stderr)
+        return 2
+    if args.multi_exp or is_experiment_folder(args.directory):
+        return classic_main(args)
+    tables = build_tables(find_runs(args.directory), args.seeds)
+    if not tables:
+        print(f"Nothing found in {args.directory}: no run folders in the layout of "
+              "scripts/protocols.py (e.g. base2new/train_base/<dataset>/shots_16/<TRAINER>/<CFG>/seed1)")
+        return 1
+    paper = load_paper_results() if args.paper else None
+    if args.format == "json":
+        print(json.dumps({"records": records(tables, paper), "problems": problems(tables)},
+                         indent=1))
+    elif args.format == "csv":
+        print(to_csv(records(tables, paper)), end="")
+    else:
+        print(render_text(tables, args.format, paper, args.ci95))
+        issues = problems(tables)
+        if issues:
+            print("\nMissing or unfinished:\n" + "\n".join(f"  {line}" for line in issues))
+    if args.plot:
+        b2n = [table for table in tables if table.name == "base2new"]
+        if not b2n:
+            print("error: --plot needs base-to-new results", file=sys.stderr)
+            return 1
+        plot_hm(b2n[0], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

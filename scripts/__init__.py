@@ -1,0 +1,1 @@
+"""Protocol scripts: the shared implementation behind scripts/<trainer>/*.sh (see protocols.py)."""

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# BMIP. Released weights in the MaPLe authors' layout (WEIGHTS_DIR/<dataset>/base/seed<S>/):
+# test on the base and new classes and open-world, into the usual output folders.
+# Usage: DATA=/path/to/datasets bash scripts/bmip/reproduce.sh DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" bmip reproduce "$@"

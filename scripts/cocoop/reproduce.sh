@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# CoCoOp. Released weights in the MaPLe authors' layout (WEIGHTS_DIR/<dataset>/base/seed<S>/):
+# test on the base and new classes and open-world, into the usual output folders.
+# Usage: DATA=/path/to/datasets bash scripts/cocoop/reproduce.sh DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" cocoop reproduce "$@"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# MaPLe. Released ImageNet weights in the MaPLe authors' layout (WEIGHTS_DIR/imagenet/seed<S>/):
+# test on a cross-dataset / domain-generalisation target.
+# Usage: DATA=/path/to/datasets bash scripts/maple/reproduce_xd.sh DATASET SEED WEIGHTS_DIR [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" maple reproduce_xd "$@"

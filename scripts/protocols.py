@@ -1,0 +1,554 @@
+"""The paper's evaluation protocols, written once.
+
+What the protocol scripts, run_all.sh and parse_test_res.py must agree on lives here: the dataset
+lists, the trainers with their default configs, the output-folder layout (MaPLe's, SPEC.md §3, so
+existing output trees and ours sit side by side), what a finished run looks like, and the
+train.py command of every step.
+
+    python -m scripts.protocols TRAINER SCRIPT ARGS... [KEY VALUE ...]
+
+is what each `scripts/<trainer>/<script>.sh` runs; scripts/sweep.py builds sweeps from the same
+pieces. The environment it reads:
+    DATA        dataset root (required)            OUTPUT      output root (default: output)
+    CFG         config name instead of the default SHOTS       shots per class (default: 16)
+    SOURCE      xd_test: the xd_train source (default: imagenet)
+    LOAD_EPOCH  evaluate this epoch's checkpoint
+    FORCE=1     run a finished run again (a finished training run resumes from its last
+                checkpoint, so it is only tested again: delete its folder to train anew)
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from dassl.config import get_cfg_default
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHOTS = 16
+SEEDS = (1, 2, 3)
+
+# Dataset names are the stems of configs/datasets/<name>.yaml, the names the scripts take.
+BASE2NEW_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers",
+                     "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+XD_SOURCE = "imagenet"
+XD_TARGETS = tuple(name for name in BASE2NEW_DATASETS if name != XD_SOURCE)
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+# The paper's column names (also the DATASET.NAME registry names).
+DISPLAY_NAMES = {
+    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
+    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
+    "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
+}
+
+
+def display_name(dataset):
+    return DISPLAY_NAMES.get(dataset, dataset)
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """A trainer as the scripts run it: registry name and default configs."""
+    name: str                  # TRAINER.NAME, also the trainer folder of the output layout
+    config: str                # base-to-new / open-world config
+    xd_config: str             # cross-dataset / domain-generalisation config
+    config_folder: str = ""    # configs/trainers/<folder>/; the trainer's name when empty
+    trains: bool = True        # ZeroshotCLIP has nothing to train: every step only evaluates
+
+    @property
+    def config_dir(self):
+        return REPO_ROOT / "configs" / "trainers" / (self.config_folder or self.name)
+
+
+# Keys are the folder names under scripts/.
+TRAINERS = {
+    "zsclip": TrainerSpec("ZeroshotCLIP", "vit_b16_ep50", "vit_b16_ep50", config_folder="CoOp",
+                          trains=False),
+    "coop": TrainerSpec("CoOp", "vit_b16_ep50", "vit_b16_ep50"),
+    "cocoop": TrainerSpec("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "vit_b16_c4_ep10_batch1_ctxv1"),
+    "vpt": TrainerSpec("VPT", "vit_b16_c2_ep5_batch4_4", "vit_b16_c2_ep5_batch4_4"),
+    "ivlp": TrainerSpec("IVLP", "vit_b16_c2_ep5_batch4_2+2ctx", "vit_b16_c2_ep5_batch4_2+2ctx"),
+    "maple": TrainerSpec("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
+                         "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
+    "bmip": TrainerSpec("BMIP", "BMIP_ctx2_dp9_lr2", "BMIP_ctx2_dp9_lr2_cross_datasets"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of a protocol: which classes it sees, whether it trains, where its model is."""
+    protocol: str              # RUN.PROTOCOL (xd_test becomes "dg" on an ImageNet variant)
+    subsample: str             # DATASET.SUBSAMPLE_CLASSES
+    trains: bool
+    model_step: str = ""       # the step whose run folder holds the model this step evaluates
+    cross_dataset: bool = False  # uses the trainer's xd config and the cross-dataset layout
+
+
+STEPS = {
+    "base2new_train": Step("base2new", "base", trains=True),
+    "base2new_test": Step("base2new", "new", trains=False, model_step="base2new_train"),
+    "openworld_test": Step("openworld", "all", trains=False, model_step="base2new_train"),
+    # Released weights evaluated on the base classes (reproduce.sh): MaPLe's test_base folder.
+    "base2new_test_base": Step("base2new", "base", trains=False),
+    "xd_train": Step("xd", "all", trains=True, cross_dataset=True),
+    "xd_test": Step("xd", "all", trains=False, model_step="xd_train", cross_dataset=True),
+}
+
+# output/<a>/<b>/<dataset>/shots_<K>/<TRAINER>/<CFG>/seed<S>/ for the class-split steps.
+CLASS_SPLIT_FOLDERS = {
+    "base2new_train": ("base2new", "train_base"),
+    "base2new_test_base": ("base2new", "test_base"),
+    "base2new_test": ("base2new", "test_new"),
+    "openworld_test": ("openworld", "test_all"),
+}
+EVALUATION_FOLDER = "evaluation"
+
+
+class ProtocolError(Exception):
+    """A mistake the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One train.py run of a protocol. `dataset` is the source for xd_train, the target for xd_test."""
+    trainer: str               # key of TRAINERS
+    step: str                  # key of STEPS
+    dataset: str
+    seed: int
+    config: str = ""           # the trainer's default for the step when empty
+    shots: int = SHOTS
+    source: str = XD_SOURCE    # cross-dataset source whose model xd_test evaluates
+    overrides: tuple = ()      # trailing KEY VALUE pairs for train.py
+    model_dir: str = ""        # released weights (reproduce); else the model_step's run folder
+
+    @property
+    def spec(self):
+        return TRAINERS[self.trainer]
+
+    @property
+    def resolved_config(self):
+        if self.config:
+            return self.config
+        return self.spec.xd_config if STEPS[self.step].cross_dataset else self.spec.config
+
+    @property
+    def protocol(self):
+        if self.step == "xd_test" and self.dataset in DG_TARGETS:
+            return "dg"
+        return STEPS[self.step].protocol
+
+    @property
+    def evaluates_only(self):
+        return not (STEPS[self.step].trains and self.spec.trains)
+
+    def model_job(self):
+        """The job whose run folder holds the model this one evaluates (None: nothing to load)."""
+        step = STEPS[self.step]
+        if not self.spec.trains or not step.model_step:
+            return None
+        dataset = self.source if step.cross_dataset else self.dataset
+        return replace(self, step=step.model_step, dataset=dataset, model_dir="")
+
+
+# ----------------------------------------------------------------------------- layout
+
+def run_dir(output, job):
+    """The run folder of a job (SPEC.md §3)."""
+    output = Path(output)
+    trainer, config, seed = job.spec.name, job.resolved_config, f"seed{job.seed}"
+    if job.step in CLASS_SPLIT_FOLDERS:
+        return output.joinpath(*CLASS_SPLIT_FOLDERS[job.step], job.dataset, f"shots_{job.shots}",
+                               trainer, config, seed)
+    cross_config = f"{config}_{job.shots}shots"
+    if job.step == "xd_train":
+        return output / job.dataset / trainer / cross_config / seed
+    return output / EVALUATION_FOLDER / trainer / cross_config / job.dataset / seed
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What a run folder's path says about the run (the inverse of run_dir)."""
+    step: str
+    dataset: str
+    trainer: str               # TRAINER.NAME as in the folder
+    config: str
+    seed: int
+    shots: int
+
+    @property
+    def protocol(self):
+        if self.step == "xd_test" and self.dataset in DG_TARGETS:
+            return "dg"
+        return STEPS[self.step].protocol
+
+
+_SEED = re.compile(r"seed(\d+)")
+_SHOTS_FOLDER = re.compile(r"shots_(\d+)")
+_CROSS_CONFIG = re.compile(r"(.+)_(\d+)shots")
+
+
+def parse_run_dir(path):
+    """RunKey of a run folder laid out by run_dir (or by the MaPLe / CoCoOp scripts), else None."""
+    parts = Path(path).parts
+    seed = _SEED.fullmatch(parts[-1]) if parts else None
+    if seed is None:
+        return None
+    seed = int(seed.group(1))
+    if len(parts) >= 5 and parts[-5] == EVALUATION_FOLDER:
+        cross = _CROSS_CONFIG.fullmatch(parts[-3])
+        if cross:
+            return RunKey("xd_test", parts[-2], parts[-4], cross.group(1), seed, int(cross.group(2)))
+    if len(parts) >= 7:
+        shots = _SHOTS_FOLDER.fullmatch(parts[-4])
+        for step, folders in CLASS_SPLIT_FOLDERS.items():
+            if shots and tuple(parts[-7:-5]) == folders:
+                return RunKey(step, parts[-5], parts[-3], parts[-2], seed, int(shots.group(1)))
+    if len(parts) >= 4:
+        cross = _CROSS_CONFIG.fullmatch(parts[-2])
+        if cross:
+            return RunKey("xd_train", parts[-4], parts[-3], cross.group(1), seed, int(cross.group(2)))
+    return None
+
+
+# ----------------------------------------------------------------------------- run results
+
+RESULTS_FILE = "results.json"
+LOG_FILE = "log.txt"
+CONSOLE_FILE = "console.txt"  # train.py's terminal output when a sweep runs jobs side by side
+_METRIC_LINE = re.compile(r"^\* (accuracy|base_accuracy|new_accuracy|macro_f1|error): ([\d.eE+-]+)%$")
+TRAIN_END_SIGNAL = "Finished training"
+TEST_START_SIGNAL = "=> result"
+EVAL_ONLY_LINE = "eval_only: True"
+
+
+def read_log_metrics(log_file, test_log=None):
+    """Metrics of the final test in a Dassl log.txt (the upstream parse_test_res.py rule).
+
+    Only lines after the end signal count, and the last value of each metric wins: in a
+    training log the signal is "Finished training" (so per-epoch validation results are
+    ignored); in an evaluation-only log it is "=> result". test_log=None picks the signal
+    from the log itself (train.py prints its arguments, "eval_only: True" among them), so
+    forgetting --test-log no longer finds nothing, and an unfinished training log finds nothing.
+    """
+    lines = [line.strip() for line in Path(log_file).read_text(errors="replace").splitlines()]
+    if test_log is None:
+        test_log = TRAIN_END_SIGNAL not in lines and EVAL_ONLY_LINE in lines
+    signal = TEST_START_SIGNAL if test_log else TRAIN_END_SIGNAL
+    metrics, started = {}, False
+    for line in lines:
+        started = started or line == signal
+        match = _METRIC_LINE.match(line) if started else None
+        if match:
+            metrics[match.group(1)] = float(match.group(2))
+    return metrics
+
+
+def read_run_metrics(folder):
+    """Final-test metrics of a run folder: results.json, else the log; None while unfinished."""
+    folder = Path(folder)
+    results = folder / RESULTS_FILE
+    if results.is_file():
+        return json.loads(results.read_text())
+    log = folder / LOG_FILE
+    if log.is_file():
+        metrics = read_log_metrics(log)
+        if "accuracy" in metrics:
+            return metrics
+    return None
+
+
+def is_finished(folder):
+    return read_run_metrics(folder) is not None
+
+
+# ----------------------------------------------------------------------------- configs
+
+def dataset_config_file(dataset):
+    path = REPO_ROOT / "configs" / "datasets" / f"{dataset}.yaml"
+    if not path.is_file():
+        raise ProtocolError(f"unknown dataset {dataset!r}: no {path}{_known_configs(path)}")
+    return path
+
+
+def trainer_config_file(job):
+    path = job.spec.config_dir / f"{job.resolved_config}.yaml"
+    if not path.is_file():
+        raise ProtocolError(f"no config {path} for {job.spec.name}{_known_configs(path)}")
+    return path
+
+
+def _known_configs(path):
+    known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+    return f" (there: {', '.join(known)})" if known else f" ({path.parent} holds no configs)"
+
+
+def config_value(key, overrides, *config_files):
+    """The value KEY ("OPTIM.MAX_EPOCH") takes in a run: the last override, else the first
+    config file that sets it, else Dassl's default."""
+    pairs = list(zip(overrides[::2], overrides[1::2]))
+    for name, value in reversed(pairs):
+        if name == key:
+            return yaml.safe_load(value)
+    for config_file in config_files:
+        if Path(config_file).is_file():
+            node = yaml.safe_load(Path(config_file).read_text()) or {}
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None:
+                return node
+    node = get_cfg_default()
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+_CHECKPOINT = re.compile(r"model\.pth\.tar-(\d+)")
+BEST_CHECKPOINT = "model-best.pth.tar"
+SAVED_CONFIG = "config.yaml"  # the resolved config train.py writes next to log.txt
+
+
+def saved_epochs(model_dir):
+    """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
+    return sorted({int(m.group(1)) for p in Path(model_dir).glob("*/model.pth.tar-*")
+                   if (m := _CHECKPOINT.fullmatch(p.name))})
+
+
+def choose_load_epoch(model_dir, config_file, overrides, env):
+    """--load-epoch for evaluating MODEL_DIR; None makes the engine load model-best.pth.tar.
+
+    LOAD_EPOCH in the environment wins; a run that tests the best-validation model loads
+    model-best; otherwise the last epoch, OPTIM.MAX_EPOCH. Both keys are read from the overrides,
+    else from the config.yaml that train.py saved in MODEL_DIR (what the model was trained
+    with), else from the config file. When training stopped early, the last epoch's file is
+    missing and the latest saved epoch is used instead (and said).
+    """
+    if env.get("LOAD_EPOCH"):
+        return int(env["LOAD_EPOCH"])
+    configs = (Path(model_dir) / SAVED_CONFIG, config_file)
+    has_best = any(Path(model_dir).glob(f"*/{BEST_CHECKPOINT}"))
+    if config_value("TEST.FINAL_MODEL", overrides, *configs) == "best_val":
+        if not has_best:
+            raise ProtocolError(f"the config tests the best-validation model but {model_dir} has "
+                                f"no */{BEST_CHECKPOINT}; set LOAD_EPOCH=N to load an epoch")
+        return None
+    max_epoch = int(config_value("OPTIM.MAX_EPOCH", overrides, *configs))
+    epochs = saved_epochs(model_dir)
+    if max_epoch in epochs:
+        return max_epoch
+    if epochs:
+        print(f"note: {model_dir} has no checkpoint of epoch {max_epoch} (OPTIM.MAX_EPOCH); "
+              f"loading the latest saved one, epoch {epochs[-1]}")
+        return epochs[-1]
+    if has_best:
+        return None
+    raise ProtocolError(f"no checkpoint (*/model.pth.tar-N or */{BEST_CHECKPOINT}) in {model_dir}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+@dataclass
+class Environment:
+    """DATA and OUTPUT (and LOAD_EPOCH, FORCE) as the scripts read them."""
+    data: Path
+    output: Path
+    variables: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_variables(cls, variables):
+        data = variables.get("DATA", "")
+        if not data:
+            raise ProtocolError("DATA is not set: export DATA=/path/to/datasets (the folder that "
+                                "holds imagenet/, eurosat/, ... as described in DATASETS.md)")
+        if not Path(data).is_dir():
+            raise ProtocolError(f"DATA={data} is not a folder: set DATA to the folder that holds "
+                                "imagenet/, eurosat/, ... (see DATASETS.md)")
+        output = variables.get("OUTPUT") or "output"
+        return cls(Path(data).resolve(), Path(output).resolve(), dict(variables))
+
+
+def model_dir_of(job, env):
+    if job.model_dir:
+        return Path(job.model_dir)
+    model_job = job.model_job()
+    return run_dir(env.output, model_job) if model_job else None
+
+
+def train_command(job, env, resume=False):
+    """The train.py command line of a job (argument list)."""
+    out = run_dir(env.output, job)
+    config_file = trainer_config_file(job)
+    command = [sys.executable, str(REPO_ROOT / "train.py"), "--root", str(env.data),
+               "--seed", str(job.seed), "--trainer", job.spec.name,
+               "--dataset-config-file", str(dataset_config_file(job.dataset)),
+               "--config-file", str(config_file), "--output-dir", str(out)]
+    model_dir = model_dir_of(job, env)
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
+        epoch = choose_load_epoch(model_dir, config_file, job.overrides, env.variables)
+        if epoch is not None:
+            command += ["--load-epoch", str(epoch)]
+    if job.evaluates_only:
+        command.append("--eval-only")
+    elif resume:
+        command += ["--resume", str(out)]
+    command += ["RUN.PROTOCOL", job.protocol, "DATASET.NUM_SHOTS", str(job.shots),
+                "DATASET.SUBSAMPLE_CLASSES", STEPS[job.step].subsample, *job.overrides]
+    return command
+
+
+def check_model_available(job, env):
+    """Fail early, saying which script to run first, when the model to evaluate is missing."""
+    model_job = job.model_job()
+    if job.model_dir:
+        if not Path(job.model_dir).is_dir():
+            raise ProtocolError(f"weights folder {job.model_dir} not found")
+    elif model_job is not None and not is_finished(run_dir(env.output, model_job)):
+        first = script_invocation(model_job)
+        raise ProtocolError(f"no finished training run in {run_dir(env.output, model_job)}: "
+                            f"run `{first}` first")
+
+
+def script_invocation(job):
+    """The command a user types for a job (used in messages and in generated sweeps)."""
+    script = REPO_ROOT / "scripts" / job.trainer / f"{job.step}.sh"
+    positional = [job.dataset, str(job.seed)]
+    if job.step == "xd_train":
+        positional = ([] if job.dataset == XD_SOURCE else [job.dataset]) + [str(job.seed)]
+    environment = []
+    if job.step == "xd_test" and job.source != XD_SOURCE:
+        environment.append(f"SOURCE={job.source}")
+    if job.config:
+        environment.append(f"CFG={job.config}")
+    if job.shots != SHOTS:
+        environment.append(f"SHOTS={job.shots}")
+    return shlex.join([*environment, "bash", str(script), *positional, *job.overrides])
+
+
+def run_job(job, env, console=False):
+    """Run one job unless it already finished; resume an unfinished training run. Returns rc.
+
+    console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
+    """
+    out = run_dir(env.output, job)
+    if is_finished(out) and env.variables.get("FORCE", "0") in ("", "0"):
+        print(f"skip: {out} already finished ({RESULTS_FILE} present; FORCE=1 runs it again)")
+        return 0
+    check_model_available(job, env)
+    resume = (out / LOG_FILE).is_file() and not job.evaluates_only
+    command = train_command(job, env, resume=resume)
+    print(f"{'resume' if resume else 'run'}: {out}", flush=True)
+    variables = {**os.environ, **env.variables}
+    if not console:
+        return subprocess.run(command, env=variables).returncode
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / CONSOLE_FILE, "a") as output:
+        return subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
+                              env=variables).returncode
+
+
+# ----------------------------------------------------------------------------- script entry
+
+USAGE = {
+    "base2new_train": "DATASET SEED",
+    "base2new_test": "DATASET SEED",
+    "openworld_test": "DATASET SEED",
+    "xd_train": "[SOURCE] SEED",
+    "xd_test": "DATASET SEED",
+    "reproduce": "DATASET SEED WEIGHTS_DIR",
+    "reproduce_xd": "DATASET SEED WEIGHTS_DIR",
+}
+
+
+def jobs_from_arguments(trainer, script, args, variables):
+    """The jobs a protocol script runs, from its positional arguments and environment."""
+    if trainer not in TRAINERS:
+        raise ProtocolError(f"unknown trainer {trainer!r}; known: {', '.join(TRAINERS)}")
+    if script not in USAGE:
+        raise ProtocolError(f"unknown script {script!r}; known: {', '.join(USAGE)}")
+    usage = f"usage: bash scripts/{trainer}/{script}.sh {USAGE[script]} [KEY VALUE ...]"
+    args = list(args)
+    if script == "xd_train" and args and not args[0].isdigit():
+        dataset = args.pop(0)
+    elif script == "xd_train":
+        dataset = XD_SOURCE
+    else:
+        if not args:
+            raise ProtocolError(usage)
+        dataset = args.pop(0)
+    if not args or not args[0].isdigit():
+        raise ProtocolError(f"{usage}\n(SEED must be a number)")
+    seed = int(args.pop(0))
+    weights = ""
+    if script.startswith("reproduce"):
+        if not args:
+            raise ProtocolError(usage)
+        weights = args.pop(0)
+    if len(args) % 2:
+        raise ProtocolError(f"{usage}\n(config overrides come in KEY VALUE pairs; got {args})")
+    common = dict(trainer=trainer, dataset=dataset, seed=seed, overrides=tuple(args),
+                  config=variables.get("CFG", ""), shots=_shots(variables),
+                  source=variables.get("SOURCE") or XD_SOURCE)
+    if script == "reproduce":
+        model_dir = released_weights_dir(weights, dataset, seed, "base")
+        return [Job(step=step, model_dir=str(model_dir), **common)
+                for step in ("base2new_test_base", "base2new_test", "openworld_test")]
+    if script == "reproduce_xd":
+        return [Job(step="xd_test", model_dir=str(released_weights_dir(weights, XD_SOURCE, seed)),
+                    **common)]
+    return [Job(step=script, **common)]
+
+
+def _shots(variables):
+    shots = variables.get("SHOTS") or str(SHOTS)
+    if not shots.isdigit():
+        raise ProtocolError(f"SHOTS={shots} is not a number of images per class")
+    return int(shots)
+
+
+def released_weights_dir(weights, dataset, seed, split=""):
+    """The seed folder of released weights in the MaPLe authors' layout.
+
+    Base-to-new: <dataset>/base/seed<S>/ (their novel/ folders hold the same model's logs);
+    cross-dataset: imagenet/seed<S>/. WEIGHTS may be the folder that holds <dataset>/ or
+    <dataset>/ itself.
+    """
+    relative = Path(split, f"seed{seed}")
+    candidates = [Path(weights) / relative, Path(weights) / dataset / relative]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise ProtocolError(f"released weights not found: none of {', '.join(map(str, candidates))} "
+                        "exists (expected the MaPLe release layout, e.g. imagenet/base/seed1/"
+                        "MultiModalPromptLearner/model.pth.tar-5)")
+
+
+def main(argv=None, variables=None):
+    argv = sys.argv[1:] if argv is None else argv
+    variables = dict(os.environ) if variables is None else variables
+    if len(argv) < 2:
+        print("usage: python -m scripts.protocols TRAINER SCRIPT ARGS... [KEY VALUE ...]",
+              file=sys.stderr)
+        return 2
+    try:
+        jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
+        env = Environment.from_variables(variables)
+        for job in jobs:
+            returncode = run_job(job, env)
+            if returncode:
+                return returncode
+    except ProtocolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

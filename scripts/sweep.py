@@ -1,0 +1,192 @@
+"""Sweeps: every protocol x dataset x seed of some trainers, run here or as a Slurm job array.
+
+    bash scripts/run_all.sh TRAINER... [--protocols base2new openworld xd dg] [--datasets ...]
+        [--seeds 1 2 3] [--gpus 0 1 2 3] [--sbatch FILE [--sbatch-option OPT]... [--max-parallel N]]
+        [--dry-run] [-- KEY VALUE ...]
+
+A sweep is a list of chains; a chain is the runs that depend on one another (train, then the
+evaluations of that model), so chains can run side by side: one per GPU with --gpus (each gets
+its own CUDA_VISIBLE_DEVICES), or one Slurm array task each with --sbatch. Finished runs
+(results.json present) are skipped and unfinished training runs resume, so a sweep can simply
+be started again after an interruption.
+"""
+import argparse
+import os
+import queue
+import shlex
+import sys
+import threading
+from pathlib import Path
+
+from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS, TRAINERS, XD_SOURCE,
+                               XD_TARGETS, Environment, Job, ProtocolError, run_dir, run_job,
+                               script_invocation)
+
+PROTOCOLS = ("base2new", "openworld", "xd", "dg")
+DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
+
+
+def plan_chains(trainers, protocols=PROTOCOLS, datasets=BASE2NEW_DATASETS, seeds=SEEDS,
+                xd_targets=XD_TARGETS, dg_targets=DG_TARGETS, source=XD_SOURCE, config="",
+                shots=SHOTS, overrides=()):
+    """The chains of a sweep. ZeroshotCLIP evaluates fixed weights, so it runs the first seed only."""
+    chains = []
+    for trainer in trainers:
+        common = dict(trainer=trainer, config=config, shots=shots, overrides=tuple(overrides))
+        trainer_seeds = list(seeds) if TRAINERS[trainer].trains else list(seeds)[:1]
+        evaluations = [step for protocol, step in (("base2new", "base2new_test"),
+                                                   ("openworld", "openworld_test"))
+                       if protocol in protocols]
+        if evaluations:
+            for dataset in datasets:
+                for seed in trainer_seeds:
+                    chains.append([Job(step=step, dataset=dataset, seed=seed, **common)
+                                   for step in ["base2new_train", *evaluations]])
+        targets = [*(xd_targets if "xd" in protocols else ()),
+                   *(dg_targets if "dg" in protocols else ())]
+        if targets:
+            for seed in trainer_seeds:
+                chains.append([Job(step="xd_train", dataset=source, seed=seed, **common)]
+                              + [Job(step="xd_test", dataset=target, seed=seed, source=source,
+                                     **common) for target in targets])
+    return chains
+
+
+def run_chains(chains, env, devices=(None,)):
+    """Run chains on one worker per device; a chain stops at its first failure.
+
+    Returns the failures as (job, reason). With several workers each run's console output goes
+    to console.txt in its run folder instead of the terminal.
+    """
+    pending = queue.Queue()
+    for chain in chains:
+        pending.put(chain)
+    failures, lock = [], threading.Lock()
+    console = len(devices) > 1
+
+    def work(device):
+        variables = dict(env.variables)
+        if device is not None:
+            variables["CUDA_VISIBLE_DEVICES"] = str(device)
+        worker_env = Environment(env.data, env.output, variables)
+        while True:
+            try:
+                chain = pending.get_nowait()
+            except queue.Empty:
+                return
+            for job in chain:
+                reason = _run_one(job, worker_env, console)
+                if reason:
+                    with lock:
+                        failures.append((job, reason))
+                    break
+
+    threads = [threading.Thread(target=work, args=(device,)) for device in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def _run_one(job, env, console):
+    """Run a job; the reason it failed, or None."""
+    try:
+        returncode = run_job(job, env, console=console)
+    except ProtocolError as error:
+        return str(error)
+    if returncode:
+        return f"train.py exited with {returncode}; see {run_dir(env.output, job)}"
+    return None
+
+
+def sbatch_script(chains, env, options=(), max_parallel=0, job_name="prompt-sweep"):
+    """A Slurm job-array script with one array task per chain."""
+    chosen = {option.split("=")[0]: option for option in DEFAULT_SBATCH_OPTIONS}
+    chosen.update({option.split("=")[0]: option for option in options})
+    throttle = f"%{max_parallel}" if max_parallel else ""
+    logs = env.output / "slurm"
+    lines = ["#!/usr/bin/env bash",
+             f"#SBATCH --job-name={job_name}",
+             f"#SBATCH --array=0-{len(chains) - 1}{throttle}",
+             f"#SBATCH --output={logs}/%A_%a.out",
+             *(f"#SBATCH {option}" for option in chosen.values()),
+             "# Generated by scripts/run_all.sh --sbatch: one array task per chain of runs.",
+             "# Submit with: sbatch THIS_FILE. Finished runs are skipped, so resubmitting is safe.",
+             "set -euo pipefail",
+             f"export DATA={shlex.quote(str(env.data))}",
+             f"export OUTPUT={shlex.quote(str(env.output))}",
+             f"export PYTHON={shlex.quote(sys.executable)}",
+             'case "$SLURM_ARRAY_TASK_ID" in']
+    for index, chain in enumerate(chains):
+        lines.append(f"  {index})")
+        lines += [f"    {script_invocation(job)}" for job in chain]
+        lines.append("    ;;")
+    lines.append("esac")
+    return "\n".join(lines) + "\n", logs
+
+
+def parse_arguments(argv):
+    argv = list(argv)
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        prog="bash scripts/run_all.sh",
+        description="Run protocols x datasets x seeds for some trainers, skipping finished runs "
+                    "and resuming unfinished ones. DATA (and OUTPUT, default output) from the "
+                    "environment; config overrides after --.")
+    parser.add_argument("trainers", nargs="+", choices=list(TRAINERS), metavar="TRAINER",
+                        help=f"one or more of {', '.join(TRAINERS)}")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--datasets", nargs="+", default=list(BASE2NEW_DATASETS),
+                        help="base-to-new / open-world datasets (default: the paper's 11)")
+    parser.add_argument("--xd-targets", nargs="+", default=list(XD_TARGETS))
+    parser.add_argument("--dg-targets", nargs="+", default=list(DG_TARGETS))
+    parser.add_argument("--source", default=XD_SOURCE, help="cross-dataset / DG training set")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--gpus", nargs="+", default=None,
+                        help="run one chain per GPU at a time (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--sbatch", metavar="FILE", help="write a Slurm job-array script instead")
+    parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
+                        help="extra #SBATCH option, e.g. --sbatch-option=--partition=gpu "
+                             f"(defaults: {' '.join(DEFAULT_SBATCH_OPTIONS)})")
+    parser.add_argument("--max-parallel", type=int, default=0,
+                        help="Slurm: at most this many array tasks at once")
+    args = parser.parse_args(argv)
+    if len(overrides) % 2:
+        parser.error(f"config overrides after -- come in KEY VALUE pairs; got {overrides}")
+    args.overrides = overrides
+    return args
+
+
+def main(argv=None, variables=None):
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    variables = dict(os.environ) if variables is None else variables
+    try:
+        env = Environment.from_variables(variables)
+    except ProtocolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    chains = plan_chains(args.trainers, args.protocols, args.datasets, args.seeds,
+                         args.xd_targets, args.dg_targets, args.source,
+                         config=variables.get("CFG", ""), overrides=args.overrides)
+    if args.dry_run:
+        for chain in chains:
+            print(" && ".join(script_invocation(job) for job in chain))
+        return 0
+    if args.sbatch:
+        text, logs = sbatch_script(chains, env, args.sbatch_option, args.max_parallel)
+        logs.mkdir(parents=True, exist_ok=True)
+        Path(args.sbatch).write_text(text)
+        print(f"wrote {args.sbatch}: {len(chains)} array tasks; submit with `sbatch {args.sbatch}`")
+        return 0
+    failures = run_chains(chains, env, args.gpus or [None])
+    for job, reason in failures:
+        print(f"FAILED: {script_invocation(job)}\n  {reason}", file=sys.stderr)
+    print(f"{len(chains)} chains, {len(failures)} failed. Tables: python parse_test_res.py {env.output}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Zero-shot CLIP (nothing is trained; the seed only names the folder). Cross-dataset / DG: accuracy on DATASET (target or ImageNet variant).
+# Usage: DATA=/path/to/datasets bash scripts/zsclip/xd_test.sh DATASET SEED [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" zsclip xd_test "$@"

@@ -1,0 +1,236 @@
+"""parse_test_res.py on hand-built output trees: exact means, stds, HMs, formats, classic form.
+
+Expected numbers are computed by hand below (population std, as numpy's default that the
+upstream script uses), not with the parser's own helpers.
+"""
+import csv
+import io
+import json
+import math
+from contextlib import redirect_stdout
+
+import pytest
+
+import parse_test_res
+from tests.helpers.protocols import (b2n_dir, write_results, write_test_log, write_training_log,
+                                     write_unfinished, xd_test_dir, xd_train_dir)
+
+BMIP = "BMIP_ctx2_dp9_lr2"
+MAPLE = "vit_b16_c2_ep5_batch4_2ctx"
+BMIP_XD = "BMIP_ctx2_dp9_lr2_cross_datasets"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """BMIP in our form (results.json), MaPLe in the legacy form (log.txt only, seed 3 missing)."""
+    root = tmp_path_factory.mktemp("parse") / "output"
+    for seed, base, new in ((1, 90, 70), (2, 92, 74), (3, 94, 72)):
+        write_results(b2n_dir(root, "train_base", "eurosat", "BMIP", BMIP, seed), base)
+        write_results(b2n_dir(root, "test_new", "eurosat", "BMIP", BMIP, seed), new)
+    for seed, base, new in ((1, 80, 60), (2, 84, 64)):
+        # The validation result (99%) printed before "Finished training" must be ignored.
+        write_training_log(b2n_dir(root, "train_base", "eurosat", "MaPLe", MAPLE, seed), base,
+                           val_accuracies=(99.0,))
+        write_test_log(b2n_dir(root, "test_new", "eurosat", "MaPLe", MAPLE, seed), new)
+    for seed, base in ((1, 60), (2, 62), (3, 64)):
+        write_results(b2n_dir(root, "train_base", "dtd", "BMIP", BMIP, seed), base)
+    write_results(b2n_dir(root, "test_new", "dtd", "BMIP", BMIP, 1), 50)
+    write_results(b2n_dir(root, "test_new", "dtd", "BMIP", BMIP, 2), 52)
+    write_unfinished(b2n_dir(root, "test_new", "dtd", "BMIP", BMIP, 3))
+    for seed, acc, base, new in ((1, 60, 70, 50), (2, 63, 70, 56), (3, 66, 70, 62)):
+        write_results(b2n_dir(root, "test_all", "eurosat", "BMIP", BMIP, seed), acc,
+                      base_accuracy=base, new_accuracy=new)
+    for seed, acc in ((1, 55), (2, 57)):
+        write_test_log(b2n_dir(root, "test_all", "eurosat", "MaPLe", MAPLE, seed), acc,
+                       extra_metrics=(("base_accuracy", 60.0), ("new_accuracy", 50.0)))
+    for seed, source, caltech, eurosat, v2 in ((1, 70, 93, 40, 64), (2, 71, 94, 50, 64),
+                                               (3, 72, 95, 60, 64)):
+        write_results(xd_train_dir(root, "imagenet", "BMIP", BMIP_XD, seed), source)
+        write_results(xd_test_dir(root, "caltech101", "BMIP", BMIP_XD, seed), caltech)
+        write_results(xd_test_dir(root, "eurosat", "BMIP", BMIP_XD, seed), eurosat)
+        write_results(xd_test_dir(root, "imagenetv2", "BMIP", BMIP_XD, seed), v2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tables(tree):
+    return {table.name: table for table in parse_test_res.build_tables(
+        parse_test_res.find_runs(tree))}
+
+
+def run_main(*args):
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        returncode = parse_test_res.main([str(arg) for arg in args])
+    return returncode, buffer.getvalue()
+
+
+def hm(base, new):
+    return 2 * base * new / (base + new)
+
+
+def test_base_new_hm_means_and_stds(tables):
+    table = tables["base2new"]
+    base = table.cells[("BMIP", "EuroSAT", "base")]
+    new = table.cells[("BMIP", "EuroSAT", "new")]
+    assert base.mean == pytest.approx(92.0) and base.std == pytest.approx(math.sqrt(8 / 3))
+    assert new.mean == pytest.approx(72.0) and new.std == pytest.approx(math.sqrt(8 / 3))
+    hm_cell = table.cells[("BMIP", "EuroSAT", "HM")]
+    assert hm_cell.mean == pytest.approx(2 * 92 * 72 / 164)  # HM of the means, not mean of HMs
+    per_seed = [hm(90, 70), hm(92, 74), hm(94, 72)]
+    mean = sum(per_seed) / 3
+    assert hm_cell.std == pytest.approx(math.sqrt(sum((h - mean) ** 2 for h in per_seed) / 3))
+
+
+def test_legacy_logs_missing_and_unfinished_seeds(tables):
+    table = tables["base2new"]
+    maple_base = table.cells[("MaPLe", "EuroSAT", "base")]
+    assert maple_base.values == {1: 80.0, 2: 84.0} and maple_base.std == pytest.approx(2.0)
+    dtd_new = table.cells[("BMIP", "DescribableTextures", "new")]
+    assert dtd_new.values == {1: 50.0, 2: 52.0}
+    assert set(dtd_new.unfinished) == {3}
+    assert table.cells.get(("MaPLe", "DescribableTextures", "base")) is None
+
+
+def test_average_row_is_hm_of_mean_base_and_new(tables):
+    table = tables["base2new"]
+    assert table.cells[("BMIP", "Average", "base")].mean == pytest.approx((92 + 62) / 2)
+    assert table.cells[("BMIP", "Average", "new")].mean == pytest.approx((72 + 51) / 2)
+    assert table.cells[("BMIP", "Average", "HM")].mean == pytest.approx(hm(77, 61.5))
+    assert table.cells[("MaPLe", "Average", "base")].datasets == ("EuroSAT",)
+
+
+def test_openworld_and_transfer_tables(tables):
+    openworld = tables["openworld"]
+    assert openworld.cells[("BMIP", "EuroSAT", "Acc")].mean == pytest.approx(63.0)
+    assert openworld.cells[("BMIP", "EuroSAT", "Acc")].std == pytest.approx(math.sqrt(6))
+    assert openworld.cells[("BMIP", "EuroSAT", "Acc new")].mean == pytest.approx(56.0)
+    assert openworld.cells[("MaPLe", "EuroSAT", "Acc base")].mean == pytest.approx(60.0)
+    assert openworld.cells[("BMIP", "EuroSAT", "HM")].mean == pytest.approx(2 * 92 * 72 / 164)
+    xd = tables["xd"]
+    assert xd.datasets == ["ImageNet (source)", "Caltech101", "EuroSAT", "Average"]
+    assert xd.cells[("BMIP", "ImageNet (source)", "accuracy")].mean == pytest.approx(71.0)
+    assert xd.cells[("BMIP", "Average", "accuracy")].mean == pytest.approx((94 + 50) / 2)
+    dg = tables["dg"]
+    assert dg.cells[("BMIP", "Average", "accuracy")].mean == pytest.approx((71 + 64) / 2)
+    assert dg.cells[("BMIP", "OOD Average", "accuracy")].mean == pytest.approx(64.0)
+
+
+def test_terminal_table_prints_exact_cells_and_marks_problems(tree):
+    returncode, out = run_main(tree)
+    assert returncode == 0
+    for text in ("92.00 ± 1.63 (3)", "72.00 ± 1.63 (3)", "80.78 ± 1.44 (3)", "51.00 ± 1.00 (2/3)",
+                 "82.00 ± 2.00 (2)", "70.61", "68.38 (2/11 datasets)", "82.00 (1/11 datasets)",
+                 "72.00 (2/10 datasets)", "67.50 (2/5 datasets)", "64.00 (1/4 datasets)"):
+        assert text in out
+    assert "DescribableTextures · new: seed 3 unfinished" in out
+
+
+def test_requested_seeds_mark_missing_ones(tree):
+    _, out = run_main(tree, "--seeds", 1, 2, 3)
+    assert "82.00 ± 2.00 (2/3)" in out
+    assert "MaPLe · EuroSAT · base: missing seed(s) 3" in out
+
+
+def test_ci95(tree):
+    _, out = run_main(tree, "--ci95")
+    assert f"92.00 ± {1.96 * math.sqrt(8 / 3) / math.sqrt(3):.2f} (3)" in out  # 1.85
+
+
+def test_paper_numbers_beside_ours(tree):
+    _, out = run_main(tree, "--paper")
+    assert "80.78 ± 1.44 (3) [paper 86.10, Δ -5.32]" in out          # Table 1, EuroSAT HM
+    assert "77.00 (2/11 datasets) [paper 83.47, Δ -6.47]" in out     # README base average
+    assert "71.00 ± 0.82 (3) [paper 70.86, Δ +0.14]" in out          # Table 2 ImageNet
+    assert "64.00 (1/4 datasets) [paper 60.40, Δ +3.60]" in out      # Table 3 OOD average
+
+
+def test_json_round_trip(tree, tables):
+    _, out = run_main(tree, "--format", "json", "--paper")
+    document = json.loads(out)
+    expected = parse_test_res.records(list(tables.values()), parse_test_res.load_paper_results())
+    assert document["records"] == expected
+    hm_record = next(r for r in document["records"] if r["table"] == "base2new"
+                     and r["method"] == "BMIP" and r["dataset"] == "EuroSAT" and r["metric"] == "HM")
+    assert hm_record["mean"] == 2 * 92 * 72 / 164 and hm_record["paper_mean"] == 86.10
+    assert any("seed 3 unfinished" in line for line in document["problems"])
+
+
+def test_csv_round_trip(tree, tables):
+    _, out = run_main(tree, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    expected = parse_test_res.records(list(tables.values()))
+    assert len(rows) == len(expected)
+    for row, record in zip(rows, expected):
+        for key, value in record.items():
+            if key in parse_test_res.LIST_FIELDS:
+                assert row[key] == ";".join(map(str, value))
+            elif isinstance(value, float):
+                assert float(row[key]) == value
+            else:
+                assert row[key] == ("" if value is None else str(value))
+
+
+def test_markdown_and_latex(tree):
+    _, markdown = run_main(tree, "--format", "markdown")
+    assert "| EuroSAT " in markdown and "### Base-to-new" in markdown
+    _, latex = run_main(tree, "--format", "latex")
+    assert r"92.00 $\pm$ 1.63 (3)" in latex and r"\begin{tabular}" in latex
+
+
+def test_plot_writes_png(tree, tmp_path):
+    path = tmp_path / "hm.png"
+    returncode, _ = run_main(tree, "--plot", path)
+    assert returncode == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_classic_single_experiment(tree):
+    folder = tree / "base2new/train_base/eurosat/shots_16/MaPLe" / MAPLE
+    returncode, out = run_main(folder)
+    assert returncode == 0
+    assert "* accuracy: 82.00% +- 2.00%" in out and f"Summary of directory: {folder}" in out
+    # Evaluation-only logs parse with or without --test-log (MaPLe #12: "Nothing found").
+    test_folder = tree / "base2new/test_new/eurosat/shots_16/MaPLe" / MAPLE
+    for flags in ((), ("--test-log",)):
+        _, out = run_main(test_folder, *flags)
+        assert "* accuracy: 62.00% +- 2.00%" in out
+
+
+def test_classic_ci95_and_multi_exp(tree, tmp_path):
+    _, out = run_main(tree / "base2new/train_base/eurosat/shots_16/BMIP" / BMIP, "--ci95")
+    assert f"* accuracy: 92.00% +- {1.96 * math.sqrt(8 / 3) / math.sqrt(3):.2f}%" in out
+    for experiment, accuracies in (("exp-1", (80, 84)), ("exp-2", (90, 91, 92))):
+        for seed, accuracy in enumerate(accuracies, start=1):
+            write_training_log(tmp_path / experiment / f"seed{seed}", accuracy)
+    _, out = run_main(tmp_path, "--multi-exp")
+    assert "Average performance" in out
+    assert f"* accuracy: {(82 + 91) / 2:.2f}%" in out
+
+
+def test_nothing_found_is_a_message_not_a_crash(tmp_path):
+    returncode, out = run_main(tmp_path)
+    assert returncode == 1 and "Nothing found" in out
+
+
+def test_hm_of_seeds_that_do_not_overlap(tmp_path):
+    """Base from seed 1 only, new from seed 2 only: HM of the means, no per-seed spread."""
+    write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 1), 80.0)
+    write_results(b2n_dir(tmp_path, "test_new", "eurosat", "BMIP", BMIP, 2), 60.0)
+    returncode, out = run_main(tmp_path)
+    assert returncode == 0
+    assert f"{hm(80, 60):.2f} (0/2)" in out
+    assert "BMIP · EuroSAT · base: missing seed(s) 2" in out
+
+
+def test_ablation_config_compares_with_table_5(tmp_path):
+    config = "BMIP_ctx2_dp9_lr2_add"
+    write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", config, 1), 80.0)
+    write_results(b2n_dir(tmp_path, "test_new", "eurosat", "BMIP", config, 1), 60.0)
+    write_results(b2n_dir(tmp_path, "test_all", "eurosat", "BMIP", config, 1), 50.0)
+    write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 1), 70.0)
+    _, out = run_main(tmp_path, "--paper")
+    assert f"BMIP/{config} HM" in out  # two BMIP configs: labelled by config
+    # Table 5 (Addition): HM 78.40, Acc 71.42 as 11-dataset averages of the open-world table.
+    assert f"{hm(80, 60):.2f} (1/11 datasets) [paper 78.40, Δ {hm(80, 60) - 78.40:+.2f}]" in out
+    assert "50.00 (1/11 datasets) [paper 71.42, Δ -21.42]" in out

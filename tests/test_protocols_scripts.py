@@ -1,0 +1,310 @@
+"""scripts/protocols.py and scripts/sweep.py without running train.py: layout, commands, sweeps.
+
+Expected folders are spelled out literally from SPEC.md §3 (MaPLe's layout), not built with
+run_dir, so a change of layout fails here.
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts import protocols, sweep
+from scripts.protocols import Environment, Job, ProtocolError
+from tests.helpers.protocols import write_results, write_training_log
+
+REPO = Path(__file__).resolve().parent.parent
+WRAPPER_STEPS = ("base2new_train", "base2new_test", "openworld_test", "xd_train", "xd_test",
+                 "reproduce", "reproduce_xd")
+
+
+@pytest.fixture
+def env(tmp_path):
+    (tmp_path / "data").mkdir()
+    return Environment.from_variables({"DATA": str(tmp_path / "data"),
+                                       "OUTPUT": str(tmp_path / "output")})
+
+
+def test_dataset_lists_match_the_paper():
+    assert len(protocols.BASE2NEW_DATASETS) == 11 and len(protocols.XD_TARGETS) == 10
+    assert "imagenet" not in protocols.XD_TARGETS
+    assert protocols.DG_TARGETS == ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+    for name in protocols.BASE2NEW_DATASETS + protocols.DG_TARGETS:
+        assert (REPO / "configs" / "datasets" / f"{name}.yaml").is_file(), name
+
+
+@pytest.mark.parametrize("job, expected", [
+    (Job("bmip", "base2new_train", "eurosat", 1),
+     "base2new/train_base/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed1"),
+    (Job("maple", "base2new_test", "dtd", 2),
+     "base2new/test_new/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed2"),
+    (Job("maple", "base2new_test_base", "dtd", 2),
+     "base2new/test_base/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx/seed2"),
+    (Job("bmip", "openworld_test", "eurosat", 3),
+     "openworld/test_all/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed3"),
+    (Job("maple", "xd_train", "imagenet", 1),
+     "imagenet/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/seed1"),
+    (Job("maple", "xd_test", "caltech101", 1),
+     "evaluation/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/caltech101/seed1"),
+    (Job("cocoop", "xd_test", "imagenet_r", 2),
+     "evaluation/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots/imagenet_r/seed2"),
+    (Job("zsclip", "base2new_train", "eurosat", 1),
+     "base2new/train_base/eurosat/shots_16/ZeroshotCLIP/vit_b16_ep50/seed1"),
+])
+def test_layout_and_its_inverse(job, expected, tmp_path):
+    folder = protocols.run_dir(tmp_path / "output", job)
+    assert folder == tmp_path / "output" / expected
+    key = protocols.parse_run_dir(folder)
+    assert (key.step, key.dataset, key.trainer, key.config, key.seed, key.shots) == (
+        job.step, job.dataset, job.spec.name, job.resolved_config, job.seed, 16)
+    assert key.protocol == job.protocol
+
+
+def test_protocol_of_domain_generalisation_targets():
+    assert Job("bmip", "xd_test", "imagenetv2", 1).protocol == "dg"
+    assert Job("bmip", "xd_test", "eurosat", 1).protocol == "xd"
+    assert protocols.parse_run_dir("/x/output/base2new/train_base/eurosat/MaPLe/seed1") is None
+
+
+def test_data_must_be_set_and_exist(tmp_path):
+    with pytest.raises(ProtocolError, match="DATA is not set"):
+        Environment.from_variables({})
+    with pytest.raises(ProtocolError, match=f"DATA={tmp_path / 'nope'} is not a folder"):
+        Environment.from_variables({"DATA": str(tmp_path / "nope")})
+
+
+def test_train_command(env):
+    job = Job("maple", "base2new_train", "eurosat", 1, overrides=("OPTIM.MAX_EPOCH", "2"))
+    command = protocols.train_command(job, env)
+    assert command[:2] == [sys.executable, str(REPO / "train.py")]
+    arguments = dict(zip(command[2:14:2], command[3:14:2]))
+    assert arguments == {
+        "--root": str(env.data), "--seed": "1", "--trainer": "MaPLe",
+        "--dataset-config-file": str(REPO / "configs/datasets/eurosat.yaml"),
+        "--config-file": str(REPO / "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+        "--output-dir": str(env.output / "base2new/train_base/eurosat/shots_16/MaPLe/"
+                                         "vit_b16_c2_ep5_batch4_2ctx/seed1")}
+    assert command[14:] == ["RUN.PROTOCOL", "base2new", "DATASET.NUM_SHOTS", "16",
+                            "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "2"]
+    assert "--eval-only" not in command
+    resumed = protocols.train_command(job, env, resume=True)
+    assert resumed[14:16] == ["--resume", arguments["--output-dir"]]
+
+
+def _saved_model(folder, *names):
+    for name in names:
+        (folder / "MultiModalPromptLearner").mkdir(parents=True, exist_ok=True)
+        (folder / "MultiModalPromptLearner" / name).write_bytes(b"")
+    return folder
+
+
+def test_test_command_loads_the_last_epoch_of_the_training_run(env):
+    job = Job("maple", "base2new_test", "eurosat", 1)
+    train_dir = protocols.run_dir(env.output, job.model_job())
+    _saved_model(train_dir, "model.pth.tar-5")
+    command = protocols.train_command(job, env)
+    assert command[command.index("--model-dir") + 1] == str(train_dir)
+    assert command[command.index("--load-epoch") + 1] == "5"  # MaPLe's OPTIM.MAX_EPOCH
+    assert "--eval-only" in command
+    assert command[-6:] == ["RUN.PROTOCOL", "base2new", "DATASET.NUM_SHOTS", "16",
+                            "DATASET.SUBSAMPLE_CLASSES", "new"]
+    openworld = protocols.train_command(Job("maple", "openworld_test", "eurosat", 1), env)
+    assert openworld[-6:] == ["RUN.PROTOCOL", "openworld", "DATASET.NUM_SHOTS", "16",
+                              "DATASET.SUBSAMPLE_CLASSES", "all"]
+
+
+def test_load_epoch_follows_overrides_environment_and_best_val(env, tmp_path):
+    config = protocols.TRAINERS["maple"].config_dir / "vit_b16_c2_ep5_batch4_2ctx.yaml"
+    model = _saved_model(tmp_path / "model", "model.pth.tar-2", "model.pth.tar-5")
+    assert protocols.choose_load_epoch(model, config, (), {}) == 5
+    assert protocols.choose_load_epoch(model, config, ("OPTIM.MAX_EPOCH", "2"), {}) == 2
+    assert protocols.choose_load_epoch(model, config, (), {"LOAD_EPOCH": "2"}) == 2
+    # Stopped early: the latest saved epoch, said aloud.
+    assert protocols.choose_load_epoch(model, config, ("OPTIM.MAX_EPOCH", "9"), {}) == 5
+    # What the model was trained with (train.py's config.yaml) beats the config file.
+    (model / "config.yaml").write_text("OPTIM:\n  MAX_EPOCH: 2\nTEST:\n  FINAL_MODEL: last_step\n")
+    assert protocols.choose_load_epoch(model, config, (), {}) == 2
+    with pytest.raises(ProtocolError, match="model-best"):
+        protocols.choose_load_epoch(model, config, ("TEST.FINAL_MODEL", "best_val"), {})
+    _saved_model(model, "model-best.pth.tar")
+    assert protocols.choose_load_epoch(model, config, ("TEST.FINAL_MODEL", "best_val"), {}) is None
+    with pytest.raises(ProtocolError, match="no checkpoint"):
+        protocols.choose_load_epoch(tmp_path, config, (), {})
+
+
+def test_xd_test_command_uses_the_imagenet_model_and_dg_protocol(env):
+    job = Job("maple", "xd_test", "imagenet_a", 2)
+    source_dir = env.output / "imagenet/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/seed2"
+    _saved_model(source_dir, "model.pth.tar-2")
+    command = protocols.train_command(job, env)
+    assert command[command.index("--model-dir") + 1] == str(source_dir)
+    assert command[command.index("--load-epoch") + 1] == "2"
+    assert command[command.index("RUN.PROTOCOL") + 1] == "dg"
+
+
+@pytest.mark.skipif(not (REPO / "configs/trainers/CoOp/vit_b16_ep50.yaml").is_file(),
+                    reason="CoOp config not written yet")
+def test_zero_shot_clip_only_evaluates(env):
+    for step in ("base2new_train", "base2new_test", "xd_train", "xd_test"):
+        command = protocols.train_command(Job("zsclip", step, "eurosat", 1), env)
+        assert "--eval-only" in command and "--model-dir" not in command
+        assert command[command.index("--config-file") + 1] == str(
+            REPO / "configs/trainers/CoOp/vit_b16_ep50.yaml")
+
+
+def test_script_arguments():
+    parse = protocols.jobs_from_arguments
+    [job] = parse("bmip", "base2new_train", ["eurosat", "1", "OPTIM.MAX_EPOCH", "2"], {})
+    assert (job.dataset, job.seed, job.overrides) == ("eurosat", 1, ("OPTIM.MAX_EPOCH", "2"))
+    [job] = parse("bmip", "xd_train", ["3"], {})
+    assert (job.dataset, job.seed) == ("imagenet", 3)
+    [job] = parse("bmip", "xd_train", ["eurosat", "3"], {})
+    assert (job.dataset, job.seed) == ("eurosat", 3)
+    [job] = parse("bmip", "xd_test", ["dtd", "1"], {"SOURCE": "eurosat", "CFG": "mine"})
+    assert (job.source, job.resolved_config, job.model_job().dataset) == ("eurosat", "mine", "eurosat")
+    with pytest.raises(ProtocolError, match="KEY VALUE pairs"):
+        parse("bmip", "base2new_train", ["eurosat", "1", "OPTIM.MAX_EPOCH"], {})
+    with pytest.raises(ProtocolError, match="SEED must be a number"):
+        parse("bmip", "base2new_train", ["eurosat"], {})
+    with pytest.raises(ProtocolError, match="unknown trainer"):
+        parse("nope", "base2new_train", ["eurosat", "1"], {})
+
+
+def test_reproduce_reads_the_maple_release_layout(tmp_path):
+    weights = tmp_path / "weights"
+    (weights / "imagenet" / "base" / "seed2").mkdir(parents=True)
+    jobs = protocols.jobs_from_arguments("maple", "reproduce", ["imagenet", "2", str(weights)], {})
+    assert [job.step for job in jobs] == ["base2new_test_base", "base2new_test", "openworld_test"]
+    assert {job.model_dir for job in jobs} == {str(weights / "imagenet" / "base" / "seed2")}
+    # The dataset folder itself may be given, as in the MaPLe instructions.
+    jobs = protocols.jobs_from_arguments("maple", "reproduce",
+                                         ["imagenet", "2", str(weights / "imagenet")], {})
+    assert jobs[0].model_dir == str(weights / "imagenet" / "base" / "seed2")
+    with pytest.raises(ProtocolError, match="released weights not found"):
+        protocols.jobs_from_arguments("maple", "reproduce", ["imagenet", "1", str(weights)], {})
+
+
+def test_evaluation_before_training_says_what_to_run(env):
+    with pytest.raises(ProtocolError, match=r"run `bash .*scripts/bmip/base2new_train.sh eurosat 1` first"):
+        protocols.run_job(Job("bmip", "base2new_test", "eurosat", 1), env)
+
+
+def test_finished_runs_are_skipped(env, capsys):
+    job = Job("bmip", "base2new_train", "eurosat", 1)
+    write_results(protocols.run_dir(env.output, job), 80.0)
+    assert protocols.run_job(job, env) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_finished_means_a_result(tmp_path):
+    assert not protocols.is_finished(write_training_log(tmp_path / "a", 1.0, (50.0,), finished=False))
+    assert protocols.is_finished(write_training_log(tmp_path / "b", 1.0, (50.0,)))
+
+
+def test_every_wrapper_calls_the_shared_implementation():
+    for trainer in protocols.TRAINERS:
+        for step in WRAPPER_STEPS:
+            path = REPO / "scripts" / trainer / f"{step}.sh"
+            if trainer == "zsclip" and step.startswith("reproduce"):
+                assert not path.exists()
+                continue
+            text = path.read_text()
+            assert text.startswith("#!/usr/bin/env bash\n")
+            assert text.rstrip().endswith(f'protocol.sh" {trainer} {step} "$@"')
+
+
+def test_wrapper_reports_missing_data(tmp_path):
+    result = subprocess.run(["bash", str(REPO / "scripts/bmip/base2new_train.sh"), "eurosat", "1"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "DATA is not set" in result.stderr
+
+
+def test_sweep_plan():
+    chains = sweep.plan_chains(["bmip", "zsclip"], datasets=["eurosat", "dtd"], seeds=[1, 2],
+                               xd_targets=["caltech101"], dg_targets=["imagenetv2"])
+    steps = [[(job.trainer, job.step, job.dataset, job.seed) for job in chain] for chain in chains]
+    assert steps[0] == [("bmip", "base2new_train", "eurosat", 1), ("bmip", "base2new_test", "eurosat", 1),
+                        ("bmip", "openworld_test", "eurosat", 1)]
+    assert len([chain for chain in steps if chain[0][0] == "bmip"]) == 2 * 2 + 2
+    assert [("bmip", "xd_train", "imagenet", 2), ("bmip", "xd_test", "caltech101", 2),
+            ("bmip", "xd_test", "imagenetv2", 2)] in steps
+    assert {chain[0][3] for chain in steps if chain[0][0] == "zsclip"} == {1}
+    only_xd = sweep.plan_chains(["maple"], protocols=["xd"], seeds=[1])
+    assert len(only_xd) == 1 and len(only_xd[0]) == 1 + 10
+
+
+def test_sbatch_script(env):
+    chains = sweep.plan_chains(["bmip"], protocols=["base2new"], datasets=["eurosat"], seeds=[1, 2])
+    text, _ = sweep.sbatch_script(chains, env, ["--partition=gpu", "--gres=gpu:a100:1"], 4)
+    assert "#SBATCH --array=0-1%4" in text
+    assert "#SBATCH --partition=gpu" in text and "#SBATCH --gres=gpu:a100:1" in text
+    assert "--gres=gpu:1" not in text
+    assert f"export DATA={env.data}" in text
+    case_1 = text[text.index("  1)"):]
+    assert re.search(r"bash \S+/scripts/bmip/base2new_train.sh eurosat 2\n", case_1)
+    assert re.search(r"bash \S+/scripts/bmip/base2new_test.sh eurosat 2\n", case_1)
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+
+
+def test_run_all_dry_run(env, capsys):
+    variables = {"DATA": str(env.data), "OUTPUT": str(env.output)}
+    assert sweep.main(["bmip", "--protocols", "xd", "--seeds", "1", "--xd-targets", "dtd",
+                       "--dry-run", "--", "OPTIM.MAX_EPOCH", "1"], variables) == 0
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"bash \S+/xd_train.sh 1 OPTIM.MAX_EPOCH 1 && "
+                        r"bash \S+/xd_test.sh dtd 1 OPTIM.MAX_EPOCH 1", line)
+
+
+def test_unfinished_training_resumes(env, monkeypatch):
+    commands, outputs = [], []
+    monkeypatch.setattr(protocols.subprocess, "run",
+                        lambda command, **kwargs: commands.append(command) or
+                        outputs.append(kwargs.get("stdout")) or
+                        subprocess.CompletedProcess(command, 0))
+    job = Job("maple", "base2new_train", "eurosat", 1)
+    write_training_log(protocols.run_dir(env.output, job), 0.0, (40.0,), finished=False)
+    assert protocols.run_job(job, env) == 0
+    assert commands[-1][commands[-1].index("--resume") + 1] == str(protocols.run_dir(env.output, job))
+    assert outputs[-1] is None  # to the terminal
+    fresh = Job("maple", "base2new_train", "eurosat", 2)
+    protocols.run_job(fresh, env, console=True)
+    assert "--resume" not in commands[-1]
+    assert outputs[-1].name == str(protocols.run_dir(env.output, fresh) / "console.txt")
+
+
+def test_run_chains_one_worker_per_gpu_and_a_failure_stops_its_chain(env, monkeypatch):
+    seen = []
+
+    def fake_run_job(job, job_env, console=False):
+        seen.append((job.step, job.dataset, job_env.variables["CUDA_VISIBLE_DEVICES"], console))
+        return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
+
+    monkeypatch.setattr(sweep, "run_job", fake_run_job)
+    chains = sweep.plan_chains(["maple"], protocols=["base2new"], datasets=["eurosat", "dtd"],
+                               seeds=[1])
+    failures = sweep.run_chains(chains, env, devices=["0", "1"])
+    assert [(job.step, job.dataset) for job, _ in failures] == [("base2new_train", "dtd")]
+    assert "train.py exited with 1" in failures[0][1]
+    steps = [(step, dataset) for step, dataset, _, _ in seen]
+    assert sorted(steps) == [("base2new_test", "eurosat"), ("base2new_train", "dtd"),
+                             ("base2new_train", "eurosat")]
+    assert {device for _, _, device, _ in seen} <= {"0", "1"}
+    assert all(console for _, _, _, console in seen)  # side by side: output to console.txt
+
+
+def test_unknown_dataset_names_the_known_ones(env):
+    with pytest.raises(ProtocolError, match=r"unknown dataset 'eurosatt'.*eurosat"):
+        protocols.train_command(Job("maple", "base2new_train", "eurosatt", 1), env)
+
+
+def test_default_configs_exist_and_trainers_are_registered():
+    import trainers  # noqa: F401  (registers every trainer)
+    from dassl.engine import TRAINER_REGISTRY
+
+    for spec in protocols.TRAINERS.values():
+        assert spec.name in TRAINER_REGISTRY.registered_names(), spec.name
+        for config in (spec.config, spec.xd_config):
+            assert (spec.config_dir / f"{config}.yaml").is_file(), (spec.name, config)
