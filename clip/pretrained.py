@@ -1,23 +1,13 @@
 """OpenAI's released CLIP files: where they live, how they are downloaded and verified, how a
 file on disk becomes a state dict."""
-import hashlib
-import http.client
 import os
 import re
-import socket
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
-from contextlib import contextmanager
 
 import torch
-from tqdm import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows: concurrent downloads of one file are not serialised there
-    fcntl = None
+from dassl.utils.download import DownloadFailed, digest_mismatch, download, folder_lock
 
 # Each address ends in /<sha256 of the file>/<file name>.
 _MODELS = {
@@ -33,11 +23,7 @@ _MODELS = {
 }
 
 CACHE_DIR_ENV = "CLIP_CACHE_DIR"
-_CHUNK_BYTES = 1 << 20
-_TIMEOUT_SECONDS = 30
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-# Errors that mean the server could not be reached or the transfer broke off.
-_NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException)
 
 
 class DownloadError(RuntimeError):
@@ -52,14 +38,6 @@ def default_cache_dir():
     return os.environ.get(CACHE_DIR_ENV) or os.path.expanduser("~/.cache/clip")
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _expected_sha256(url):
     digest = url.rstrip("/").split("/")[-2]
     if not _SHA256_PATTERN.match(digest):
@@ -70,92 +48,38 @@ def _expected_sha256(url):
 
 def _download(url, root=None):
     """Path of the verified file for `url` in `root` (default: $CLIP_CACHE_DIR or ~/.cache/clip),
-    downloading it first when it is missing or does not match the SHA-256 in the address.
-
-    The file is streamed to `<name>.part` beside the target and renamed only once its digest
-    matches, so an interrupted or corrupted transfer never leaves a file under the final name;
-    an interrupted transfer is resumed from the `.part` file by the next call.
+    downloading it first when it is missing or does not match the SHA-256 in the address
+    (resumable and verified: see dassl.utils.download).
     """
     root = os.path.expanduser(root or default_cache_dir())
     os.makedirs(root, exist_ok=True)
     target = os.path.join(root, os.path.basename(url.rstrip("/")))
     expected = _expected_sha256(url)
-    with _exclusive_lock(root):
+    with folder_lock(root):
         if os.path.isfile(target):
-            if file_sha256(target) == expected:
+            if digest_mismatch(target, expected) is None:
                 return target
             warnings.warn(f"{target} does not match its SHA-256 {expected}; downloading it again")
             os.remove(target)
-        partial = target + ".part"
         try:
-            _fetch(url, partial)
-        except _NETWORK_ERRORS as error:
-            raise DownloadError(_unreachable_message(url, target, error)) from error
-        actual = file_sha256(partial)
-        if actual != expected:
-            os.remove(partial)
-            raise DownloadError(
-                f"Downloaded {url} but its SHA-256 is {actual}, expected {expected}; the partial "
-                "file was deleted. Run again to download it afresh.")
-        os.replace(partial, target)
-    return target
+            return download(url, target, expected, "sha256")
+        except DownloadFailed as failure:
+            raise DownloadError(_failure_message(failure)) from failure
 
 
-def _fetch(url, partial):
-    """Stream `url` into `partial`, continuing after the bytes already there when the server
-    supports ranges. Raises ConnectionError if the connection closes before the announced size."""
-    done = os.path.getsize(partial) if os.path.isfile(partial) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS)
-    except urllib.error.HTTPError as error:
-        if error.code != 416:  # 416: the range starts at the end, the file is already complete
-            raise
-        return
-    with response:
-        if response.status != 206:  # the server sent the whole file: start over
-            done = 0
-        remaining = int(response.headers.get("Content-Length") or 0) or None
-        total = done + remaining if remaining is not None else None
-        with open(partial, "ab" if done else "wb") as out, tqdm(
-                total=total, initial=done, unit="iB", unit_scale=True, unit_divisor=1024,
-                desc=os.path.basename(url), ncols=80) as progress:
-            for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
-                out.write(chunk)
-                progress.update(len(chunk))
-    written = os.path.getsize(partial)
-    if total is not None and written != total:
-        raise ConnectionError(f"connection closed after {written} of {total} bytes")
-
-
-def _unreachable_message(url, target, error):
-    name = os.path.basename(target)
+def _failure_message(failure):
+    if failure.kind == "corrupt":
+        return (f"Downloaded {failure.url} but its {failure.reason}; the partial file was "
+                "deleted. Run again to download it afresh.")
+    name = os.path.basename(failure.path)
     return (
-        f"Could not download {url} ({error}).\n"
+        f"Could not download {failure.url} ({failure.reason}).\n"
         f"Without network access, download that file elsewhere and put it at\n"
-        f"    {os.path.abspath(target)}\n"
+        f"    {os.path.abspath(failure.path)}\n"
         f"(the cache folder is set by download_root or ${CACHE_DIR_ENV}; the file must have "
-        f"SHA-256 {_expected_sha256(url)}),\n"
+        f"SHA-256 {_expected_sha256(failure.url)}),\n"
         f"or give a local file instead of the name: MODEL.BACKBONE.NAME /path/to/{name}.\n"
         f"If the transfer broke off, run again: it resumes from {name}.part.")
-
-
-@contextmanager
-def _exclusive_lock(folder):
-    """Serialise downloads into one cache folder between processes (parallel runs on a fresh
-    machine would otherwise write the same `.part` file). Locking the folder leaves no lock file."""
-    if fcntl is None:
-        yield
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError:
-            pass  # file systems without locks (some NFS set-ups): the digest check still guards
-        yield
-    finally:
-        os.close(descriptor)  # closing releases the lock
 
 
 def model_file(name_or_path, download_root=None):

@@ -1,25 +1,14 @@
-"""Resumable, verified downloads and safe archive extraction for ``datasets.prepare``.
-
-A download goes to ``<name>.part`` and is renamed to ``<name>`` only once it is complete and its
-checksum (when one is known) matches, so a file under its final name is always a good one. An
-interrupted download keeps its ``.part`` and resumes with an HTTP range request next time.
+"""Fetching a dataset's files for ``datasets.prepare`` (resumable and verified, see
+``dassl.utils.download``), and safe archive extraction.
 """
-import hashlib
 import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
-from http.client import HTTPException
-
-from tqdm import tqdm
 
 from dassl.data.datasets.base_dataset import DatasetError
-
-CHUNK = 1 << 20
-TIMEOUT_S = 60
+from dassl.utils.download import DownloadFailed, digest_mismatch, download
 
 
 @dataclass(frozen=True)
@@ -54,25 +43,17 @@ class Source:
         return None
 
 
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_md5(path, md5, origin):
     """Remove ``path`` and raise if its MD5 is not ``md5`` (no-op when ``md5`` is None)."""
-    if md5 is None:
-        return
-    actual = file_md5(path)
-    if actual != md5:
+    mismatch = digest_mismatch(path, md5, "md5")
+    if mismatch:
         os.remove(path)
-        raise DatasetError(
-            f"checksum mismatch for {origin}: MD5 {actual}, expected {md5}. The corrupt file "
-            "was removed; run the same command again to download it afresh."
-        )
+        raise DatasetError(_corrupt_message(origin, mismatch))
+
+
+def _corrupt_message(origin, mismatch):
+    return (f"checksum mismatch for {origin}: {mismatch}. The corrupt file was removed; run the "
+            "same command again to download it afresh.")
 
 
 def fetch(source, downloads_dir, mirror=None, archives_dir=None, root=None):
@@ -104,49 +85,27 @@ def fetch(source, downloads_dir, mirror=None, archives_dir=None, root=None):
 
 def verify_md5_kept(path, md5):
     """Check a user-provided file without deleting it: it is theirs."""
-    if md5 is not None and file_md5(path) != md5:
+    if digest_mismatch(path, md5, "md5"):
         raise DatasetError(f'"{path}" does not have the expected MD5 {md5}; replace it with a good copy.')
 
 
 def download_url(url, path, md5=None):
     """Download ``url`` to ``path`` with a progress bar, resuming a previous ``.part``."""
-    part = path + ".part"
-    offset = os.path.getsize(part) if os.path.isfile(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            resumed = offset > 0 and response.status == 206
-            if not resumed:
-                offset = 0  # the server sent the whole file
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else None
-            _copy_with_progress(response, part, offset, total, os.path.basename(path))
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and offset:  # nothing left to fetch: the .part is complete
-            pass
-        else:
-            raise DatasetError(f"download of {url} failed: HTTP {error.code} {error.reason}.") from error
-    except (urllib.error.URLError, HTTPException, OSError) as error:
-        kept = os.path.getsize(part) if os.path.isfile(part) else 0
-        raise DatasetError(
-            f"download of {url} interrupted ({error}); {kept} bytes are kept in {part}: run the "
-            "same command again to resume."
-        ) from error
-    verify_md5(part, md5, url)
-    os.replace(part, path)
+        download(url, path, md5, "md5")
+    except DownloadFailed as failure:
+        raise DatasetError(_failure_message(failure)) from failure
 
 
-def _copy_with_progress(response, part, offset, total, label):
-    with open(part, "ab" if offset else "wb") as out, tqdm(
-        total=total, initial=offset, unit="B", unit_scale=True, desc=label
-    ) as bar:
-        written = offset
-        for block in iter(lambda: response.read(CHUNK), b""):
-            out.write(block)
-            written += len(block)
-            bar.update(len(block))
-    if total is not None and written < total:
-        raise ConnectionError(f"connection closed after {written} of {total} bytes")
+def _failure_message(failure):
+    if failure.kind == "corrupt":
+        return _corrupt_message(failure.url, failure.reason)
+    if failure.kind == "refused":
+        return f"download of {failure.url} failed: {failure.reason}."
+    part = failure.path + ".part"
+    kept = os.path.getsize(part) if os.path.isfile(part) else 0
+    return (f"download of {failure.url} interrupted ({failure.reason}); {kept} bytes are kept in "
+            f"{part}: run the same command again to resume.")
 
 
 def download_gdrive(source, path):

@@ -1,9 +1,8 @@
 """clip.load from local files, and downloads from a loopback HTTP server (no network needed)."""
 import hashlib
-import http.server
 import os
-import threading
 import urllib.error
+import urllib.request
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import clip
 from clip import pretrained
 from clip.model import build_model
 from tests.helpers.clip_files import make_resnet_state_dict, make_vit_state_dict, write_clip_file
+from tests.helpers.http_server import serve_folder
 
 PAYLOAD = os.urandom(300_000)
 
@@ -94,64 +94,15 @@ def test_available_models_are_openai_names_with_digests():
 
 # --- downloads --------------------------------------------------------------------------------
 
-class FileServer:
-    """Serves in-memory files on 127.0.0.1; `truncate_next` sends half of the next file and then
-    closes the connection; `ranges` turns Range support on or off. Records each request."""
-
-    def __init__(self):
-        self.files, self.requests = {}, []
-        self.truncate_next, self.ranges = False, True
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append((self.path, self.headers.get("Range")))
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if server.ranges and self.headers.get("Range"):
-                    start = int(self.headers["Range"].split("=")[1].rstrip("-"))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                if server.truncate_next:
-                    server.truncate_next = False
-                    self.wfile.write(body[start:start + (len(body) - start) // 2])
-                    return
-                self.wfile.write(body[start:])
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def add(self, name, body, digest=None):
-        """Serve `body`; return its _MODELS-style address (with `digest`, default the true one)."""
-        digest = digest or hashlib.sha256(body).hexdigest()
-        path = f"/clip/models/{digest}/{name}"
-        self.files[path] = body
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def server(monkeypatch):
-    for variable in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
-    file_server = FileServer()
-    yield file_server
-    file_server.close()
+def server(tmp_path_factory, monkeypatch):
+    yield from serve_folder(tmp_path_factory.mktemp("served"), monkeypatch)
+
+
+def publish(server, name, body, digest=None):
+    """Serve `body`; return its _MODELS-style address (with `digest`, default the true one)."""
+    digest = digest or hashlib.sha256(body).hexdigest()
+    return server.publish(f"clip/models/{digest}/{name}", body)
 
 
 def sha256_of(path):
@@ -159,7 +110,7 @@ def sha256_of(path):
 
 
 def test_download_is_verified_and_cached(server, tmp_path):
-    url = server.add("Tiny.pt", PAYLOAD)
+    url = publish(server, "Tiny.pt", PAYLOAD)
     path = clip._download(url, str(tmp_path))
     assert path == str(tmp_path / "Tiny.pt")
     assert sha256_of(path) == url.split("/")[-2]
@@ -170,27 +121,27 @@ def test_download_is_verified_and_cached(server, tmp_path):
 
 def test_cache_dir_from_environment(server, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path / "cache"))
-    url = server.add("Tiny.pt", PAYLOAD)
+    url = publish(server, "Tiny.pt", PAYLOAD)
     assert clip._download(url) == str(tmp_path / "cache" / "Tiny.pt")
 
 
 def test_load_by_name_downloads_then_builds(server, tmp_path, vit_state_dict, monkeypatch):
     body = open(write_clip_file(tmp_path / "src.pt", vit_state_dict, torchscript=True), "rb").read()
-    monkeypatch.setitem(pretrained._MODELS, "Tiny/8", server.add("Tiny-8.pt", body))
+    monkeypatch.setitem(pretrained._MODELS, "Tiny/8", publish(server, "Tiny-8.pt", body))
     model, _ = clip.load("Tiny/8", download_root=str(tmp_path / "cache"))
     assert_same_model(model, vit_state_dict)
     assert os.listdir(tmp_path / "cache") == ["Tiny-8.pt"]
 
 
 def test_checksum_mismatch_raises_and_leaves_no_file(server, tmp_path):
-    url = server.add("Tiny.pt", PAYLOAD, digest="0" * 64)
+    url = publish(server, "Tiny.pt", PAYLOAD, digest="0" * 64)
     with pytest.raises(pretrained.DownloadError, match="SHA-256"):
         clip._download(url, str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_corrupted_cached_file_is_downloaded_again(server, tmp_path):
-    url = server.add("Tiny.pt", PAYLOAD)
+    url = publish(server, "Tiny.pt", PAYLOAD)
     (tmp_path / "Tiny.pt").write_bytes(PAYLOAD[:1000])
     with pytest.warns(UserWarning, match="does not match its SHA-256"):
         path = clip._download(url, str(tmp_path))
@@ -201,8 +152,8 @@ def test_corrupted_cached_file_is_downloaded_again(server, tmp_path):
 def test_interrupted_download_leaves_no_valid_looking_file(server, tmp_path,
                                                            server_supports_ranges):
     server.ranges = server_supports_ranges
-    url = server.add("Tiny.pt", PAYLOAD)
-    server.truncate_next = True
+    url = publish(server, "Tiny.pt", PAYLOAD)
+    server.cut_once[url.removeprefix(server.url + "/")] = len(PAYLOAD) // 2  # half, then close
     with pytest.raises(pretrained.DownloadError, match="Could not download"):
         clip._download(url, str(tmp_path))
     assert not (tmp_path / "Tiny.pt").exists()
@@ -218,7 +169,7 @@ def test_no_network_says_where_to_put_the_file(tmp_path, monkeypatch):
     def unreachable(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(pretrained.urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     with pytest.raises(pretrained.DownloadError) as error:
         clip.load("ViT-B/16", download_root=str(tmp_path))
     message = str(error.value)

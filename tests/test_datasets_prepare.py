@@ -4,9 +4,7 @@ import os
 import random
 import shutil
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,62 +15,14 @@ from datasets.dtd import DescribableTextures
 from datasets.eurosat import EuroSAT
 from datasets.stanford_cars import StanfordCars
 from tests.helpers.datasets import dataset_cfg, make_dtd, make_eurosat, make_imagenet, package_dataset_names, write_image
-
-
-class ArchiveServer:
-    """Serves a folder over HTTP with range requests; can cut one response short."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.requests = []  # (file name, Range header)
-        self.cut_once = {}  # file name -> bytes to send before dropping the connection
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                byte_range = self.headers.get("Range")
-                server.requests.append((name, byte_range))
-                path = os.path.join(server.folder, name)
-                if not os.path.isfile(path):
-                    self.send_error(404)
-                    return
-                with open(path, "rb") as f:
-                    data = f.read()
-                start = int(byte_range.split("=")[1].split("-")[0]) if byte_range else 0
-                body = data[start:]
-                self.send_response(206 if byte_range else 200)
-                self.send_header("Content-Length", str(len(body)))
-                if byte_range:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.end_headers()
-                cut = server.cut_once.pop(name, None)
-                self.wfile.write(body if cut is None else body[:cut])
-                if cut is not None:
-                    self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.helpers.http_server import serve_folder
 
 
 @pytest.fixture
-def served(tmp_path):
+def served(tmp_path, monkeypatch):
     folder = tmp_path / "served"
     folder.mkdir()
-    server = ArchiveServer(str(folder))
-    yield server
-    server.close()
+    yield from serve_folder(folder, monkeypatch)
 
 
 def md5_of(path):

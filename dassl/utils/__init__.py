@@ -1,3 +1,4 @@
+from .download import DownloadFailed, digest_mismatch, download, folder_lock
 from .logger import close_logger, console_stream, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry, check_availability
