@@ -1,0 +1,273 @@
+"""BMIP: bi-directional modality interaction prompts (Lv et al., IJCAI 2025), as ../shared/BMIP.md
+specifies it; the decisions where BMIP.md is silent are listed in BMIPPromptLearner's docstring.
+
+Deep language prompts P_i and deep vision prompts P_v_i (one independent set per layer) enter the
+first J = PROMPT_DEPTH layers of both towers. Before layer i (1 <= i <= J-1) each tower mixes its
+own prompts with the other tower's, projected to its width:
+
+    A_v = attention that layer i gives from the image's CLS and patch queries to each prompt key
+    A_l = attention that layer i gives from the text queries that see the prompt to each prompt key
+    w_v = sigmoid(L_v_i(A_v))            w_l = sigmoid(L_l_i(A_l))              (one per token)
+    P_v'_i = w_v * P_v_i + (1 - w_v) * F_v(P_i)
+    P'_i   = w_l * P_i   + (1 - w_l) * F_l(P_v_i)
+
+A is read from layer i's own ln_1 and in_proj applied to the hidden state entering the layer (the
+prompt positions still hold the previous layer's outputs), and detached. It needs only the
+queries' scores against the b prompt keys and each query's softmax normaliser over all the keys
+it may see: one query-key product, taken QUERY_CHUNK queries at a time, without the value
+product, the output projection or a full attention matrix (`attention_to_prompts`).
+
+The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
+checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from dassl.engine import TRAINER_REGISTRY
+from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, check_depth,
+                                init_context, num_text_layers, num_vision_layers, prompt_list,
+                                text_width, vision_width)
+
+AGGREGATIONS = ("weighted", "add", "attention", "joint")
+ATTN_POOLS = ("per_sample", "authors")
+# Queries scored at once by the attention statistic: bounds the scores held in memory to
+# [batch, heads, QUERY_CHUNK, keys] instead of the full attention matrix.
+QUERY_CHUNK = 64
+
+
+def extend_cfg(cfg):
+    cfg.TRAINER.BMIP = CN()
+    cfg.TRAINER.BMIP.N_CTX = 2  # b: prompt tokens per layer (joint: 2b)
+    cfg.TRAINER.BMIP.CTX_INIT = "a photo of a"  # words initialising the layer-0 text prompts
+    cfg.TRAINER.BMIP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # J: layers 0..J-1 of both towers get prompts
+    cfg.TRAINER.BMIP.SHARE_PROJECTIONS = True  # one F_v, F_l pair for all layers, else per layer
+    cfg.TRAINER.BMIP.AGGREGATION = "weighted"  # weighted | add | attention | joint
+    cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
+
+
+def check_options(bmip):
+    """Reject unknown AGGREGATION / ATTN_POOL values with the accepted ones."""
+    for key, value, choices in (("AGGREGATION", bmip.AGGREGATION, AGGREGATIONS),
+                                ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS)):
+        if value not in choices:
+            raise ValueError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention statistic A
+# ---------------------------------------------------------------------------------------------
+
+def _keys_to_score(queries, prompt_keys, length, attn_mask):
+    """How many leading positions to project: the queries, the prompt keys and every key the
+    queries can see. Under a causal mask the keys after the last query are hidden, so they need
+    no projection."""
+    if attn_mask is None:
+        return length
+    visible = torch.isfinite(attn_mask[queries, :length]).any(dim=0)
+    return max(int(visible.nonzero().max()) + 1, prompt_keys.stop, queries.stop)
+
+
+@torch.no_grad()
+def attention_to_prompts(x, block, queries, prompt_keys, attn_mask=None):
+    """Head-averaged attention weights [B, n_queries, n_prompt_keys] that `block`'s attention
+    (its ln_1 and in_proj) applied to `x` [B, L, d] gives from the positions `queries` (a slice)
+    to the positions `prompt_keys` (a slice), under the additive float `attn_mask` [L, L].
+
+    Equal to the matching entries of nn.MultiheadAttention's averaged weights, without its
+    value product and output projection: the scores of QUERY_CHUNK queries at a time against the
+    keys they may see give each query's softmax normaliser, and only the prompt columns of the
+    result are kept. Scores in fp32. Detached (no graph is built)."""
+    attn = block.attn
+    n_keys = _keys_to_score(queries, prompt_keys, x.shape[1], attn_mask)
+    width, n_heads = attn.embed_dim, attn.num_heads
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[:2 * width]
+    # Queries and keys in one product with the first two thirds of in_proj (values unused).
+    qk = F.linear(block.ln_1(x[:, :n_keys]), attn.in_proj_weight[:2 * width], bias)
+    batch = qk.shape[0]
+    qk = qk.view(batch, n_keys, 2, n_heads, width // n_heads).permute(2, 0, 3, 1, 4)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        q = qk[0][:, :, queries].float() * (width // n_heads) ** -0.5  # [B, heads, Q, d_head]
+        k_t = qk[1].float().transpose(-2, -1)  # [B, heads, d_head, keys]
+        mask = None if attn_mask is None else attn_mask[queries, :n_keys].float()
+        chunks = []
+        for start in range(0, q.shape[2], QUERY_CHUNK):
+            rows = slice(start, start + QUERY_CHUNK)
+            scores = q[:, :, rows] @ k_t
+            if mask is not None:
+                scores = scores + mask[rows]
+            # The other columns only feed each query's normaliser; softmax is the fused form
+            # of exp(score - logsumexp(scores)), and just the prompt columns are kept.
+            chunks.append(scores.softmax(dim=-1)[..., prompt_keys].mean(dim=1))
+    return torch.cat(chunks, dim=1)
+
+
+def image_attention(layer):
+    """A_v [N, n]: attention from each image's CLS and patch queries to its n prompt keys (the
+    last n positions), averaged over heads and queries."""
+    length, n = layer.x.shape[1], layer.n_prompts
+    weights = attention_to_prompts(layer.x, layer.block, slice(0, length - n),
+                                   slice(length - n, length))
+    return weights.mean(dim=1)
+
+
+def text_attention(layer):
+    """A_l [C, n]: attention from the queries after the prompt (positions n+1..EOT of each class
+    row, the ones the causal mask lets see it) to the n prompt keys (positions 1..n), averaged
+    over heads and those queries."""
+    n = layer.n_prompts
+    last = int(layer.eot.max())
+    weights = attention_to_prompts(layer.x, layer.block, slice(n + 1, last + 1), slice(1, n + 1),
+                                   layer.attn_mask)
+    positions = torch.arange(n + 1, last + 1, device=weights.device)
+    sees = (positions[None] <= layer.eot[:, None]).to(weights.dtype)  # [C, queries]
+    return (weights * sees[..., None]).sum(dim=1) / sees.sum(dim=1, keepdim=True)
+
+
+def text_attention_authors(layer):
+    """The authors' A_l [n]: the SOS query row (which the causal mask lets see only itself, so
+    it is 0), averaged over the class rows."""
+    n = layer.n_prompts
+    weights = attention_to_prompts(layer.x, layer.block, slice(0, 1), slice(1, n + 1),
+                                   layer.attn_mask)
+    return weights[:, 0].mean(dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The prompt learner
+# ---------------------------------------------------------------------------------------------
+
+def _linear_list(count, d_in, d_out):
+    return nn.ModuleList(nn.Linear(d_in, d_out) for _ in range(count))
+
+
+class BMIPPromptLearner(PromptLearner):
+    """P_0 (`ctx`), F_0 (`proj`), P_i (`deep_text`), P_v_i (`deep_vision`), F_v (`to_vision`),
+    F_l (`to_text`) and, for AGGREGATION weighted, L_v (`vision_weight_heads`) and L_l
+    (`text_weight_heads`); deep index j stands for layer i = j + 1.
+
+    Decisions where BMIP.md is silent, read from the paper's equations (10)-(13) (weights from
+    the attention layer through a learnt 1x1 map and a sigmoid; a convex combination of a
+    modality's own prompts and the other modality's projected prompts):
+    - A of a layer and sequence is the mean over heads and over BMIP.md's queries (image: CLS +
+      patches; text: the positions after the prompt up to EOT of each class row); the prompt
+      positions are never queries. Scores are computed in fp32 whatever CLIP's precision.
+    - L_v_i, L_l_i: one Linear(1, 1) per layer and modality, shared by the b tokens of that layer
+      (as in the authors' code), PyTorch's default initialisation; they exist only for
+      AGGREGATION weighted. With ATTN_POOL authors the text head of layer J-1 stays in the
+      checkpoint (one layout for both modes) but is unused: that mode stops the text replacement
+      one layer early.
+    - P_i and P_v_i start from N(0, 0.02^2) like every prompt of this codebase (the authors'
+      default set-up draws its vision prompts so too); F_0, F_v, F_l are
+      nn.Linear with default initialisation; SHARE_PROJECTIONS False gives every layer its own
+      pair F_v^i, F_l^i (F_0 is always separate).
+    - AGGREGATION attention: w = sigmoid(cos(local_j, foreign_j)) per prompt token j; nothing is
+      detached (w is a function of parameters, not of activations).
+    - AGGREGATION joint: 2b prompt tokens in every layer. Layer 0 keeps the input coupling of the
+      other variants with 2b tokens: text P_0 (the first 2b words of CTX_INIT when 2b <= 4, else
+      random with 2b placeholder words), image F_0(P_0); deep layers write [P_i ; F_l(P_v_i)] and
+      [P_v_i ; F_v(P_i)], P_i and P_v_i holding b tokens each.
+    - ATTN_POOL authors (the authors' code): the vision A is also averaged over the batch (one w
+      per token for all images of a batch); the text A is read from the SOS query row, which the
+      causal mask keeps at 0 (so w_l = sigmoid(bias)); text prompts are replaced in layers
+      1..J-2 only, for every AGGREGATION.
+    """
+
+    def __init__(self, cfg, classnames, clip_model):
+        bmip = cfg.TRAINER.BMIP
+        check_options(bmip)
+        depth, n_ctx = bmip.PROMPT_DEPTH, bmip.N_CTX
+        check_depth("TRAINER.BMIP.PROMPT_DEPTH", depth,
+                    min(num_text_layers(clip_model), num_vision_layers(clip_model)))
+        d_text, d_vision = text_width(clip_model), vision_width(clip_model)
+        self.aggregation, self.attn_pool = bmip.AGGREGATION, bmip.ATTN_POOL
+        n_tokens = 2 * n_ctx if self.aggregation == "joint" else n_ctx
+        ctx, prefix = init_context(clip_model, n_tokens, bmip.CTX_INIT)
+        super().__init__(classnames, clip_model, prefix)
+
+        n_deep = depth - 1
+        self.ctx = nn.Parameter(ctx)
+        self.proj = nn.Linear(d_text, d_vision)
+        self.deep_text = prompt_list(n_deep, n_ctx, d_text)
+        self.deep_vision = prompt_list(n_deep, n_ctx, d_vision)
+        n_projections = min(n_deep, 1) if bmip.SHARE_PROJECTIONS else n_deep
+        self.to_vision = _linear_list(n_projections, d_text, d_vision)
+        self.to_text = _linear_list(n_projections, d_vision, d_text)
+        if self.aggregation == "weighted":
+            self.vision_weight_heads = _linear_list(n_deep, 1, 1)
+            self.text_weight_heads = _linear_list(n_deep, 1, 1)
+        # The authors' code stops replacing text prompts one layer before the vision side.
+        self.n_deep_text = max(n_deep - 1, 0) if self.attn_pool == "authors" else n_deep
+
+    def text_prompts(self):
+        return LayerPrompts(self.ctx, self.deep_text_tokens)
+
+    def image_prompts(self):
+        return LayerPrompts(self.proj(self.ctx), self.deep_image_tokens)
+
+    def _projection(self, heads, j):
+        return heads[0] if len(heads) == 1 else heads[j]
+
+    def foreign_for_image(self, j):
+        """F_v(P_i): the language prompts of layer j + 1 in the vision width."""
+        return self._projection(self.to_vision, j)(self.deep_text[j])
+
+    def foreign_for_text(self, j):
+        """F_l(P_v_i): the vision prompts of layer j + 1 in the language width."""
+        return self._projection(self.to_text, j)(self.deep_vision[j])
+
+    def deep_image_tokens(self, layer):
+        j = layer.index - 1
+        if j >= len(self.deep_vision):
+            return None
+        return self.aggregate(self.deep_vision[j], self.foreign_for_image(j),
+                              lambda: self.image_weights(layer, j))
+
+    def deep_text_tokens(self, layer):
+        j = layer.index - 1
+        if j >= self.n_deep_text:
+            return None
+        return self.aggregate(self.deep_text[j], self.foreign_for_text(j),
+                              lambda: self.text_weights(layer, j))
+
+    def image_weights(self, layer, j):
+        """w_v: [N, n, 1] per image, or [n, 1] shared by the batch (ATTN_POOL authors)."""
+        statistic = image_attention(layer)
+        if self.attn_pool == "authors":
+            statistic = statistic.mean(dim=0)
+        return torch.sigmoid(self.vision_weight_heads[j](statistic.unsqueeze(-1)))
+
+    def text_weights(self, layer, j):
+        """w_l: [C, n, 1] per class sequence, or [n, 1] (ATTN_POOL authors)."""
+        if self.attn_pool == "authors":
+            statistic = text_attention_authors(layer)
+        else:
+            statistic = text_attention(layer)
+        return torch.sigmoid(self.text_weight_heads[j](statistic.unsqueeze(-1)))
+
+    def aggregate(self, local, foreign, weights):
+        """The prompts written for one layer from the modality's own prompts `local` [n, d] and
+        the other modality's projected ones `foreign` [n, d]; `weights()` gives w (weighted)."""
+        if self.aggregation == "joint":
+            return torch.cat([local, foreign], dim=-2)
+        if self.aggregation == "add":
+            return local + foreign
+        if self.aggregation == "attention":
+            w = torch.sigmoid(F.cosine_similarity(local, foreign, dim=-1)).unsqueeze(-1)
+        else:
+            w = weights()
+        return w * local + (1 - w) * foreign
+
+
+@TRAINER_REGISTRY.register()
+class BMIP(PromptTrainer):
+    MODEL_NAME = "MultiModalPromptLearner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        check_options(cfg.TRAINER.BMIP)
+
+    def build_prompt_learner(self, classnames, clip_model):
+        return BMIPPromptLearner(self.cfg, classnames, clip_model)
