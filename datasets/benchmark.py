@@ -16,6 +16,7 @@ from .splits import (
     check_images_exist,
     docs_ref,
     fewshot_sample,
+    fewshot_sample_val_from_train,
     read_split,
     require_dir,
     sample_hash,
@@ -30,7 +31,9 @@ class BenchmarkDataset(DatasetBase):
     split_inputs = ()  # files / folders (relative to the folder) needed to create a missing split
     docs_section = ""  # heading of DATASETS.md that describes the dataset
     test_only = False  # every image is a test image (ImageNet variants): no few-shot sampling
-    val_is_test = False  # no validation split: the test split serves as val (ImageNet)
+    # The published val folder is the test set (ImageNet): no validation split; the few-shot
+    # validation sample is drawn from unused training images instead.
+    val_is_test = False
     published_counts = None  # {"classes", "train", "val", "test"} checked by datasets.prepare
     sources = ()  # datasets.download.Source entries fetched by datasets.prepare
     manual_steps = ""  # what the user must do by hand (licence, dead links), shown by prepare
@@ -44,11 +47,9 @@ class BenchmarkDataset(DatasetBase):
         require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
 
         train, val, test = self.read_splits()
-        train, val = self.apply_few_shot(cfg, train, val)
+        train, val = self.apply_few_shot(cfg, train, val, test)
         subsample = cfg.DATASET.SUBSAMPLE_CLASSES
         train, val, test = subsample_classes(train, val, test, subsample=subsample)
-        if self.val_is_test:
-            val = test
         check_images_exist((train, val, test), self.display_name, self.docs_section)
 
         super().__init__(train_x=train, val=val, test=test)
@@ -93,11 +94,15 @@ class BenchmarkDataset(DatasetBase):
 
     # -- few-shot ------------------------------------------------------------------------------
 
-    def apply_few_shot(self, cfg, train, val):
+    def apply_few_shot(self, cfg, train, val, test):
         num_shots = cfg.DATASET.NUM_SHOTS
-        if num_shots < 1 or self.test_only:
+        if self.test_only:
             return train, val
-        sample = fewshot_sample(self.dataset_dir, num_shots, cfg.SEED, train, val)
+        if num_shots < 1:
+            if self.val_is_test:
+                print(f"{self.display_name}: no validation split, because its val folder is its test set")
+            return train, val
+        sample = self.draw_few_shot(cfg, train, val, test)
         sampled_images = sample["train"] + sample.get("val", [])
         self.fewshot_hash = sample_hash(sampled_images, self.dataset_dir)
         val_note = f", {len(sample['val'])} val" if "val" in sample else ""
@@ -106,3 +111,13 @@ class BenchmarkDataset(DatasetBase):
             f"{len(sample['train'])} train{val_note} images, hash {self.fewshot_hash}"
         )
         return sample["train"], sample.get("val", val)
+
+    def draw_few_shot(self, cfg, train, val, test):
+        num_shots = cfg.DATASET.NUM_SHOTS
+        if not self.val_is_test:
+            return fewshot_sample(self.dataset_dir, num_shots, cfg.SEED, train, val)
+        print(
+            f"{self.display_name}: validation images are drawn from unused training images, "
+            "because its val folder is its test set"
+        )
+        return fewshot_sample_val_from_train(self.dataset_dir, num_shots, cfg.SEED, train, test, self.display_name)

@@ -1,8 +1,9 @@
 """ImageNet (ILSVRC-2012): ``imagenet/images/{train,val}/<wnid>/*.JPEG`` + classnames.txt.
 
 There is no split file: the class folders are listed once and cached (CoOp's preprocessed.pkl is
-read when present; we write the portable preprocessed.json). The val images are the test set
-and also serve as validation.
+read when present; we write the portable preprocessed.json). The val images are the test set,
+so they cannot validate: the few-shot validation sample comes from unused training images
+(``BenchmarkDataset.val_is_test``), and with all training images there is no validation split.
 """
 import os
 import shutil

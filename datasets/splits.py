@@ -226,6 +226,55 @@ def fewshot_sample(dataset_dir, num_shots, seed, train, val=None):
     return sample
 
 
+def fewshot_sample_val_from_train(dataset_dir, num_shots, seed, train, test, name):
+    """The few-shot sample of a dataset whose val folder is its test set (ImageNet).
+
+    The training images are those ``fewshot_sample`` would pick (SPEC.md §2), so results stay
+    comparable with CoOp's; the ``min(num_shots, 4)`` validation images per class are then drawn,
+    right after them in the random stream, from the training images the sample did not take, so
+    that model selection never sees a test image. A cache's training images are kept; its
+    validation images too, unless it has none (CoOp's ImageNet caches) or they are test images.
+    """
+    cached = load_fewshot_cache(dataset_dir, num_shots, seed) if seed >= 0 else None
+    if cached is None:
+        print(f"Creating a {num_shots}-shot dataset")
+        sample_train = sample_few_shot(train, num_shots)
+    else:
+        sample_train = cached["train"]
+        problem = _cached_val_problem(cached, test)
+        if problem is None:
+            return {"train": sample_train, "val": cached["val"]}
+        print(
+            f"{name}: the cached few-shot sample {problem}; keeping its training images and "
+            "drawing the validation images from unused training images"
+        )
+        # Replaying the training draw puts the validation draw at the same position of the random
+        # stream as in an uncached run, so a seed gets the same validation images either way.
+        sample_few_shot(train, num_shots)
+    sample = {"train": sample_train, "val": sample_few_shot(unused_items(train, sample_train), min(num_shots, 4))}
+    legacy_path, _ = fewshot_cache_paths(dataset_dir, num_shots, seed)
+    # A CoOp-era .pkl is read before our .json: it is left as it is and the draw redone each run.
+    if seed >= 0 and not os.path.isfile(legacy_path):
+        save_fewshot_cache(dataset_dir, num_shots, seed, sample)
+    return sample
+
+
+def _cached_val_problem(cached, test):
+    """Why a cache's validation images cannot be used (None when they can)."""
+    if "val" not in cached:
+        return "has no validation images"
+    test_paths = {item.impath for item in test}
+    if any(item.impath in test_paths for item in cached["val"]):
+        return "takes its validation images from the test set"
+    return None
+
+
+def unused_items(items, taken):
+    """``items`` minus those whose image is in ``taken``, in their original order."""
+    taken_paths = {item.impath for item in taken}
+    return [item for item in items if item.impath not in taken_paths]
+
+
 def load_fewshot_cache(dataset_dir, num_shots, seed):
     legacy_path, json_path = fewshot_cache_paths(dataset_dir, num_shots, seed)
     if os.path.isfile(legacy_path):

@@ -10,7 +10,8 @@ import clip
 from tests.helpers.coop import coop_clip, zero_shot_logits
 from tests.helpers.trainers import CLASSNAMES, images, record_block_inputs, trainer_cfg
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
-from trainers.coop import CoOpCLIP, CoOpPromptLearner
+from trainers.coop import CoOpPromptLearner
+from trainers.prompting import PromptedCLIP
 
 N_CTX = 3  # odd: "middle" splits it 1 + 2
 PROMPTS = [f"a photo of a {name.replace('_', ' ')}." for name in CLASSNAMES]
@@ -19,7 +20,7 @@ PROMPTS = [f"a photo of a {name.replace('_', ' ')}." for name in CLASSNAMES]
 def coop(**opts):
     clip_model = coop_clip()
     cfg = trainer_cfg("CoOp", **{"TRAINER.COOP.N_CTX": N_CTX, **opts})
-    return CoOpCLIP(clip_model, CoOpPromptLearner(cfg, CLASSNAMES, clip_model))
+    return PromptedCLIP(clip_model, CoOpPromptLearner(cfg, CLASSNAMES, clip_model))
 
 
 def cocoop(**opts):

@@ -19,8 +19,7 @@ def needs_scipy():
     pytest.importorskip("scipy")
 
 
-# (registry name, writer, class names by label, (train, val, test) sizes; val None = no val split,
-#  "test" = val is the test split)
+# (registry name, writer, class names by label, (train, val, test) sizes; val None = no val split)
 CASES = {
     "EuroSAT": (lambda root: tiny.make_eurosat(root, n_classes=3),
                 ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land"], (12, 6, 9)),
@@ -35,7 +34,7 @@ CASES = {
     "FGVCAircraft": (tiny.make_fgvc_aircraft, ["707-320", "A300B4", "Cessna 172"], (6, 3, 3)),
     "SUN397": (tiny.make_sun397, ["abbey", "outdoor apartment_building", "bedroom"], (12, 3, 6)),
     "UCF101": (tiny.make_ucf101, ["Apply_Eye_Makeup", "Basketball", "Yo_Yo"], (12, 3, 6)),
-    "ImageNet": (tiny.make_imagenet, ["tench", "goldfish", "great white shark"], (12, "test", 6)),
+    "ImageNet": (tiny.make_imagenet, ["tench", "goldfish", "great white shark"], (12, None, 6)),
     "ImageNetV2": (tiny.make_imagenetv2, ["tench", "goldfish", "great white shark"], (6, None, 6)),
     "ImageNetSketch": (tiny.make_imagenet_sketch, ["tench", "goldfish", "great white shark"], (6, None, 6)),
     "ImageNetA": (tiny.make_imagenet_a, ["goldfish", "tiger shark"], (4, None, 4)),
@@ -60,8 +59,6 @@ def test_layout_parses_to_classes_and_splits(tmp_path, name):
     assert len(dataset.train_x) == n_train and len(dataset.test) == n_test
     if n_val is None:
         assert dataset.val is None
-    elif n_val == "test":
-        assert dataset.val == dataset.test
     else:
         assert len(dataset.val) == n_val
     assert {item.label for item in dataset.test} == set(range(len(classnames)))
@@ -133,10 +130,10 @@ def test_created_trainval_split_follows_the_pets_rule(tmp_path):
     assert [os.path.basename(item.impath) for item in dataset.val] == expected_val
 
 
-def test_imagenet_few_shot_samples_train_only_and_caches_the_listing(tmp_path):
+def test_imagenet_few_shot_sample_and_image_listing_are_cached(tmp_path):
     dataset_dir = tiny.make_imagenet(tmp_path, n_classes=3, n_train=4, n_val=2)
     dataset = build(tmp_path, "ImageNet", num_shots=2, seed=1)
-    assert len(dataset.train_x) == 6 and len(dataset.test) == 6 and dataset.val == dataset.test
+    assert len(dataset.train_x) == 6 and len(dataset.test) == 6 and len(dataset.val) == 6
     assert os.path.isfile(os.path.join(dataset_dir, "preprocessed.json"))
     assert os.path.isfile(os.path.join(dataset_dir, "split_fewshot", "shot_2-seed_1.json"))
     assert build(tmp_path, "ImageNet", num_shots=2, seed=1).train_x == dataset.train_x

@@ -15,9 +15,9 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from trainers.prompting import (LEARNER_PREFIX, PromptedCLIP, PromptLearner, PromptTrainer,
-                                learner_state_dict, normalize, random_prompts, text_width, tokenize,
-                                word_embeddings, write_after_sos)
+from trainers.prompting import (LEARNER_PREFIX, LayerPrompts, PromptLearner, PromptTrainer,
+                                learner_state_dict, random_prompts, text_width, tokenize,
+                                word_embeddings)
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
@@ -110,29 +110,15 @@ class CoOpPromptLearner(PromptLearner):
     def n_ctx(self):
         return self.ctx.shape[-2]
 
-    def prompt_embeddings(self, embeddings, rows):
-        """Input embeddings of the class prompts `rows` (a slice of the classes): their token
-        embeddings `embeddings` with the context written after SOS and the class name moved to
+    def text_prompts(self):
+        return LayerPrompts(self.ctx)
+
+    def text_embeddings(self, embeddings, rows, prompts):
+        """The context written after SOS (as for every learner), then the class name moved to
         CLASS_TOKEN_POSITION."""
-        ctx = self.ctx if self.ctx.dim() == 2 else self.ctx[rows]
-        x = write_after_sos(embeddings, ctx, self.n_ctx)
+        x = super().text_embeddings(embeddings, rows, prompts)
         order = self.token_order[rows].unsqueeze(-1).expand_as(x)
         return x.gather(1, order)
-
-
-class CoOpCLIP(PromptedCLIP):
-    """PromptedCLIP whose class prompts are assembled by the learner (the class name may stand
-    before or inside the context, which the shared encoder's "prompts after SOS" cannot say)."""
-
-    def encode_text(self):
-        learner, encoder = self.prompt_learner, self.text_encoder
-        tokens = learner.tokenized_prompts
-        features = []
-        for start in range(0, tokens.shape[0], self.text_chunk_size):
-            rows = slice(start, start + self.text_chunk_size)
-            x = learner.prompt_embeddings(encoder.embed(tokens[rows]), rows)
-            features.append(encoder.encode_embeddings(x, tokens[rows].argmax(dim=-1)))
-        return normalize(torch.cat(features))
 
 
 def upstream_learner_key(key):
@@ -158,6 +144,3 @@ class LearnerOnlyCheckpoints(PromptTrainer):
 class CoOp(LearnerOnlyCheckpoints):
     def build_prompt_learner(self, classnames, clip_model):
         return CoOpPromptLearner(self.cfg, classnames, clip_model)
-
-    def build_custom_clip(self, clip_model, prompt_learner):
-        return CoOpCLIP(clip_model, prompt_learner)

@@ -44,12 +44,18 @@ The pieces:
 - ``PromptLearner``: base class of a method's learnable part; holds the tokenized class prompts
   (``tokenized_prompts``, built from ``prompt_prefix + " " + classname + "."``); the n text
   prompt tokens overwrite the first n tokens of the prefix, so the prefix needs >= n words.
+  ``text_embeddings(embeddings, rows, prompts)`` builds the text encoder's layer-0 input for a
+  chunk of class rows (default: ``prompts.first`` written after SOS); a learner that arranges
+  its tokens otherwise overrides it (CoOp moves the class name before or inside the context).
   Everything a learner holds is trained and saved; nothing of CLIP may be stored in it (read
   CLIP's sub-modules from ``LayerInput.block`` or pass what you need at call time).
-- Helpers: ``load_clip``, ``init_context`` (MaPLe / IVLP CTX_INIT rule), ``random_prompts``,
-  ``prompt_list``, ``LayerwisePrompts`` (independent per-layer tokens), ``per_layer``,
+- Helpers: ``load_clip``, ``tokenize``, ``init_context`` (MaPLe / IVLP CTX_INIT rule),
+  ``word_embeddings`` (token embeddings of CTX_INIT words), ``random_prompts``, ``prompt_list``,
+  ``LayerwisePrompts`` (independent per-layer tokens), ``per_layer``,
   ``text_width`` / ``vision_width`` / ``num_text_layers`` / ``num_vision_layers`` (all sizes
-  come from the loaded CLIP), ``check_depth``, ``rename_by_patterns`` (upstream key maps).
+  come from the loaded CLIP), ``check_depth``, ``normalize`` (fp32 L2-normalised features),
+  ``learner_state_dict`` / ``LEARNER_PREFIX`` (the learner's checkpoint entries and their key
+  prefix), ``rename_by_patterns`` (upstream key maps).
 - ``PromptedCLIP(clip_model, prompt_learner)``: the model a trainer registers. CLIP stays frozen
   and in eval mode (``train()`` never flips its BatchNorm); ``forward(images)`` returns logits =
   exp(logit_scale) * cosine. Text features are encoded in chunks of ``text_chunk_size`` classes
@@ -317,8 +323,8 @@ class PromptedTextEncoder(nn.Module):
 
     def encode_embeddings(self, x, eot, deep=None, n_prompts=0):
         """Text features from input embeddings x [B, L, d] (layer-0 prompts already in place,
-        positions not added) read at the EOT positions `eot` [B]; for methods that place their
-        layer-0 tokens themselves (e.g. CoOp's class token in the middle)."""
+        positions not added) read at the EOT positions `eot` [B] (the input of a learner's
+        `text_embeddings`)."""
         x = x + self.positional_embedding.to(x.dtype)
         mask = self.attn_mask.to(x.dtype)
         for i, block in enumerate(self.transformer.resblocks):
@@ -428,13 +434,18 @@ class PromptLearner(nn.Module):
         """LayerPrompts for the image encoder, or None for CLIP's image encoder as is."""
         return None
 
-
-def _chunk_prompts(prompts, rows, n_rows):
-    """The layer-0 tokens of `prompts` for the class rows `rows` (a slice)."""
-    first = prompts.first
-    if first.dim() == 3 and first.shape[0] == n_rows:
-        first = first[rows]
-    return LayerPrompts(first, prompts.deep)
+    def text_embeddings(self, embeddings, rows, prompts):
+        """Layer-0 input of the text encoder for the class prompts `rows` (a slice of the
+        classes) from their token embeddings [B, L, d]: the layer-0 tokens of `prompts` (this
+        learner's `text_prompts()`, or None), all classes' [n, d] or the rows' own of
+        [n_cls, n, d], written after SOS. An override may arrange the tokens otherwise, keeping
+        each row's EOT where its tokenized prompt has it."""
+        if prompts is None:
+            return embeddings
+        first = prompts.first
+        if first.dim() == 3 and first.shape[0] == self.n_cls:
+            first = first[rows]
+        return write_after_sos(embeddings, first, prompts.n_prompts)
 
 
 def normalize(features):
@@ -479,8 +490,9 @@ class PromptedCLIP(nn.Module):
         self._cached_text_features = None
 
     def encode_text(self):
-        """Normalised text features of all classes [C, embed_dim], encoded in chunks."""
-        learner = self.prompt_learner
+        """Normalised text features of all classes [C, embed_dim], encoded in chunks whose
+        layer-0 input the learner builds (`PromptLearner.text_embeddings`)."""
+        learner, encoder = self.prompt_learner, self.text_encoder
         tokens = learner.tokenized_prompts
         prompts = learner.text_prompts()
         if prompts is not None and prompts.n_prompts > learner.n_prefix_tokens:
@@ -488,12 +500,13 @@ class PromptedCLIP(nn.Module):
                 f"{prompts.n_prompts} text prompt tokens, but the prompt prefix "
                 f"{learner.prompt_prefix!r} has {learner.n_prefix_tokens} tokens to hold them: "
                 "give the learner a prefix with at least as many words (e.g. 'X X X X')")
-        n_rows = tokens.shape[0]
+        deep, n_prompts = (None, 0) if prompts is None else (prompts.deep, prompts.n_prompts)
         chunks = []
-        for start in range(0, n_rows, self.text_chunk_size):
+        for start in range(0, tokens.shape[0], self.text_chunk_size):
             rows = slice(start, start + self.text_chunk_size)
-            chunk_prompts = None if prompts is None else _chunk_prompts(prompts, rows, n_rows)
-            chunks.append(self.text_encoder(tokens[rows], chunk_prompts))
+            x = learner.text_embeddings(encoder.embed(tokens[rows]), rows, prompts)
+            eot = tokens[rows].argmax(dim=-1)
+            chunks.append(encoder.encode_embeddings(x, eot, deep, n_prompts))
         return normalize(torch.cat(chunks))
 
     def text_features(self):

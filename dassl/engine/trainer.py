@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from dassl.data import DataManager
+from dassl.data.datasets import DatasetError
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
@@ -397,6 +398,8 @@ class SimpleTrainer(TrainerBase):
                 f"validation split, but dataset {self.cfg.DATASET.NAME} has none; turn them off "
                 "(model selection on the test set would bias the reported accuracy)"
             )
+        if self.selects_on_validation:
+            self._check_validation_is_not_test()
         directory = self.cfg.RESUME or self.output_dir
         self.start_epoch = self.resume_model_if_exist(directory)
         # A resumed run that had already stopped early does not train further.
@@ -405,6 +408,21 @@ class SimpleTrainer(TrainerBase):
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
         self.time_start = time.time()
+
+    def _check_validation_is_not_test(self):
+        """Refuse to select the model on images that the final test scores (USERS.md #18)."""
+        dataset = self.dm.dataset
+        val_paths = {item.impath for item in dataset.val}
+        leaked = val_paths.intersection(item.impath for item in dataset.test)
+        if leaked:
+            raise DatasetError(
+                f"dataset {self.cfg.DATASET.NAME}: {len(leaked)} of its {len(val_paths)} validation "
+                f'images are test images (e.g. "{min(leaked)}"), and TRAIN.EARLY_STOPPING / '
+                "TEST.FINAL_MODEL best_val would select the model on them, biasing the reported "
+                "accuracy. Turn model selection off with TEST.FINAL_MODEL last_step "
+                "TRAIN.EARLY_STOPPING False, or give the dataset a validation split disjoint from "
+                "its test split."
+            )
 
     def after_train(self):
         print("Finish training")
