@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import dassl.engine.trainer as trainer_module
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, DatasetError
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import read_json, set_random_seed
-from tests.helpers.engine import EngineToyTrainer, toy_cfg
+from tests.helpers.engine import EngineToyTrainer, toy_cfg, write_toy_images
 
 
 class Interrupted(Exception):
@@ -131,6 +132,32 @@ def test_best_val_without_validation_split_is_refused(tmp_path, data_root):
     trainer.val_loader = None
     with pytest.raises(ValueError, match="validation split"):
         trainer.train()
+
+
+@DATASET_REGISTRY.register()
+class EngineToyValIsTest(DatasetBase):
+    """Validates on its test images, as CoOp's ImageNet does."""
+
+    def __init__(self, cfg):
+        splits = write_toy_images(cfg.DATASET.ROOT)
+        super().__init__(train_x=splits["train"], val=splits["test"], test=splits["test"])
+
+
+@pytest.mark.parametrize("selection", [{"TEST.FINAL_MODEL": "best_val"}, {"TRAIN.EARLY_STOPPING": True}])
+def test_model_selection_on_test_images_is_refused(tmp_path, data_root, selection):
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"DATASET.NAME": "EngineToyValIsTest"}, **selection)
+    set_random_seed(1)
+    trainer = EngineToyTrainer(cfg)
+    with pytest.raises(DatasetError, match="EngineToyValIsTest.*12 of its 12 validation images are test images"
+                       ".*TEST.FINAL_MODEL last_step TRAIN.EARLY_STOPPING False"):
+        trainer.train()
+    assert not os.path.exists(tmp_path / "out" / "model")  # stopped before the first epoch
+
+
+def test_last_step_trains_on_a_dataset_that_validates_on_test_images(tmp_path, data_root):
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"DATASET.NAME": "EngineToyValIsTest", "OPTIM.MAX_EPOCH": 1})
+    _train(EngineToyTrainer, cfg)
+    assert read_json(str(tmp_path / "out" / "results.json"))["final_model"] == "last_step"
 
 
 def test_results_json_and_eval_only_reload(tmp_path, data_root):
