@@ -13,7 +13,7 @@ import parse_test_res
 
 PAPER_FILE = parse_test_res.PAPER_RESULTS
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = Path("/work/shared/paper_tables.json")
+SOURCE = REPO.parent / "shared" / "paper_tables.json"  # beside the checkout, as in CI
 
 
 @pytest.fixture(scope="module")
