@@ -1,4 +1,4 @@
-"""Train or evaluate a prompt-learning trainer (the CoOp / MaPLe command line).
+r"""Train or evaluate a prompt-learning trainer (the CoOp / MaPLe command line).
 
     python train.py --root DATA --seed 1 --trainer CoOp \
         --dataset-config-file configs/datasets/eurosat.yaml \

@@ -1,0 +1,122 @@
+r"""Classify images with a trained prompt learner, among class names you choose.
+
+    python predict.py --trainer BMIP --config-file configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml \
+        --model-dir output/base2new/train_base/eurosat/shots_16/BMIP/BMIP_ctx2_dp9_lr2/seed1 \
+        --classnames-file my_classes.txt photo1.jpg photo2.png [KEY VALUE ...]
+
+    python predict.py --trainer BMIP --model-dir DIR --classnames river forest -- photo1.jpg
+
+Prints, for each image, the --topk most probable classes with their probabilities. Without
+--config-file, the config.yaml that train.py saved in --model-dir is used. --classnames takes
+every word up to the next option: end the list with "--" (or give the images first). Config
+overrides (KEY VALUE, e.g. MODEL.BACKBONE.NAME /models/ViT-B-16.pt) follow the images. Loading
+messages go to stderr, the predictions to stdout.
+"""
+import argparse
+import contextlib
+import os.path as osp
+import sys
+
+from clip.pretrained import DownloadError
+from trainers.predict import PredictorError, check_image_paths, default_cfg, load_predictor
+from trainers.prompting import CheckpointMismatchError
+
+# Errors caused by the user's files or settings: their message says what to do, so it is printed
+# alone instead of a traceback.
+USER_ERRORS = (FileNotFoundError, CheckpointMismatchError, DownloadError, PredictorError)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainer", required=True, help="name of the trainer (e.g. BMIP, MaPLe)")
+    parser.add_argument("--config-file", default=None,
+                        help="method config the model was trained with (default: config.yaml in "
+                             "--model-dir)")
+    parser.add_argument("--model-dir", default="", help="output folder of the training run")
+    parser.add_argument("--load-epoch", type=int, default=None,
+                        help="epoch to load (default: model-best.pth.tar, else the latest)")
+    parser.add_argument("--classnames", nargs="+", default=[], metavar="NAME",
+                        help="the classes to choose from")
+    parser.add_argument("--classnames-file", default=None,
+                        help="text file with one class name per line (added after --classnames)")
+    parser.add_argument("--topk", type=int, default=5, help="classes printed per image")
+    parser.add_argument("--backbone", default="", help="CLIP model name or path to a CLIP file")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE [IMAGE ...] [KEY VALUE ...]",
+                        help="image files, then config overrides")
+    return parser
+
+
+def read_classnames(path):
+    """One class name per line; blank lines and surrounding spaces are ignored."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'class names file not found: "{path}"')
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def is_config_key(cfg, word):
+    node = cfg
+    for part in word.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def split_images_and_opts(inputs):
+    """The image paths and the config overrides after them, which start at the first word that
+    is a config key and not a file."""
+    cfg = default_cfg()
+    for index, word in enumerate(inputs):
+        if not osp.exists(word) and is_config_key(cfg, word):
+            return inputs[:index], inputs[index:]
+    return inputs, []
+
+
+def check_images_given(images, classnames):
+    if images:
+        return
+    files = [name for name in classnames if osp.isfile(name)]
+    hint = f" (read as class names: {', '.join(files)})" if files else ""
+    sys.exit("error: no images given" + hint + ": end --classnames with -- before the images, "
+             "or give the images first")
+
+
+def format_prediction(image, probabilities, classnames, topk):
+    """The image and its `topk` most probable classes, one per line."""
+    values, indices = probabilities.topk(min(topk, len(classnames)))
+    lines = [str(image)]
+    lines += [f"  {value:7.2%}  {classnames[index]}"
+              for value, index in zip(values.tolist(), indices.tolist())]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.topk < 1:
+        parser.error("--topk must be at least 1")
+    images, opts = split_images_and_opts(args.inputs)
+    if args.backbone:
+        opts = ["MODEL.BACKBONE.NAME", args.backbone, *opts]
+    try:
+        classnames = list(args.classnames)
+        if args.classnames_file:
+            classnames += read_classnames(args.classnames_file)
+        check_images_given(images, classnames)
+        check_image_paths(images)
+        with contextlib.redirect_stdout(sys.stderr):
+            predictor = load_predictor(args.config_file, args.model_dir, args.trainer,
+                                       classnames, load_epoch=args.load_epoch, opts=opts,
+                                       device=args.device)
+        _, probabilities = predictor.predict(images)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+    for image, row in zip(images, probabilities):
+        print(format_prediction(image, row, predictor.classnames, args.topk))
+
+
+if __name__ == "__main__":
+    main()

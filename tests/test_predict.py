@@ -1,0 +1,169 @@
+"""The inference helper (trainers/predict.py, predict.py): a BMIP model trained for one epoch by
+train.py on a tiny EuroSAT predicts, for the dataset's test images and class names, the logits of
+the trainer's own evaluation path (DataManager, test loader, model_inference); any other class
+list works (a class's logits do not depend on the others); images are preprocessed as
+clip.load's preprocess does; upstream MaPLe-format checkpoints load; a missing image is named."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import clip
+import train
+from tests.helpers.datasets import make_eurosat
+from tests.helpers.trainers import write_tiny_clip
+from trainers.predict import load_predictor
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"
+MODEL_NAME = "MultiModalPromptLearner"
+ENV = dict(os.environ, OMP_NUM_THREADS="2")
+
+
+def tiny_opts(clip_file):
+    return ["MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", "(32, 32)",
+            "TRAINER.BMIP.PROMPT_DEPTH", "3", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TEST.BATCH_SIZE", "4", "USE_CUDA", "False"]
+
+
+def train_args(data_root, output_dir, clip_file):
+    return ["--root", str(data_root), "--seed", "1", "--trainer", "BMIP",
+            "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", CONFIG,
+            "--output-dir", str(output_dir), *tiny_opts(clip_file), "OPTIM.MAX_EPOCH", "1",
+            "DATASET.NUM_SHOTS", "2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A one-epoch BMIP run of train.py on a tiny EuroSAT (4 classes, 3 test images each)."""
+    root = tmp_path_factory.mktemp("predict")
+    make_eurosat(root / "data", n_classes=4, n_train=4, n_val=2, n_test=3)
+    clip_file = write_tiny_clip(root / "tiny-vit.pt")
+    result = subprocess.run([sys.executable, "train.py",
+                             *train_args(root / "data", root / "train", clip_file)],
+                            cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, clip_file
+
+
+@pytest.fixture(scope="module")
+def reference(run):
+    """(image paths, class names, logits) of the trainer built by train.py's own config set-up
+    on the dataset, loaded with load_model and run over its test loader."""
+    root, clip_file = run
+    cfg = train.setup_cfg(train.build_parser().parse_args(
+        train_args(root / "data", root / "reference", clip_file)))
+    trainer = train.build_trainer(cfg)
+    trainer.load_model(str(root / "train"))
+    trainer.set_model_mode("eval")
+    paths, logits = [], []
+    with torch.no_grad():
+        for batch in trainer.test_loader:
+            paths += batch["impath"]
+            logits.append(trainer.model_inference(batch["img"]))
+    return paths, trainer.dm.dataset.classnames, torch.cat(logits)
+
+
+def predictor_for(run, classnames, **kwargs):
+    root, clip_file = run
+    return load_predictor(CONFIG, str(root / "train"), "BMIP", classnames,
+                          opts=tiny_opts(clip_file), **kwargs)
+
+
+def test_the_dataset_classes_give_the_logits_of_the_trainers_evaluation(run, reference):
+    paths, classnames, expected = reference
+    assert len(paths) == 12 and len(classnames) == 4
+    predictor = predictor_for(run, classnames)
+    torch.testing.assert_close(predictor.logits(paths), expected, rtol=1e-5, atol=1e-5)
+    names, probabilities = predictor.predict(paths)
+    assert names == [classnames[i] for i in expected.argmax(dim=1).tolist()]
+    torch.testing.assert_close(probabilities, expected.softmax(dim=1))
+
+
+def test_any_class_list_works_and_a_class_keeps_its_logits(run, reference):
+    paths, classnames, expected = reference
+    mine = ["a parking lot", classnames[3], classnames[1]]
+    predictor = predictor_for(run, mine, device="cpu")
+    logits = predictor.logits(paths)
+    assert logits.shape == (12, 3)
+    torch.testing.assert_close(logits[:, 1:], expected[:, [3, 1]], rtol=1e-5, atol=1e-5)
+    names, probabilities = predictor.predict([Image.open(paths[0]), paths[1]])
+    torch.testing.assert_close(probabilities, logits[:2].softmax(dim=1))
+    assert set(names) <= set(mine)
+
+
+def test_images_are_preprocessed_like_clip_load(run):
+    predictor = predictor_for(run, ["forest", "river"])
+    _, clip_preprocess = clip.load(str(run[1]))
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (45, 70, 3), generator=generator, dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy())  # not square: the resize and the crop both matter
+    torch.testing.assert_close(predictor.preprocess(image), clip_preprocess(image))
+
+
+def test_an_upstream_maple_format_checkpoint_predicts_like_ours(run, reference, tmp_path):
+    """MaPLe's codebase saves the whole model in fp16 with class-name buffers of its own class
+    list; the predictor loads it, through the trainer's load_model, for another class list."""
+    paths, classnames, _ = reference
+    ours = torch.load(run[0] / "train" / MODEL_NAME / "model.pth.tar-1", weights_only=True)
+    generator = torch.Generator().manual_seed(3)
+    prompts = {key: (torch.randn(value.shape, generator=generator) * 0.5).half().float()
+               for key, value in ours["state_dict"].items()}
+    upstream = {key: value.half() for key, value in prompts.items()}
+    upstream["prompt_learner.token_prefix"] = torch.zeros(7, 1, 32).half()
+    upstream["prompt_learner.token_suffix"] = torch.zeros(7, 74, 32).half()
+    for name, state_dict in (("ours", prompts), ("upstream", upstream)):
+        path = tmp_path / name / MODEL_NAME / "model.pth.tar-5"
+        path.parent.mkdir(parents=True)
+        torch.save({"state_dict": state_dict, "epoch": 5}, path)
+
+    root, clip_file = run
+    logits = [load_predictor(CONFIG, str(tmp_path / name), "BMIP", classnames[:3], load_epoch=5,
+                             opts=tiny_opts(clip_file)).logits(paths)
+              for name in ("ours", "upstream")]
+    torch.testing.assert_close(logits[0], logits[1])
+    trained = predictor_for(run, classnames[:3]).logits(paths)
+    assert not torch.allclose(logits[0], trained, atol=1e-3)
+
+
+def test_a_missing_image_is_named(run, reference):
+    predictor = predictor_for(run, ["forest", "river"])
+    missing = str(run[0] / "no_such_photo.jpg")
+    with pytest.raises(FileNotFoundError, match="no_such_photo.jpg"):
+        predictor.predict([reference[0][0], missing])
+
+
+def run_cli(run, *args):
+    root, clip_file = run
+    command = [sys.executable, "predict.py", "--trainer", "BMIP", "--model-dir",
+               str(root / "train"), "--backbone", str(clip_file), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def test_the_command_line_prints_the_top_classes(run, reference, tmp_path):
+    paths, classnames, expected = reference
+    classes_file = tmp_path / "classes.txt"
+    classes_file.write_text(f"{classnames[2]}\n\n  {classnames[0]}  \n")
+    # No --config-file: the run's config.yaml; trailing KEY VALUE overrides after the images.
+    result = run_cli(run, "--topk", "2", "--classnames", classnames[1], "--classnames-file",
+                     str(classes_file), "--", paths[0], paths[4], *tiny_opts(run[1])[2:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine = [classnames[1], classnames[2], classnames[0]]
+    probabilities = expected[[0, 4]][:, [1, 2, 0]].softmax(dim=1)
+    lines = []
+    for path, row in zip((paths[0], paths[4]), probabilities):
+        values, indices = row.topk(2)
+        lines.append(path)
+        lines += [f"  {value:7.2%}  {mine[index]}" for value, index in
+                  zip(values.tolist(), indices.tolist())]
+    assert result.stdout.splitlines() == lines
+
+
+def test_the_command_line_names_a_missing_image(run):
+    result = run_cli(run, "--classnames", "forest", "river", "--", "no_such_photo.jpg")
+    assert result.returncode != 0
+    assert 'image not found: "no_such_photo.jpg"' in result.stderr
