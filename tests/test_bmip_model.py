@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 import trainers.bmip as bmip
 from tests.helpers.clip_files import tiny_clip_model
-from tests.helpers.trainers import (CLASSNAMES, images, record_block_inputs, tiny_clip,
-                                    trainer_cfg)
+from tests.helpers.trainers import CLASSNAMES, images, run_recorded, tiny_clip, trainer_cfg
 from trainers.bmip import (BMIPPromptLearner, image_attention, text_attention,
                            text_attention_authors)
 from trainers.ivlp import VLPromptLearner
@@ -34,17 +33,6 @@ def set_weight_heads(learner, weight, bias):
         for head in [*learner.vision_weight_heads, *learner.text_weight_heads]:
             head.weight.fill_(weight)
             head.bias.fill_(bias)
-
-
-def run_recorded(model, batch=None):
-    """Logits and the hidden states entering / leaving each block of both towers."""
-    text_in, text_out, h1 = record_block_inputs(model.text_encoder.transformer.resblocks)
-    image_in, image_out, h2 = record_block_inputs(model.image_encoder.transformer.resblocks)
-    with torch.no_grad():
-        logits = model(images() if batch is None else batch)
-    for handle in h1 + h2:
-        handle.remove()
-    return logits, text_in, text_out, image_in, image_out
 
 
 def linear(tokens, layer):

@@ -2,22 +2,19 @@
 `python train.py --trainer BMIP --config-file configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml` trains
 with early stopping / best-val selection, saves the learner only, evaluates, and reloads with
 --eval-only to the same results."""
-import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tests.helpers.datasets import make_eurosat
-from tests.helpers.trainers import CLASSNAMES, tiny_clip, trainer_cfg, write_tiny_clip
+from tests.helpers.trainers import (CLASSNAMES, ROOT, run_train_py, tiny_clip, trainer_cfg,
+                                    write_tiny_clip)
 from trainers.bmip import BMIPPromptLearner
 from trainers.prompting import PromptedCLIP
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(ROOT, "configs", "trainers", "BMIP")
 MAIN_CONFIG = "BMIP_ctx2_dp9_lr2.yaml"
 MODEL_NAME = "MultiModalPromptLearner"
@@ -119,21 +116,10 @@ def test_the_cross_dataset_config_selects_no_model_on_validation():
     assert differences == {"TRAIN.EARLY_STOPPING": False, "TEST.FINAL_MODEL": "last_step"}
 
 
-def run_train(data_root, clip_file, output_dir, *extra):
-    command = [
-        sys.executable, "train.py", "--root", str(data_root), "--seed", "1", "--trainer", "BMIP",
-        "--dataset-config-file", "configs/datasets/eurosat.yaml",
-        "--config-file", f"configs/trainers/BMIP/{MAIN_CONFIG}",
-        "--output-dir", str(output_dir), *extra,
-        "MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", "(32, 32)", "OPTIM.MAX_EPOCH", "2",
-        "TRAINER.BMIP.PROMPT_DEPTH", "3", "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0",
-        "DATALOADER.TEST.BATCH_SIZE", "4", "USE_CUDA", "False",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(osp.join(output_dir, "results.json")) as f:
-        return json.load(f), result.stdout
+def run_train(data_root, clip_file, output_dir, *args):
+    return run_train_py("BMIP", f"BMIP/{MAIN_CONFIG}", data_root, clip_file, output_dir, *args,
+                        overrides=["OPTIM.MAX_EPOCH", "2", "TRAINER.BMIP.PROMPT_DEPTH", "3",
+                                   "DATASET.NUM_SHOTS", "2"])
 
 
 def test_train_py_trains_saves_evaluates_and_reloads(tmp_path):

@@ -29,6 +29,14 @@ def cocoop(**opts):
     return CoCoOpCLIP(clip_model, CoCoOpPromptLearner(cfg, CLASSNAMES, clip_model))
 
 
+def assert_is_clip_with_the_template(model, x):
+    """`model` in eval mode gives CLIP's zero-shot logits on `x` with PROMPTS."""
+    model.eval()
+    with torch.no_grad():
+        got = model(x)
+    torch.testing.assert_close(got, zero_shot_logits(coop_clip(), x, PROMPTS))
+
+
 def set_distinct_context(model):
     """Context vectors far from any token embedding, different per token (and per class)."""
     with torch.no_grad():
@@ -104,11 +112,7 @@ def test_chunked_text_encoding_matches_one_pass():
 def test_word_initialised_context_is_clip_with_that_template():
     model = coop(**{"TRAINER.COOP.CTX_INIT": "a_photo_of_a", "TRAINER.COOP.N_CTX": 16})
     assert model.prompt_learner.ctx.shape[0] == 4  # CTX_INIT's word count, not N_CTX
-    x = images(4)
-    model.eval()
-    with torch.no_grad():
-        got = model(x)
-    torch.testing.assert_close(got, zero_shot_logits(coop_clip(), x, PROMPTS))
+    assert_is_clip_with_the_template(model, images(4))
 
 
 def test_csc_with_ctx_init_keeps_coops_shared_context():
@@ -126,11 +130,7 @@ def test_cocoop_with_a_silent_meta_net_is_clip_with_its_template():
     with torch.no_grad():
         model.prompt_learner.meta_net.linear2.weight.zero_()
         model.prompt_learner.meta_net.linear2.bias.zero_()
-    x = images(3)
-    model.eval()
-    with torch.no_grad():
-        got = model(x)
-    torch.testing.assert_close(got, zero_shot_logits(coop_clip(), x, PROMPTS))
+    assert_is_clip_with_the_template(model, images(3))
 
 
 def test_cocoop_shifts_the_context_of_each_image_by_its_meta_net_output():

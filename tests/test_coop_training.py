@@ -3,15 +3,17 @@ prompt learner (CLIP bit-identical); checkpoints hold the trained parameters und
 codebase's keys and load back; checkpoints written by that codebase (built here from its key list:
 fp16 `ctx`, class-name buffers, pickled scheduler) load with load_model and predict like the model
 they came from; one that does not fit the config names the keys and shapes."""
-import os
 import os.path as osp
 
 import pytest
 import torch
 
 from dassl.engine import build_trainer
-from tests.helpers import engine as toy  # registers the toy dataset (3 classes)
-from tests.helpers.coop import TEXT_WIDTH, upstream_scheduler, write_coop_clip
+from tests.helpers import engine as toy
+from tests.helpers.coop import TEXT_WIDTH, write_coop_clip
+from tests.helpers.trainers import (predictions, toy_trainer_cfg,
+                                    train_and_check_only_the_learner_changed, upstream_scheduler,
+                                    write_checkpoint)
 from trainers.prompting import CheckpointMismatchError
 
 N_CLASSES = len(toy.TOY_CLASSES)
@@ -32,37 +34,11 @@ def clip_file(tmp_path_factory):
     return write_coop_clip(tmp_path_factory.mktemp("clip") / "tiny-vit.pt")
 
 
-def make_cfg(case, clip_file, data_root, output_dir, *extra):
-    import trainers
-
+def make_cfg(case, clip_file, data_root, output_dir):
     config_file, overrides = CASES[case]
-    cfg = toy.toy_cfg(data_root, output_dir)
-    trainers.extend_cfg(cfg)
-    cfg.merge_from_file(osp.join("configs/trainers", config_file))
-    cfg.merge_from_list(overrides + list(extra) + [
-        "TRAINER.NAME", case.split("-")[0], "MODEL.BACKBONE.NAME", str(clip_file),
-        "INPUT.SIZE", (32, 32), "OPTIM.MAX_EPOCH", 1, "OPTIM.WARMUP_EPOCH", 0, "OPTIM.LR", 0.1,
-        "DATALOADER.TRAIN_X.BATCH_SIZE", 4, "DATALOADER.NUM_WORKERS", 0,
-        "DATALOADER.TEST.BATCH_SIZE", 6, "USE_CUDA", False])
-    return cfg
-
-
-def snapshot(model):
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-def predictions(trainer):
-    trainer.set_model_mode("eval")
-    with torch.no_grad():
-        return torch.cat([trainer.model_inference(trainer.parse_batch_test(batch)[0])
-                          for batch in trainer.test_loader])
-
-
-def write_checkpoint(directory, state_dict, epoch, scheduler=None):
-    path = osp.join(directory, "prompt_learner", f"model.pth.tar-{epoch}")
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": None,
-                "scheduler": scheduler}, path)
+    return toy_trainer_cfg(case.split("-")[0], config_file, clip_file, data_root, output_dir,
+                           *overrides, "DATALOADER.TRAIN_X.BATCH_SIZE", 4,
+                           "DATALOADER.TEST.BATCH_SIZE", 6)
 
 
 def upstream_state_dict(learner_values, n_ctx):
@@ -79,17 +55,8 @@ def test_trainer_trains_only_its_prompts_and_saves_upstream_keys(case, clip_file
     cfg = make_cfg(case, clip_file, tmp_path, tmp_path / "out")
     trainer = build_trainer(cfg)
     assert trainer.get_model_names() == ["prompt_learner"]
-    before = snapshot(trainer.model)
-    trainer.train()
-    after = snapshot(trainer.model)
-
-    learner_keys = {key for key in before if key.startswith("prompt_learner.")}
+    learner_keys = train_and_check_only_the_learner_changed(trainer)
     assert {key[len("prompt_learner."):] for key in learner_keys} == UPSTREAM_KEYS[case]
-    for key in before:
-        if key in learner_keys:
-            assert not torch.equal(before[key], after[key]), f"{key} did not train"
-        else:
-            assert torch.equal(before[key], after[key]), f"frozen CLIP entry {key} changed"
 
     checkpoint = torch.load(osp.join(cfg.OUTPUT_DIR, "prompt_learner", "model.pth.tar-1"),
                             weights_only=True)
@@ -110,8 +77,8 @@ def test_upstream_checkpoint_predicts_like_its_model(case, clip_file, tmp_path):
             param.copy_((torch.randn(param.shape, generator=generator) * 0.5).half().float())
     values = {key: value.detach() for key, value in learner.state_dict().items()}
     n_ctx = learner.ctx.shape[-2]
-    write_checkpoint(tmp_path / "upstream", upstream_state_dict(values, n_ctx), 50,
-                     upstream_scheduler(list(learner.parameters())))
+    write_checkpoint(tmp_path / "upstream", "prompt_learner", upstream_state_dict(values, n_ctx),
+                     50, upstream_scheduler(list(learner.parameters()), lr=0.002, max_epoch=50))
 
     target = build_trainer(cfg)
     target.load_model(str(tmp_path / "upstream"), epoch=50)
@@ -122,7 +89,7 @@ def test_upstream_checkpoint_predicts_like_its_model(case, clip_file, tmp_path):
 def test_checkpoint_with_another_n_ctx_names_the_keys_and_shapes(clip_file, tmp_path):
     cfg = make_cfg("CoOp", clip_file, tmp_path, tmp_path / "out")
     state = upstream_state_dict({"ctx": torch.randn(16, TEXT_WIDTH)}, n_ctx=16)
-    write_checkpoint(tmp_path / "upstream", state, 50)
+    write_checkpoint(tmp_path / "upstream", "prompt_learner", state, 50)
     with pytest.raises(CheckpointMismatchError,
                        match=f"checkpoint has prompt_learner.ctx 16×{TEXT_WIDTH}, "
                              f"model expects 4×{TEXT_WIDTH}"):
@@ -131,6 +98,6 @@ def test_checkpoint_with_another_n_ctx_names_the_keys_and_shapes(clip_file, tmp_
 
 def test_cocoop_checkpoint_without_its_meta_net_names_the_missing_keys(clip_file, tmp_path):
     cfg = make_cfg("CoCoOp", clip_file, tmp_path, tmp_path / "out")
-    write_checkpoint(tmp_path / "coop", {"ctx": torch.randn(4, TEXT_WIDTH)}, 10)
+    write_checkpoint(tmp_path / "coop", "prompt_learner", {"ctx": torch.randn(4, TEXT_WIDTH)}, 10)
     with pytest.raises(CheckpointMismatchError, match="lacks prompt_learner.meta_net.linear1.bias"):
         build_trainer(cfg).load_model(str(tmp_path / "coop"), epoch=10)

@@ -2,11 +2,7 @@
 EuroSAT with a tiny CLIP file writes log.txt with the result lines, and its logits are those of
 the plain CLIP model with CoOp's EuroSAT template (written out here, not imported);
 ZeroshotCLIP2 averages the normalised text features of its templates."""
-import os
-import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,10 +13,11 @@ import train
 from dassl.engine import build_trainer
 from tests.helpers.coop import zero_shot_logits
 from tests.helpers.datasets import EUROSAT_CLASSES, make_eurosat
-from tests.helpers.trainers import write_tiny_clip
+from tests.helpers.trainers import run_train_py, train_py_args, write_tiny_clip
 from trainers.zsclip import GENERIC_TEMPLATE, IMAGENET_TEMPLATES_SELECT, dataset_template
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG_FILE = "CoOp/vit_b16_ep50.yaml"
+TEST_BATCH = ["DATALOADER.TEST.BATCH_SIZE", "5"]
 N_CLASSES = 4
 EUROSAT_NAMES = [name for _, name in EUROSAT_CLASSES[:N_CLASSES]]
 EUROSAT_PROMPTS = [f"a centered satellite photo of {name}." for name in EUROSAT_NAMES]
@@ -34,19 +31,10 @@ def setup(tmp_path_factory):
     return root / "data", write_tiny_clip(root / "tiny-vit.pt")
 
 
-def argv(setup, output_dir, trainer="ZeroshotCLIP"):
-    data_root, clip_file = setup
-    return ["--root", str(data_root), "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", osp.join(ROOT, "configs/datasets/eurosat.yaml"),
-            "--config-file", osp.join(ROOT, "configs/trainers/CoOp/vit_b16_ep50.yaml"),
-            "--output-dir", str(output_dir), "--eval-only",
-            "MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", "(32, 32)",
-            "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "5", "USE_CUDA", "False"]
-
-
 def build(setup, output_dir, trainer="ZeroshotCLIP"):
     """The trainer train.py builds for these arguments, in this process."""
-    args = train.build_parser().parse_args(argv(setup, output_dir, trainer))
+    args = train.build_parser().parse_args(train_py_args(
+        trainer, CONFIG_FILE, *setup, output_dir, "--eval-only", overrides=TEST_BATCH))
     return build_trainer(train.setup_cfg(args))
 
 
@@ -56,10 +44,8 @@ def images_and_labels(trainer):
 
 
 def test_eval_only_run_logs_the_results_of_clip_with_the_eurosat_template(setup, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    result = subprocess.run([sys.executable, "train.py", *argv(setup, tmp_path / "run")], cwd=ROOT,
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_train_py("ZeroshotCLIP", CONFIG_FILE, *setup, tmp_path / "run", "--eval-only",
+                 overrides=TEST_BATCH)
     with open(tmp_path / "run" / "log.txt") as f:
         log = f.read()
     for line in ("=> result", f"* total: {3 * N_CLASSES}", "* correct:", "* accuracy:", "* error:",

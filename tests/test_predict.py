@@ -3,11 +3,6 @@ train.py on a tiny EuroSAT predicts, for the dataset's test images and class nam
 the trainer's own evaluation path (DataManager, test loader, model_inference); any other class
 list works (a class's logits do not depend on the others); images are preprocessed as
 clip.load's preprocess does; upstream MaPLe-format checkpoints load; a missing image is named."""
-import os
-import os.path as osp
-import subprocess
-import sys
-
 import pytest
 import torch
 from PIL import Image
@@ -15,26 +10,18 @@ from PIL import Image
 import clip
 import train
 from tests.helpers.datasets import make_eurosat
-from tests.helpers.trainers import write_tiny_clip
+from tests.helpers.trainers import (fp16_exact_values, run_script, run_train_py, tiny_opts,
+                                    train_py_args, write_checkpoint, write_tiny_clip)
 from trainers.predict import load_predictor
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"
+CONFIG_FILE = "BMIP/BMIP_ctx2_dp9_lr2.yaml"
+CONFIG = f"configs/trainers/{CONFIG_FILE}"
 MODEL_NAME = "MultiModalPromptLearner"
-ENV = dict(os.environ, OMP_NUM_THREADS="2")
+TRAINING = ["TRAINER.BMIP.PROMPT_DEPTH", "3", "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "2"]
 
 
-def tiny_opts(clip_file):
-    return ["MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", "(32, 32)",
-            "TRAINER.BMIP.PROMPT_DEPTH", "3", "DATALOADER.NUM_WORKERS", "0",
-            "DATALOADER.TEST.BATCH_SIZE", "4", "USE_CUDA", "False"]
-
-
-def train_args(data_root, output_dir, clip_file):
-    return ["--root", str(data_root), "--seed", "1", "--trainer", "BMIP",
-            "--dataset-config-file", "configs/datasets/eurosat.yaml", "--config-file", CONFIG,
-            "--output-dir", str(output_dir), *tiny_opts(clip_file), "OPTIM.MAX_EPOCH", "1",
-            "DATASET.NUM_SHOTS", "2"]
+def bmip_opts(clip_file):
+    return tiny_opts(clip_file, "TRAINER.BMIP.PROMPT_DEPTH", "3")
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +30,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     make_eurosat(root / "data", n_classes=4, n_train=4, n_val=2, n_test=3)
     clip_file = write_tiny_clip(root / "tiny-vit.pt")
-    result = subprocess.run([sys.executable, "train.py",
-                             *train_args(root / "data", root / "train", clip_file)],
-                            cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_train_py("BMIP", CONFIG_FILE, root / "data", clip_file, root / "train", overrides=TRAINING)
     return root, clip_file
 
 
@@ -56,7 +40,8 @@ def reference(run):
     on the dataset, loaded with load_model and run over its test loader."""
     root, clip_file = run
     cfg = train.setup_cfg(train.build_parser().parse_args(
-        train_args(root / "data", root / "reference", clip_file)))
+        train_py_args("BMIP", CONFIG_FILE, root / "data", clip_file, root / "reference",
+                      overrides=TRAINING)))
     trainer = train.build_trainer(cfg)
     trainer.load_model(str(root / "train"))
     trainer.set_model_mode("eval")
@@ -71,7 +56,7 @@ def reference(run):
 def predictor_for(run, classnames, **kwargs):
     root, clip_file = run
     return load_predictor(CONFIG, str(root / "train"), "BMIP", classnames,
-                          opts=tiny_opts(clip_file), **kwargs)
+                          opts=bmip_opts(clip_file), **kwargs)
 
 
 def test_the_dataset_classes_give_the_logits_of_the_trainers_evaluation(run, reference):
@@ -110,20 +95,16 @@ def test_an_upstream_maple_format_checkpoint_predicts_like_ours(run, reference, 
     list; the predictor loads it, through the trainer's load_model, for another class list."""
     paths, classnames, _ = reference
     ours = torch.load(run[0] / "train" / MODEL_NAME / "model.pth.tar-1", weights_only=True)
-    generator = torch.Generator().manual_seed(3)
-    prompts = {key: (torch.randn(value.shape, generator=generator) * 0.5).half().float()
-               for key, value in ours["state_dict"].items()}
+    prompts = fp16_exact_values(ours["state_dict"], seed=3)
     upstream = {key: value.half() for key, value in prompts.items()}
     upstream["prompt_learner.token_prefix"] = torch.zeros(7, 1, 32).half()
     upstream["prompt_learner.token_suffix"] = torch.zeros(7, 74, 32).half()
     for name, state_dict in (("ours", prompts), ("upstream", upstream)):
-        path = tmp_path / name / MODEL_NAME / "model.pth.tar-5"
-        path.parent.mkdir(parents=True)
-        torch.save({"state_dict": state_dict, "epoch": 5}, path)
+        write_checkpoint(tmp_path / name, MODEL_NAME, state_dict, 5)
 
     root, clip_file = run
     logits = [load_predictor(CONFIG, str(tmp_path / name), "BMIP", classnames[:3], load_epoch=5,
-                             opts=tiny_opts(clip_file)).logits(paths)
+                             opts=bmip_opts(clip_file)).logits(paths)
               for name in ("ours", "upstream")]
     torch.testing.assert_close(logits[0], logits[1])
     trained = predictor_for(run, classnames[:3]).logits(paths)
@@ -139,9 +120,8 @@ def test_a_missing_image_is_named(run, reference):
 
 def run_cli(run, *args):
     root, clip_file = run
-    command = [sys.executable, "predict.py", "--trainer", "BMIP", "--model-dir",
-               str(root / "train"), "--backbone", str(clip_file), *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=300)
+    return run_script("predict.py", "--trainer", "BMIP", "--model-dir", root / "train",
+                      "--backbone", clip_file, *args)
 
 
 def test_the_command_line_prints_the_top_classes(run, reference, tmp_path):
@@ -150,7 +130,7 @@ def test_the_command_line_prints_the_top_classes(run, reference, tmp_path):
     classes_file.write_text(f"{classnames[2]}\n\n  {classnames[0]}  \n")
     # No --config-file: the run's config.yaml; trailing KEY VALUE overrides after the images.
     result = run_cli(run, "--topk", "2", "--classnames", classnames[1], "--classnames-file",
-                     str(classes_file), "--", paths[0], paths[4], *tiny_opts(run[1])[2:])
+                     str(classes_file), "--", paths[0], paths[4], *bmip_opts(run[1])[2:])
     assert result.returncode == 0, result.stderr[-3000:]
     mine = [classnames[1], classnames[2], classnames[0]]
     probabilities = expected[[0, 4]][:, [1, 2, 0]].softmax(dim=1)

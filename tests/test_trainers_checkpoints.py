@@ -4,7 +4,8 @@ came from; a checkpoint that does not fit raises an error naming keys and shapes
 import pytest
 import torch
 
-from tests.helpers.trainers import CLASSNAMES, images, tiny_clip, trainer_cfg
+from tests.helpers.trainers import (CLASSNAMES, images, tiny_clip, trainer_cfg,
+                                    upstream_frozen_entries)
 from trainers.ivlp import VLPromptLearner, rename_upstream_key
 from trainers.maple import MultiModalPromptLearner
 from trainers.prompting import (CheckpointMismatchError, PromptedCLIP, learner_state_dict,
@@ -37,17 +38,6 @@ def with_fp16_values(model):
         for param in model.prompt_learner.parameters():
             param.copy_(torch.randn_like(param).mul_(0.3).half().float())
     return model
-
-
-def upstream_frozen_entries(clip_model):
-    """The frozen-CLIP entries of an upstream full-model checkpoint (fp16 weights, fp32 norms)."""
-    entries = {f"image_encoder.{k}": v for k, v in clip_model.visual.state_dict().items()}
-    for key, value in clip_model.state_dict().items():
-        if key.startswith(("transformer.", "positional_embedding", "ln_final.", "text_projection")):
-            entries[f"text_encoder.{key}"] = value
-    entries = {k: v if ".ln_" in k else v.half() for k, v in entries.items()}
-    entries["logit_scale"] = clip_model.logit_scale.detach().float()
-    return entries
 
 
 def maple_upstream_state_dict(model, full=True):

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from tests.helpers.clip_files import tiny_clip_model
-from tests.helpers.trainers import (CLASSNAMES, images, record_block_inputs, tiny_clip,
-                                    trainer_cfg)
+from tests.helpers.trainers import CLASSNAMES, images, run_recorded, tiny_clip, trainer_cfg
 from trainers.ivlp import VLPromptLearner
 from trainers.prompting import PromptedCLIP, tokenize
 from trainers.vpt import VisionPromptLearner
@@ -17,14 +16,8 @@ def ivlp(clip_model=None, **opts):
     return PromptedCLIP(clip_model, learner)
 
 
-def run_recorded(model):
-    text_in, text_out, h1 = record_block_inputs(model.text_encoder.transformer.resblocks)
-    image_in, image_out, h2 = record_block_inputs(model.image_encoder.transformer.resblocks)
-    with torch.no_grad():
-        model(images())
-    for handle in h1 + h2:
-        handle.remove()
-    return text_in, text_out, image_in, image_out
+def tiny_resnet_clip():
+    return tiny_clip_model("resnet", embed_dim=24, transformer_width=32, transformer_layers=2)
 
 
 @pytest.mark.parametrize("text_depth,vision_depth", [(2, 3), (3, 1), (1, 2)])
@@ -33,7 +26,7 @@ def test_ivlp_prompts_each_tower_to_its_own_depth(text_depth, vision_depth):
                     "TRAINER.IVLP.PROMPT_DEPTH_VISION": vision_depth,
                     "TRAINER.IVLP.N_CTX_TEXT": 2, "TRAINER.IVLP.N_CTX_VISION": 3})
     learner = model.prompt_learner
-    text_in, text_out, image_in, image_out = run_recorded(model)
+    _, text_in, text_out, image_in, image_out = run_recorded(model)
     assert len(learner.text.deep) == text_depth - 1 and len(learner.vision.deep) == vision_depth - 1
     for i in range(1, 3):
         text_slots, image_slots = text_in[i][:, 1:3], image_in[i][:, -3:]
@@ -74,7 +67,7 @@ def test_vpt_text_side_is_clip_on_hand_crafted_prompts_and_cached_in_training():
 
 
 def test_resnet_batchnorm_stays_in_eval_mode_while_prompts_train():
-    clip_model = tiny_clip_model("resnet", embed_dim=24, transformer_width=32, transformer_layers=2)
+    clip_model = tiny_resnet_clip()
     model = ivlp(clip_model, **{"TRAINER.IVLP.PROMPT_DEPTH_VISION": 0, "TRAINER.IVLP.N_CTX_VISION": 0,
                                 "TRAINER.IVLP.PROMPT_DEPTH_TEXT": 2})
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -87,7 +80,7 @@ def test_resnet_batchnorm_stays_in_eval_mode_while_prompts_train():
 
 
 def test_vision_prompts_on_a_resnet_are_refused():
-    clip_model = tiny_clip_model("resnet", embed_dim=24, transformer_width=32, transformer_layers=2)
+    clip_model = tiny_resnet_clip()
     with pytest.raises(ValueError, match="image prompts need a ViT CLIP backbone"):
         ivlp(clip_model, **{"TRAINER.IVLP.PROMPT_DEPTH_TEXT": 2,
                             "TRAINER.IVLP.PROMPT_DEPTH_VISION": 1})

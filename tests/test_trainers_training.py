@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from dassl.engine import build_trainer
-from tests.helpers import engine as toy  # noqa: F401  (registers the toy dataset)
-from tests.helpers.trainers import write_tiny_clip
+from tests.helpers.trainers import (predictions, toy_trainer_cfg,
+                                    train_and_check_only_the_learner_changed, write_tiny_clip)
 from trainers.prompting import CheckpointMismatchError
 
-CONFIGS = "configs/trainers"
 # trainer, config file, overrides fitting the 3-layer tiny CLIP
 CASES = {
     "MaPLe": ("MaPLe", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", ["TRAINER.MAPLE.PROMPT_DEPTH", 2]),
@@ -30,28 +29,9 @@ def clip_file(tmp_path_factory):
 
 
 def make_cfg(case, clip_file, data_root, output_dir):
-    import trainers
-
     trainer, config_file, overrides = CASES[case]
-    cfg = toy.toy_cfg(data_root, output_dir)
-    trainers.extend_cfg(cfg)
-    cfg.merge_from_file(osp.join(CONFIGS, config_file))
-    cfg.merge_from_list(overrides + [
-        "TRAINER.NAME", trainer, "MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", (32, 32),
-        "OPTIM.MAX_EPOCH", 1, "OPTIM.WARMUP_EPOCH", 0, "OPTIM.LR", 0.1,
-        "DATALOADER.NUM_WORKERS", 0, "DATALOADER.TEST.BATCH_SIZE", 5, "USE_CUDA", False])
-    return cfg
-
-
-def snapshot(model):
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-def predictions(trainer):
-    trainer.set_model_mode("eval")
-    with torch.no_grad():
-        return torch.cat([trainer.model_inference(trainer.parse_batch_test(batch)[0])
-                          for batch in trainer.test_loader])
+    return toy_trainer_cfg(trainer, config_file, clip_file, data_root, output_dir, *overrides,
+                           "DATALOADER.TEST.BATCH_SIZE", 5)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -59,17 +39,8 @@ def test_trainer_trains_only_its_prompts_and_reloads(case, clip_file, tmp_path):
     cfg = make_cfg(case, clip_file, tmp_path, tmp_path / "out")
     trainer = build_trainer(cfg)
     name = trainer.get_model_names()[0]
-    before = snapshot(trainer.model)
-    trainer.train()
-    after = snapshot(trainer.model)
-
-    learner_keys = {k for k in before if k.startswith("prompt_learner.")}
+    learner_keys = train_and_check_only_the_learner_changed(trainer)
     assert learner_keys
-    for key in before:
-        if key in learner_keys:
-            assert not torch.equal(before[key], after[key]), f"{key} did not train"
-        else:
-            assert torch.equal(before[key], after[key]), f"frozen CLIP entry {key} changed"
 
     checkpoint = torch.load(osp.join(cfg.OUTPUT_DIR, name, "model.pth.tar-1"), weights_only=True)
     assert set(checkpoint["state_dict"]) == learner_keys

@@ -7,21 +7,20 @@ import torch
 import torch.nn.functional as F
 
 import clip
-from tests.helpers.clip_files import make_vit_state_dict, tiny_clip_model, write_clip_file
-from tests.helpers.trainers import TINY_SIZES
+from tests.helpers.trainers import TINY_SIZES, tiny_clip, write_tiny_clip
 
-COOP_SIZES = dict(TINY_SIZES, embed_dim=64)
-TEXT_WIDTH = COOP_SIZES["transformer_width"]
+EMBED_DIM = 64
+TEXT_WIDTH = TINY_SIZES["transformer_width"]
 
 
 def coop_clip(seed=0):
     """The tiny CLIP (fp32, eval mode)."""
-    return tiny_clip_model("vit", seed=seed, **COOP_SIZES)
+    return tiny_clip(seed, embed_dim=EMBED_DIM)
 
 
 def write_coop_clip(path, seed=0):
     """The tiny CLIP as an OpenAI-format file, usable as MODEL.BACKBONE.NAME."""
-    return write_clip_file(path, make_vit_state_dict(seed=seed, **COOP_SIZES))
+    return write_tiny_clip(path, seed, embed_dim=EMBED_DIM)
 
 
 @torch.no_grad()
@@ -32,10 +31,3 @@ def zero_shot_logits(clip_model, images, texts):
     text_features = F.normalize(clip_model.encode_text(clip.tokenize(texts)).float(), dim=-1)
     return clip_model.logit_scale.exp() * image_features @ text_features.t()
 
-
-def upstream_scheduler(params):
-    """What upstream Dassl pickles for a constant warm-up before cosine: a dict whose
-    `successor` is the CosineAnnealingLR object itself."""
-    optimizer = torch.optim.SGD(params, lr=0.002)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=50)
-    return {"successor": cosine, "warmup_epoch": 1, "cons_lr": 1e-5, "last_epoch": 50}
