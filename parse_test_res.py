@@ -7,7 +7,9 @@ finds every run under the folder (the layout of scripts/protocols.py, which is M
 runs by protocol / dataset / trainer / config, averages seeds and prints base-to-new (base, new,
 HM), open-world (Table 1: HM and Acc), cross-dataset (Table 2) and domain-generalisation (Table 3)
 tables with the methods side by side. Every cell carries its seed count, "(2/3)" when a seed is
-missing; missing seeds and unfinished runs are listed under the tables. Numbers come from
+missing; missing seeds and unfinished runs are listed under the tables. Released weights
+evaluated by reproduce.sh (config folders <CFG>_released) are a method of their own, e.g.
+"MaPLe (released)", never averaged with the runs trained here. Numbers come from
 results.json, or from the "* accuracy:" lines of log.txt for older runs. The spread is the
 population std over seeds (numpy's default, as in the upstream script), or the 95% interval
 1.96 * std / sqrt(n) with --ci95.
@@ -31,9 +33,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, LOG_FILE, RESULTS_FILE, XD_SOURCE,
-                               XD_TARGETS, display_name, parse_run_dir, read_log_metrics,
-                               read_run_metrics)
+from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, LOG_FILE, RELEASED_SUFFIX,
+                               RESULTS_FILE, XD_SOURCE, XD_TARGETS, display_name, parse_run_dir,
+                               read_log_metrics, read_run_metrics)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
@@ -197,11 +199,18 @@ class Table:
 
 
 def method_labels(methods):
-    """Label (trainer, config) by the trainer, with the config where a trainer has several."""
+    """Label (trainer, config) by the trainer ("MaPLe", "MaPLe (released)" for released
+    weights), with the config where a trainer has several of the kind."""
     order = {name: index for index, name in enumerate(TRAINER_ORDER)}
     methods = sorted(set(methods), key=lambda m: (order.get(m[0], len(order)), m))
-    trainers = [trainer for trainer, _ in methods]
-    return {m: m[0] if trainers.count(m[0]) == 1 else f"{m[0]}/{m[1]}" for m in methods}
+    kinds = [(trainer, config.endswith(RELEASED_SUFFIX)) for trainer, config in methods]
+
+    def label(method, kind):
+        if kinds.count(kind) > 1:
+            return f"{method[0]}/{method[1]}"
+        return f"{method[0]} (released)" if kind[1] else method[0]
+
+    return {method: label(method, kind) for method, kind in zip(methods, kinds)}
 
 
 def ordered_datasets(names, preferred):
@@ -227,8 +236,10 @@ def _new_table(name, title, labels, dataset_labels, metrics, paper_datasets, ave
 def base_new_cells(runs, requested_seeds):
     """{(method, dataset): {"base", "new", "HM"}} of the base-to-new runs.
 
-    Base accuracy comes from an evaluation of released weights on the base classes
-    (test_base, reproduce.sh) where one exists for the seed, else from the training run.
+    Base accuracy comes from an evaluation on the base classes (test_base: released weights)
+    where one exists for the seed, else from the training run. Our reproduce.sh files released
+    weights under a config of their own, so both meet only in trees written otherwise
+    (base_result_conflicts finds them).
     """
     b2n_runs = _of_steps(runs, "base2new_train", "base2new_test_base", "base2new_test")
     cells = {}
@@ -244,6 +255,29 @@ def base_new_cells(runs, requested_seeds):
             new = metric_cell(_of_steps(dataset_runs, "base2new_test"), "accuracy", expected)
             cells[(method, dataset)] = {"base": base, "new": new, "HM": hm_cell(base, new)}
     return cells
+
+
+def base_result_conflicts(runs):
+    """(train_base folder, test_base folder) of each trainer / config / dataset / seed that has
+    both results: the base accuracy of a training run and of an evaluation, maybe of other
+    weights (e.g. released ones evaluated into the same config folder)."""
+    finished = {}
+    for run in _of_steps(runs, "base2new_train", "base2new_test_base"):
+        if run.metrics is not None:
+            where = (run.key.trainer, run.key.config, run.key.dataset, run.key.seed, run.key.shots)
+            finished.setdefault(where, {})[run.key.step] = run.path
+    return [(steps["base2new_train"], steps["base2new_test_base"])
+            for _, steps in sorted(finished.items()) if len(steps) == 2]
+
+
+def conflicts_warning(conflicts):
+    lines = ["warning: these runs have both a training run's base accuracy (train_base) and an "
+             "evaluation on the base classes (test_base), perhaps of other weights; the tables "
+             "use test_base. Move one of each pair away (released weights: rerun them with "
+             f"reproduce.sh, which writes <CFG>{RELEASED_SUFFIX} folders):"]
+    for train, test in conflicts:
+        lines += [f"  {train}", f"  {test}"]
+    return "\n".join(lines)
 
 
 def base2new_table(runs, requested_seeds):
@@ -372,6 +406,8 @@ class PaperResults:
     entries: dict
 
     def method(self, trainer, config):
+        """The paper's method of our runs, or of released weights evaluated with that config."""
+        config = config.removesuffix(RELEASED_SUFFIX)
         return self.method_of_config.get(config) or self.method_of_trainer.get(trainer)
 
 
@@ -653,7 +689,11 @@ def main(argv=None):
         return 2
     if args.multi_exp or is_experiment_folder(args.directory):
         return classic_main(args)
-    tables = build_tables(find_runs(args.directory), args.seeds)
+    runs = find_runs(args.directory)
+    conflicts = base_result_conflicts(runs)
+    if conflicts:
+        print(conflicts_warning(conflicts), file=sys.stderr)
+    tables = build_tables(runs, args.seeds)
     if not tables:
         print(f"Nothing found in {args.directory}: no run folders in the layout of "
               "scripts/protocols.py (e.g. base2new/train_base/<dataset>/shots_16/<TRAINER>/<CFG>/seed1)")

@@ -9,17 +9,27 @@ train.py command of every step.
 
 is what each `scripts/<trainer>/<script>.sh` runs; scripts/sweep.py builds sweeps from the same
 pieces. The environment it reads:
-    DATA        dataset root (required)            OUTPUT      output root (default: output)
-    CFG         config name instead of the default SHOTS       shots per class (default: 16)
-    SOURCE      xd_test: the xd_train source (default: imagenet)
-    LOAD_EPOCH  evaluate this epoch's checkpoint
-    FORCE=1     run a finished run again (a finished training run resumes from its last
-                checkpoint, so it is only tested again: delete its folder to train anew)
+    DATA        dataset root (required)
+    OUTPUT      output root (default: output)
+    CFG         config name (configs/trainers/<TRAINER>/<CFG>.yaml) instead of the default
+    SHOTS       shots per class (default: 16)
+    SOURCE      xd_test: the xd_train source whose model is tested (default: imagenet)
+    LOAD_EPOCH  evaluate this epoch's checkpoint instead of the last (or best-validation) one
+    FORCE=1     run again even when finished: a training run starts from scratch (its checkpoint
+                folders and results.json are deleted first; logs are kept), an evaluation is
+                evaluated again
+    PYTHON      the interpreter of the .sh wrappers (default: python)
+
+A finished run (a final result) is skipped; an unfinished training run resumes when its folder
+holds a checkpoint, else it starts afresh. Released weights (reproduce.sh, reproduce_xd.sh) are
+evaluated into folders of their own, the config folder named <CFG>_released, so they never
+overwrite or mix with the runs trained here.
 """
 import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -110,6 +120,9 @@ CLASS_SPLIT_FOLDERS = {
     "openworld_test": ("openworld", "test_all"),
 }
 EVALUATION_FOLDER = "evaluation"
+# Appended to the config folder of runs that evaluate released weights (reproduce.sh), so
+# they sit beside, never inside, the runs of the same config trained here.
+RELEASED_SUFFIX = "_released"
 
 
 class ProtocolError(Exception):
@@ -140,6 +153,16 @@ class Job:
         return self.spec.xd_config if STEPS[self.step].cross_dataset else self.spec.config
 
     @property
+    def released(self):
+        """True when the job evaluates weights from outside the output tree (reproduce.sh)."""
+        return bool(self.model_dir)
+
+    @property
+    def config_folder(self):
+        """The config's name in the output layout: <CFG>, or <CFG>_released for released weights."""
+        return self.resolved_config + (RELEASED_SUFFIX if self.released else "")
+
+    @property
     def protocol(self):
         if self.step == "xd_test" and self.dataset in DG_TARGETS:
             return "dg"
@@ -163,7 +186,7 @@ class Job:
 def run_dir(output, job):
     """The run folder of a job (SPEC.md §3)."""
     output = Path(output)
-    trainer, config, seed = job.spec.name, job.resolved_config, f"seed{job.seed}"
+    trainer, config, seed = job.spec.name, job.config_folder, f"seed{job.seed}"
     if job.step in CLASS_SPLIT_FOLDERS:
         return output.joinpath(*CLASS_SPLIT_FOLDERS[job.step], job.dataset, f"shots_{job.shots}",
                                trainer, config, seed)
@@ -179,7 +202,7 @@ class RunKey:
     step: str
     dataset: str
     trainer: str               # TRAINER.NAME as in the folder
-    config: str
+    config: str                # the config folder's name (<CFG>_released for released weights)
     seed: int
     shots: int
 
@@ -312,6 +335,7 @@ def config_value(key, overrides, *config_files):
 
 _CHECKPOINT = re.compile(r"model\.pth\.tar-(\d+)")
 BEST_CHECKPOINT = "model-best.pth.tar"
+CHECKPOINT_POINTER = "checkpoint"  # names a registered model's latest model.pth.tar-<epoch>
 SAVED_CONFIG = "config.yaml"  # the resolved config train.py writes next to log.txt
 
 
@@ -319,6 +343,28 @@ def saved_epochs(model_dir):
     """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
     return sorted({int(m.group(1)) for p in Path(model_dir).glob("*/model.pth.tar-*")
                    if (m := _CHECKPOINT.fullmatch(p.name))})
+
+
+def _epoch_checkpoints(folder):
+    return [p for p in folder.glob("model.pth.tar-*") if _CHECKPOINT.fullmatch(p.name)]
+
+
+def model_folders(run_folder):
+    """The registered models' folders of a run: sub-folders holding a checkpoint
+    (`checkpoint`, model.pth.tar-<epoch> or model-best.pth.tar)."""
+    run_folder = Path(run_folder)
+    if not run_folder.is_dir():
+        return []
+    return sorted(folder for folder in run_folder.iterdir() if folder.is_dir() and (
+        (folder / CHECKPOINT_POINTER).is_file() or (folder / BEST_CHECKPOINT).is_file()
+        or _epoch_checkpoints(folder)))
+
+
+def can_resume(run_folder):
+    """True when training can continue from the run folder: a registered model's folder holds
+    the `checkpoint` pointer or an epoch's checkpoint (model-best alone is not a place to resume)."""
+    return any((folder / CHECKPOINT_POINTER).is_file() or _epoch_checkpoints(folder)
+               for folder in model_folders(run_folder))
 
 
 def choose_load_epoch(model_dir, config_file, overrides, env):
@@ -432,19 +478,67 @@ def script_invocation(job):
     return shlex.join([*environment, "bash", str(script), *positional, *job.overrides])
 
 
+# What run_job does with a job, as --dry-run shows it.
+SKIP, START, RESUME, RETRAIN, REEVALUATE = "skip", "start", "resume", "retrain", "reevaluate"
+ACTION_LABELS = {START: "start", RESUME: "resume", RETRAIN: "retrain (FORCE=1)",
+                 REEVALUATE: "re-evaluate (FORCE=1)", SKIP: "skip (finished)"}
+
+
+def is_forced(env):
+    return env.variables.get("FORCE", "0") not in ("", "0")
+
+
+def planned_action(job, env):
+    """What run_job will do: skip a finished run; with FORCE=1 train from scratch (deleting the
+    old checkpoints) or evaluate again; else resume from a checkpoint, or start."""
+    out = run_dir(env.output, job)
+    forced = is_forced(env)
+    if not forced and is_finished(out):
+        return SKIP
+    if job.evaluates_only:
+        return REEVALUATE if forced and is_finished(out) else START
+    if forced and (model_folders(out) or (out / RESULTS_FILE).is_file()):
+        return RETRAIN
+    return RESUME if can_resume(out) else START
+
+
+def clear_for_retraining(run_folder):
+    """Delete what makes a run finished or resumable (its registered models' folders and
+    results.json), so train.py trains from scratch; logs and config.yaml stay (train.py keeps
+    the old log.txt under a timestamped name). Returns the deleted paths."""
+    deleted = model_folders(run_folder)
+    for folder in deleted:
+        if folder.is_symlink():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder)
+    results = Path(run_folder) / RESULTS_FILE
+    if results.is_file():
+        results.unlink()
+        deleted.append(results)
+    return deleted
+
+
 def run_job(job, env, console=False):
-    """Run one job unless it already finished; resume an unfinished training run. Returns rc.
+    """Run one job as planned_action says. Returns train.py's exit status (0 when skipped).
 
     console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
     """
     out = run_dir(env.output, job)
-    if is_finished(out) and env.variables.get("FORCE", "0") in ("", "0"):
-        print(f"skip: {out} already finished ({RESULTS_FILE} present; FORCE=1 runs it again)")
+    action = planned_action(job, env)
+    if action == SKIP:
+        print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
     check_model_available(job, env)
-    resume = (out / LOG_FILE).is_file() and not job.evaluates_only
-    command = train_command(job, env, resume=resume)
-    print(f"{'resume' if resume else 'run'}: {out}", flush=True)
+    if action == RETRAIN:
+        deleted = clear_for_retraining(out)
+        print(f"FORCE=1: deleted {', '.join(path.name for path in deleted)} in {out}")
+    elif action == REEVALUATE:
+        # A failed evaluation must not leave the old result looking current.
+        (out / RESULTS_FILE).unlink(missing_ok=True)
+    command = train_command(job, env, resume=action == RESUME)
+    message = "starting" if action == START else ACTION_LABELS[action]
+    print(f"{message}: {out}", flush=True)
     variables = {**os.environ, **env.variables}
     if not console:
         return subprocess.run(command, env=variables).returncode
@@ -494,7 +588,7 @@ def jobs_from_arguments(trainer, script, args, variables):
     if len(args) % 2:
         raise ProtocolError(f"{usage}\n(config overrides come in KEY VALUE pairs; got {args})")
     common = dict(trainer=trainer, dataset=dataset, seed=seed, overrides=tuple(args),
-                  config=variables.get("CFG", ""), shots=_shots(variables),
+                  config=config_from(variables), shots=shots_from(variables),
                   source=variables.get("SOURCE") or XD_SOURCE)
     if script == "reproduce":
         model_dir = released_weights_dir(weights, dataset, seed, "base")
@@ -506,11 +600,20 @@ def jobs_from_arguments(trainer, script, args, variables):
     return [Job(step=script, **common)]
 
 
-def _shots(variables):
+def shots_from(variables):
     shots = variables.get("SHOTS") or str(SHOTS)
     if not shots.isdigit():
         raise ProtocolError(f"SHOTS={shots} is not a number of images per class")
     return int(shots)
+
+
+def config_from(variables):
+    """CFG, checked: the released-weights suffix would file trained runs as released ones."""
+    config = variables.get("CFG", "")
+    if config.endswith(RELEASED_SUFFIX):
+        raise ProtocolError(f"CFG={config}: config names ending in {RELEASED_SUFFIX} are kept for "
+                            "the folders of released weights (reproduce.sh); rename the config")
+    return config
 
 
 def released_weights_dir(weights, dataset, seed, split=""):

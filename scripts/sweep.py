@@ -7,10 +7,12 @@
 A sweep is a list of chains; a chain is the runs that depend on one another (train, then the
 evaluations of that model), so chains can run side by side: one per GPU with --gpus (each gets
 its own CUDA_VISIBLE_DEVICES), or one Slurm array task each with --sbatch. Finished runs
-(results.json present) are skipped and unfinished training runs resume, so a sweep can simply
-be started again after an interruption.
+(results.json present) are skipped and unfinished training runs resume from their checkpoint,
+so a sweep can simply be started again after an interruption (not with FORCE=1, which runs
+everything again from scratch). --dry-run prints what each run would do.
 """
 import argparse
+import collections
 import os
 import queue
 import shlex
@@ -18,9 +20,10 @@ import sys
 import threading
 from pathlib import Path
 
-from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS, TRAINERS, XD_SOURCE,
-                               XD_TARGETS, Environment, Job, ProtocolError, run_dir, run_job,
-                               script_invocation)
+from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS,
+                               TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
+                               config_from, planned_action, run_dir, run_job, script_invocation,
+                               shots_from)
 
 PROTOCOLS = ("base2new", "openworld", "xd", "dg")
 DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
@@ -100,6 +103,23 @@ def _run_one(job, env, console):
     return None
 
 
+def dry_run_lines(chains, env):
+    """Each run's planned action beside its command, chain by chain, then the count of each
+    action. A chain stops at its first failure, so later runs of a chain may not happen."""
+    width = max(map(len, ACTION_LABELS.values()))
+    lines, counts = [], collections.Counter()
+    for index, chain in enumerate(chains, start=1):
+        lines.append(f"chain {index}/{len(chains)}:")
+        for job in chain:
+            label = ACTION_LABELS[planned_action(job, env)]
+            counts[label] += 1
+            lines.append(f"  {label:<{width}}  {script_invocation(job)}")
+    summary = ", ".join(f"{counts[label]} {label}" for label in ACTION_LABELS.values()
+                        if counts[label])
+    lines.append(f"{sum(counts.values())} runs: {summary or 'none'}")
+    return lines
+
+
 def sbatch_script(chains, env, options=(), max_parallel=0, job_name="prompt-sweep"):
     """A Slurm job-array script with one array task per chain."""
     chosen = {option.split("=")[0]: option for option in DEFAULT_SBATCH_OPTIONS}
@@ -133,8 +153,10 @@ def parse_arguments(argv):
     parser = argparse.ArgumentParser(
         prog="bash scripts/run_all.sh",
         description="Run protocols x datasets x seeds for some trainers, skipping finished runs "
-                    "and resuming unfinished ones. DATA (and OUTPUT, default output) from the "
-                    "environment; config overrides after --.")
+                    "and resuming unfinished ones from their checkpoint. Environment: DATA, "
+                    "OUTPUT (default output), CFG, SHOTS, LOAD_EPOCH, FORCE=1 (run everything "
+                    "again, training from scratch); see scripts/protocols.py. Config overrides "
+                    "after --.")
     parser.add_argument("trainers", nargs="+", choices=list(TRAINERS), metavar="TRAINER",
                         help=f"one or more of {', '.join(TRAINERS)}")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
@@ -146,7 +168,9 @@ def parse_arguments(argv):
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--gpus", nargs="+", default=None,
                         help="run one chain per GPU at a time (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each run's command and what it would do (start, resume, "
+                             "skip (finished), ...), without running anything")
     parser.add_argument("--sbatch", metavar="FILE", help="write a Slurm job-array script instead")
     parser.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
                         help="extra #SBATCH option, e.g. --sbatch-option=--partition=gpu "
@@ -165,15 +189,15 @@ def main(argv=None, variables=None):
     variables = dict(os.environ) if variables is None else variables
     try:
         env = Environment.from_variables(variables)
+        chains = plan_chains(args.trainers, args.protocols, args.datasets, args.seeds,
+                             args.xd_targets, args.dg_targets, args.source,
+                             config=config_from(variables), shots=shots_from(variables),
+                             overrides=args.overrides)
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    chains = plan_chains(args.trainers, args.protocols, args.datasets, args.seeds,
-                         args.xd_targets, args.dg_targets, args.source,
-                         config=variables.get("CFG", ""), overrides=args.overrides)
     if args.dry_run:
-        for chain in chains:
-            print(" && ".join(script_invocation(job) for job in chain))
+        print("\n".join(dry_run_lines(chains, env)))
         return 0
     if args.sbatch:
         text, logs = sbatch_script(chains, env, args.sbatch_option, args.max_parallel)

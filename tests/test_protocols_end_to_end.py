@@ -95,24 +95,31 @@ def test_evaluations_load_the_trained_model(sweep):
 
 
 def test_run_all_skips_finished_runs(sweep):
-    assert sweep["first"].count("skip:") == 0 and sweep["first"].count("run:") == 6
+    assert sweep["first"].count("skip:") == 0 and sweep["first"].count("starting:") == 6
     assert sweep["second"].count("skip:") == 6
-    assert "resume:" not in sweep["second"] and "run:" not in sweep["second"]
+    assert "resume:" not in sweep["second"] and "starting:" not in sweep["second"]
 
 
 def test_reproduce_evaluates_released_weights_in_the_maple_layout(sweep):
     """The trained BMIP model placed as in MaPLe's releases (<dataset>/base/seed1/) and
-    evaluated; new and open-world already exist in the output, so only the base one runs."""
+    evaluated into <CFG>_released folders: our own evaluations of that config stay as they were."""
     weights = sweep["root"] / "weights"
     (weights / "eurosat" / "base").mkdir(parents=True)
     os.symlink(sweep["output"] / BMIP_TRAIN, weights / "eurosat" / "base" / "seed1")
+    ours = sweep["output"] / f"base2new/test_new/eurosat/shots_16/BMIP/{BMIP}/seed1/results.json"
+    before = ours.read_bytes()
     out = bash("bmip/reproduce.sh", "eurosat", 1, weights,
                *overrides(sweep["clip"], "BMIP"), env=sweep["env"])
-    assert out.count("skip:") == 2
-    record = results(sweep["output"] / f"base2new/test_base/eurosat/shots_16/BMIP/{BMIP}/seed1")
+    assert out.count("skip:") == 0 and out.count("starting:") == 3
+    assert ours.read_bytes() == before
+    released = f"eurosat/shots_16/BMIP/{BMIP}_released/seed1"
+    record = results(sweep["output"] / "base2new/test_base" / released)
     assert Path(record["model_dir"]) == weights / "eurosat" / "base" / "seed1"
     assert record["subsample_classes"] == "base"
     assert record["accuracy"] == results(sweep["output"] / BMIP_TRAIN)["accuracy"]
+    assert results(sweep["output"] / "base2new/test_new" / released)["accuracy"] == (
+        json.loads(before)["accuracy"])
+    assert results(sweep["output"] / "openworld/test_all" / released)["subsample_classes"] == "all"
 
 
 def test_parse_test_res_prints_the_tables(sweep):
@@ -121,7 +128,10 @@ def test_parse_test_res_prints_the_tables(sweep):
     records = json.loads(result.stdout)["records"]
     tables = {(record["table"], record["method"]) for record in records
               if record["mean"] is not None}
-    assert tables == {("base2new", "BMIP"), ("openworld", "BMIP"), ("xd", "MaPLe"), ("dg", "MaPLe")}
+    # BMIP (released) is there once the reproduce test has run.
+    assert tables - {("base2new", "BMIP (released)"), ("openworld", "BMIP (released)")} == {
+        ("base2new", "BMIP"), ("openworld", "BMIP"), ("xd", "MaPLe"), ("dg", "MaPLe")}
+    assert "warning" not in result.stderr
     hm = next(r for r in records if r["table"] == "base2new" and r["dataset"] == "EuroSAT"
               and r["metric"] == "HM")
     assert hm["seeds"] == [1]

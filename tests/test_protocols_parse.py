@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import math
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -58,9 +58,9 @@ def tables(tree):
         parse_test_res.find_runs(tree))}
 
 
-def run_main(*args):
+def run_main(*args, stderr=None):
     buffer = io.StringIO()
-    with redirect_stdout(buffer):
+    with redirect_stdout(buffer), redirect_stderr(stderr or io.StringIO()):
         returncode = parse_test_res.main([str(arg) for arg in args])
     return returncode, buffer.getvalue()
 
@@ -234,3 +234,41 @@ def test_ablation_config_compares_with_table_5(tmp_path):
     # Table 5 (Addition): HM 78.40, Acc 71.42 as 11-dataset averages of the open-world table.
     assert f"{hm(80, 60):.2f} (1/11 datasets) [paper 78.40, Δ {hm(80, 60) - 78.40:+.2f}]" in out
     assert "50.00 (1/11 datasets) [paper 71.42, Δ -21.42]" in out
+
+
+def test_released_weights_are_a_method_of_their_own(tmp_path):
+    """reproduce.sh's <CFG>_released folders beside our MaPLe runs of the same config."""
+    released = MAPLE + "_released"
+    write_results(b2n_dir(tmp_path, "train_base", "eurosat", "MaPLe", MAPLE, 1), 80.0)
+    write_results(b2n_dir(tmp_path, "test_new", "eurosat", "MaPLe", MAPLE, 1), 60.0)
+    write_results(b2n_dir(tmp_path, "test_base", "eurosat", "MaPLe", released, 1), 90.0)
+    write_results(b2n_dir(tmp_path, "test_new", "eurosat", "MaPLe", released, 1), 70.0)
+    table = parse_test_res.build_tables(parse_test_res.find_runs(tmp_path))[0]
+    assert table.methods == ["MaPLe", "MaPLe (released)"]
+    assert table.cells[("MaPLe", "EuroSAT", "HM")].mean == pytest.approx(hm(80, 60))
+    assert table.cells[("MaPLe (released)", "EuroSAT", "HM")].mean == pytest.approx(hm(90, 70))
+    stderr = io.StringIO()
+    _, out = run_main(tmp_path, "--paper", stderr=stderr)
+    assert "MaPLe (released) HM" in out
+    # Released weights are compared with the paper's numbers of their method (Table 1: 81.43).
+    assert f"{hm(90, 70):.2f} ± 0.00 (1) [paper 81.43, Δ {hm(90, 70) - 81.43:+.2f}]" in out
+    assert stderr.getvalue() == ""
+
+
+def test_train_base_and_test_base_of_one_config_warn_once(tmp_path):
+    """A tree where released weights were evaluated into the folders of a trained config."""
+    folders = []
+    for seed in (1, 2):
+        folders.append(write_results(b2n_dir(tmp_path, "train_base", "eurosat", "MaPLe", MAPLE,
+                                              seed), 80.0))
+        folders.append(write_results(b2n_dir(tmp_path, "test_base", "eurosat", "MaPLe", MAPLE,
+                                             seed), 90.0))
+        write_results(b2n_dir(tmp_path, "test_new", "eurosat", "MaPLe", MAPLE, seed), 70.0)
+    write_results(b2n_dir(tmp_path, "test_all", "eurosat", "MaPLe", MAPLE, 1), 50.0)
+    stderr = io.StringIO()
+    _, out = run_main(tmp_path, stderr=stderr)
+    warning = stderr.getvalue()
+    assert warning.count("warning:") == 1  # once, though two tables read base accuracies
+    assert "train_base" in warning and "test_base" in warning
+    assert [line.strip() for line in warning.splitlines()[1:]] == [str(f) for f in folders]
+    assert f"{hm(90, 70):.2f} ± 0.00 (2)" in out  # the tables use test_base, as the warning says

@@ -51,13 +51,19 @@ def test_dataset_lists_match_the_paper():
      "evaluation/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1_16shots/imagenet_r/seed2"),
     (Job("zsclip", "base2new_train", "eurosat", 1),
      "base2new/train_base/eurosat/shots_16/ZeroshotCLIP/vit_b16_ep50/seed1"),
+    # Released weights (reproduce.sh) get a config folder of their own.
+    (Job("maple", "base2new_test", "dtd", 2, model_dir="weights"),
+     "base2new/test_new/dtd/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx_released/seed2"),
+    (Job("maple", "xd_test", "dtd", 1, model_dir="weights"),
+     "evaluation/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_released_16shots/dtd/seed1"),
 ])
 def test_layout_and_its_inverse(job, expected, tmp_path):
     folder = protocols.run_dir(tmp_path / "output", job)
     assert folder == tmp_path / "output" / expected
     key = protocols.parse_run_dir(folder)
+    config = job.resolved_config + ("_released" if job.model_dir else "")
     assert (key.step, key.dataset, key.trainer, key.config, key.seed, key.shots) == (
-        job.step, job.dataset, job.spec.name, job.resolved_config, job.seed, 16)
+        job.step, job.dataset, job.spec.name, config, job.seed, 16)
     assert key.protocol == job.protocol
 
 
@@ -169,6 +175,8 @@ def test_script_arguments():
         parse("bmip", "base2new_train", ["eurosat"], {})
     with pytest.raises(ProtocolError, match="unknown trainer"):
         parse("nope", "base2new_train", ["eurosat", "1"], {})
+    with pytest.raises(ProtocolError, match="CFG=mine_released: .*reproduce.sh"):
+        parse("bmip", "base2new_train", ["eurosat", "1"], {"CFG": "mine_released"})
 
 
 def test_reproduce_reads_the_maple_release_layout(tmp_path):
@@ -177,6 +185,15 @@ def test_reproduce_reads_the_maple_release_layout(tmp_path):
     jobs = protocols.jobs_from_arguments("maple", "reproduce", ["imagenet", "2", str(weights)], {})
     assert [job.step for job in jobs] == ["base2new_test_base", "base2new_test", "openworld_test"]
     assert {job.model_dir for job in jobs} == {str(weights / "imagenet" / "base" / "seed2")}
+    # Into folders of their own, never those of a MaPLe trained here with the same config.
+    released = "imagenet/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx_released/seed2"
+    assert [protocols.run_dir(tmp_path / "output", job) for job in jobs] == [
+        tmp_path / "output" / part / released
+        for part in ("base2new/test_base", "base2new/test_new", "openworld/test_all")]
+    (weights / "imagenet" / "seed1").mkdir(parents=True)
+    [xd] = protocols.jobs_from_arguments("maple", "reproduce_xd", ["dtd", "1", str(weights)], {})
+    assert protocols.run_dir(tmp_path / "output", xd) == tmp_path / "output" / (
+        "evaluation/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets_released_16shots/dtd/seed1")
     # The dataset folder itself may be given, as in the MaPLe instructions.
     jobs = protocols.jobs_from_arguments("maple", "reproduce",
                                          ["imagenet", "2", str(weights / "imagenet")], {})
@@ -249,30 +266,108 @@ def test_sbatch_script(env):
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)
 
 
-def test_run_all_dry_run(env, capsys):
-    variables = {"DATA": str(env.data), "OUTPUT": str(env.output)}
-    assert sweep.main(["bmip", "--protocols", "xd", "--seeds", "1", "--xd-targets", "dtd",
-                       "--dry-run", "--", "OPTIM.MAX_EPOCH", "1"], variables) == 0
-    line = capsys.readouterr().out.strip()
-    assert re.fullmatch(r"bash \S+/xd_train.sh 1 OPTIM.MAX_EPOCH 1 && "
-                        r"bash \S+/xd_test.sh dtd 1 OPTIM.MAX_EPOCH 1", line)
+def test_run_all_dry_run_says_what_each_run_would_do(env, capsys):
+    """Seed 1 trained already, seed 2 stopped after a checkpoint: skip, resume, start."""
+    write_results(protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 1)), 70.0)
+    seed_2 = protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 2))
+    write_training_log(seed_2, 0.0, finished=False)
+    _saved_model(seed_2, "checkpoint", "model.pth.tar-1")
+    arguments = ["bmip", "--protocols", "xd", "--seeds", "1", "2", "--xd-targets", "dtd",
+                 "--dry-run", "--", "OPTIM.MAX_EPOCH", "1"]
+    assert sweep.main(arguments, dict(env.variables)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    pattern = r"  (\S.*?)  +bash \S+/(\w+\.sh) (.*)"
+    planned = [re.fullmatch(pattern, line).groups() for line in lines if line.startswith("  ")]
+    assert planned == [("skip (finished)", "xd_train.sh", "1 OPTIM.MAX_EPOCH 1"),
+                       ("start", "xd_test.sh", "dtd 1 OPTIM.MAX_EPOCH 1"),
+                       ("resume", "xd_train.sh", "2 OPTIM.MAX_EPOCH 1"),
+                       ("start", "xd_test.sh", "dtd 2 OPTIM.MAX_EPOCH 1")]
+    assert lines[0] == "chain 1/2:" and lines[-1] == "4 runs: 2 start, 1 resume, 1 skip (finished)"
+    # FORCE=1 trains both again from scratch; SHOTS reaches the sweep's commands.
+    assert sweep.main(arguments, {**env.variables, "FORCE": "1", "SHOTS": "4"}) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "4 runs: 4 start"  # the 4-shot runs do not exist yet
+    assert all("SHOTS=4 bash" in line for line in lines if line.startswith("  "))
+    assert sweep.main(arguments, {**env.variables, "FORCE": "1"}) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "4 runs: 2 start, 2 retrain (FORCE=1)")
 
 
-def test_unfinished_training_resumes(env, monkeypatch):
-    commands, outputs = [], []
-    monkeypatch.setattr(protocols.subprocess, "run",
-                        lambda command, **kwargs: commands.append(command) or
-                        outputs.append(kwargs.get("stdout")) or
-                        subprocess.CompletedProcess(command, 0))
+def _record_commands(monkeypatch, run_folder=None):
+    """Replace subprocess.run; record (command, stdout, names in RUN_FOLDER at that moment)."""
+    calls = []
+
+    def fake_run(command, **kwargs):
+        names = sorted(p.name for p in run_folder.iterdir()) if run_folder else None
+        calls.append((command, kwargs.get("stdout"), names))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(protocols.subprocess, "run", fake_run)
+    return calls
+
+
+def test_training_resumes_only_from_a_checkpoint(env, monkeypatch, capsys):
     job = Job("maple", "base2new_train", "eurosat", 1)
-    write_training_log(protocols.run_dir(env.output, job), 0.0, (40.0,), finished=False)
+    out = protocols.run_dir(env.output, job)
+    calls = _record_commands(monkeypatch)
+    # A run that failed before its first checkpoint left only its log and config.
+    write_training_log(out, 0.0, (40.0,), finished=False)
+    (out / "config.yaml").write_text("OPTIM:\n  MAX_EPOCH: 5\n")
     assert protocols.run_job(job, env) == 0
-    assert commands[-1][commands[-1].index("--resume") + 1] == str(protocols.run_dir(env.output, job))
-    assert outputs[-1] is None  # to the terminal
+    assert "--resume" not in calls[-1][0]
+    assert capsys.readouterr().out == f"starting: {out}\n"
+    _saved_model(out, "model-best.pth.tar")  # the best model is not where training stopped
+    protocols.run_job(job, env)
+    assert "--resume" not in calls[-1][0]
+    for checkpoint in ("model.pth.tar-2", "checkpoint"):
+        (out / "MultiModalPromptLearner" / "model.pth.tar-2").unlink(missing_ok=True)
+        _saved_model(out, checkpoint)
+        capsys.readouterr()
+        protocols.run_job(job, env)
+        command = calls[-1][0]
+        assert command[command.index("--resume") + 1] == str(out), checkpoint
+        assert capsys.readouterr().out == f"resume: {out}\n"
+    assert calls[-1][1] is None  # to the terminal
     fresh = Job("maple", "base2new_train", "eurosat", 2)
     protocols.run_job(fresh, env, console=True)
-    assert "--resume" not in commands[-1]
-    assert outputs[-1].name == str(protocols.run_dir(env.output, fresh) / "console.txt")
+    assert "--resume" not in calls[-1][0]
+    assert calls[-1][1].name == str(protocols.run_dir(env.output, fresh) / "console.txt")
+
+
+def test_force_retrains_a_finished_run_from_scratch(env, monkeypatch, capsys):
+    job = Job("maple", "base2new_train", "eurosat", 1)
+    out = write_results(protocols.run_dir(env.output, job), 80.0)
+    (out / "config.yaml").write_text("OPTIM:\n  MAX_EPOCH: 5\n")
+    _saved_model(out, "checkpoint", "model.pth.tar-5", "model-best.pth.tar")
+    (out / "prompt_learner").mkdir()
+    (out / "prompt_learner" / "model-best.pth.tar").write_bytes(b"")
+    (out / "tensorboard").mkdir()
+    (out / "tensorboard" / "events.out.tfevents.1").write_bytes(b"")
+    calls = _record_commands(monkeypatch, out)
+    forced = Environment(env.data, env.output, {**env.variables, "FORCE": "1"})
+    assert protocols.run_job(job, forced) == 0
+    [(command, _, names)] = calls
+    assert names == ["config.yaml", "log.txt", "tensorboard"]  # models and result deleted
+    assert "--resume" not in command and "--eval-only" not in command
+    printed = capsys.readouterr().out
+    assert f"retrain (FORCE=1): {out}" in printed
+    assert "MultiModalPromptLearner" in printed and "results.json" in printed
+
+
+def test_force_evaluates_again_without_touching_the_model(env, monkeypatch, capsys):
+    train = protocols.run_dir(env.output, Job("maple", "base2new_train", "eurosat", 1))
+    _saved_model(write_results(train, 80.0), "checkpoint", "model.pth.tar-5")
+    job = Job("maple", "base2new_test", "eurosat", 1)
+    out = write_results(protocols.run_dir(env.output, job), 60.0)
+    calls = _record_commands(monkeypatch, out)
+    forced = Environment(env.data, env.output, {**env.variables, "FORCE": "1"})
+    assert protocols.run_job(job, forced) == 0
+    [(command, _, names)] = calls
+    assert "--eval-only" in command and command[command.index("--model-dir") + 1] == str(train)
+    assert names == ["log.txt"]  # the old result does not outlive a failed evaluation
+    assert (train / "MultiModalPromptLearner" / "model.pth.tar-5").is_file()
+    assert (train / "results.json").is_file()
+    assert f"re-evaluate (FORCE=1): {out}" in capsys.readouterr().out
 
 
 def test_run_chains_one_worker_per_gpu_and_a_failure_stops_its_chain(env, monkeypatch):
