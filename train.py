@@ -13,16 +13,10 @@ import torch
 
 import datasets  # importing registers every dataset; datasets.extend_cfg adds their keys
 import trainers  # importing registers every trainer; trainers.extend_cfg adds their keys
-from clip.pretrained import DownloadError
-from dassl.config import get_cfg_default
-from dassl.data.datasets import DATASET_REGISTRY, DatasetError
+from dassl.config import ConfigError, get_cfg_default
+from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
-from trainers.prompting import CheckpointMismatchError
-
-# Errors caused by the user's files or settings: their message says what to do, so it is printed
-# alone instead of a traceback.
-USER_ERRORS = (DatasetError, DownloadError, CheckpointMismatchError)
+from dassl.utils import UserError, collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
 
 
 def build_parser():
@@ -90,13 +84,13 @@ def setup_cfg(args):
 def check_registered(cfg):
     """Fail early, naming the choices, when the trainer or dataset is not registered."""
     if cfg.TRAINER.NAME not in TRAINER_REGISTRY:
-        sys.exit(
-            f'Unknown trainer "{cfg.TRAINER.NAME}". Registered trainers: '
+        raise ConfigError(
+            f'unknown trainer "{cfg.TRAINER.NAME}". Registered trainers: '
             f"{', '.join(TRAINER_REGISTRY.registered_names())}"
         )
     if cfg.DATASET.NAME not in DATASET_REGISTRY:
-        sys.exit(
-            f'Unknown dataset "{cfg.DATASET.NAME}" (DATASET.NAME, set by --dataset-config-file). '
+        raise ConfigError(
+            f'unknown dataset "{cfg.DATASET.NAME}" (DATASET.NAME, set by --dataset-config-file). '
             f"Registered datasets: {', '.join(DATASET_REGISTRY.registered_names())}"
         )
 
@@ -125,8 +119,18 @@ def main(argv=None):
     if args.list_trainers:
         print("\n".join(TRAINER_REGISTRY.registered_names()))
         return
-    cfg = setup_cfg(args)
-    check_registered(cfg)
+    try:
+        cfg = setup_cfg(args)
+        check_registered(cfg)
+        start_run(cfg, args)
+        run(cfg, args)
+    except UserError as err:
+        # The message says what to do: print it alone instead of a traceback.
+        sys.exit(f"error: {err}")
+
+
+def start_run(cfg, args):
+    """Log to OUTPUT_DIR/log.txt, seed, and record the arguments, config and environment."""
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -138,20 +142,26 @@ def main(argv=None):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
-    try:
-        run(cfg, args)
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")
-
 
 def run(cfg, args):
     trainer = build_trainer(cfg)
     if args.eval_only:
+        check_model_dir_given(trainer, args)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return
     if not args.no_train:
         trainer.train()
+
+
+def check_model_dir_given(trainer, args):
+    """Evaluating a trainer with learned parameters needs the weights of a training run; without
+    them it would score its random initialisation."""
+    if not args.model_dir and trainer.get_model_names():
+        raise UserError(
+            f"--eval-only needs --model-dir (the training run's folder) for {trainer.cfg.TRAINER.NAME}; "
+            "only zero-shot trainers evaluate without one"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """OpenAI's `clip` API: `load` a model with its preprocessing, `tokenize` text.
 
 Trainers written for OpenAI's package use `clip._MODELS`, `clip._download` and `clip.build_model`
-directly (CoOp's `load_clip_to_cpu`), so those names are exported here too.
+directly (CoOp's `load_clip_to_cpu`), so those names are exported here too. The model's
+`encode_image` / `encode_text` / `forward` behave as OpenAI's; its blocks do not: tensors are
+batch-first (N, L, D) and the text tower's causal mask is passed, not stored
+(`model.transformer(x, attn_mask=model.build_attention_mask())`; see clip/model.py).
 """
 import warnings
 
@@ -10,7 +13,8 @@ from torchvision.transforms import (CenterCrop, Compose, InterpolationMode, Norm
                                     ToTensor)
 
 from .model import build_model, convert_weights_to_fp16
-from .pretrained import _MODELS, _download, available_models, model_file, read_state_dict
+from .pretrained import (_MODELS, ModelFileError, _download, available_models, model_file,
+                         read_state_dict)
 from .tokenizer import tokenize
 
 __all__ = ["available_models", "load", "tokenize", "build_model", "_MODELS", "_download"]
@@ -32,8 +36,11 @@ def load(name_or_path, device="cpu", jit=False, download_root=None):
         warnings.warn("clip.load(jit=True) is not supported: building the model from the "
                       "archive's weights instead (same results)")
     device = torch.device(device)
-    state_dict = read_state_dict(model_file(name_or_path, download_root))
-    model = build_model(state_dict).to(device)
+    path = model_file(name_or_path, download_root)
+    try:
+        model = build_model(read_state_dict(path)).to(device)
+    except ValueError as error:  # the shapes do not describe a CLIP model
+        raise ModelFileError(f"CLIP file {path}: {error}") from error
     if device.type == "cuda":
         convert_weights_to_fp16(model)
     return model, image_transform(model.visual.input_resolution)

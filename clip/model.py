@@ -1,7 +1,15 @@
 """CLIP as plain modules, with OpenAI's attribute names so OpenAI state dicts load strictly.
 
-Every tensor is batch-first: (N, L, D) for token sequences. Blocks take the attention mask as a
-`forward` argument, so a prompted encoder can run the same blocks with its own sequence lengths.
+Two differences from OpenAI's `model.py` matter to code ported from CoOp / MaPLe:
+
+- every tensor is batch-first: (N, L, D) for token sequences (OpenAI's blocks take (L, N, D));
+- blocks take the attention mask as a `forward` argument (OpenAI stores the text tower's causal
+  mask on each block), so a prompted encoder can run the same blocks with its own sequence
+  lengths. The text tower is `causal`: `model.transformer(x)` without a mask raises an error;
+  call `model.transformer(x, attn_mask=model.build_attention_mask())`.
+
+An upstream `TextEncoder` (`x.permute(1, 0, 2); x = clip_model.transformer(x)`) therefore does
+not run here; prompting methods use `trainers/prompting.py`'s `PromptedTextEncoder` instead.
 """
 from collections import OrderedDict
 
@@ -55,19 +63,51 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width, layers, heads):
+    """The blocks of one tower. `forward(x, attn_mask=None)` takes x batch-first (N, L, D).
+
+    `causal` (set by CLIP for its text tower) makes a call without `attn_mask` an error: the
+    mask is not stored on the blocks, and running the text tower without it silently computes
+    other features than CLIP's.
+    """
+
+    def __init__(self, width, layers, heads, causal=False):
         super().__init__()
         self.width = width
         self.layers = layers
+        self.causal = causal
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
     def forward(self, x, attn_mask=None):
+        if attn_mask is None and self.causal:
+            raise ValueError(MISSING_CAUSAL_MASK)
         if attn_mask is not None:
+            _check_mask_fits(x, attn_mask)
             # Cast once here rather than in every block.
             attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
         for block in self.resblocks:
             x = block(x, attn_mask)
         return x
+
+
+MISSING_CAUSAL_MASK = (
+    "the text transformer is causal, and its mask is an argument here: call "
+    "transformer(x, attn_mask=clip_model.build_attention_mask()) with x batch-first (N, L, D). "
+    "Unlike OpenAI's CLIP, this CLIP's blocks are batch-first and store no mask, so a TextEncoder "
+    "ported from CoOp / MaPLe (x.permute(1, 0, 2); transformer(x)) computes wrong features; "
+    "prompting methods use trainers/prompting.py's PromptedTextEncoder instead."
+)
+
+
+def _check_mask_fits(x, attn_mask):
+    """A 2-D mask is (L, L) for x of shape (N, L, D): a mismatch usually means x was permuted to
+    OpenAI's sequence-first (L, N, D) layout."""
+    length = x.shape[1]
+    if attn_mask.dim() == 2 and attn_mask.shape != (length, length):
+        raise ValueError(
+            f"attn_mask is {tuple(attn_mask.shape)} but x {tuple(x.shape)} has sequence length "
+            f"{length}: x must be batch-first (N, L, D), not OpenAI's (L, N, D) (drop the "
+            "permute(1, 0, 2) of code ported from OpenAI's CLIP)"
+        )
 
 
 class VisionTransformer(nn.Module):
@@ -227,7 +267,8 @@ class CLIP(nn.Module):
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
                 layers=vision_layers, heads=_num_heads(vision_width), output_dim=embed_dim)
-        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads)
+        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads,
+                                       causal=True)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)

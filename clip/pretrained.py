@@ -8,6 +8,7 @@ import zipfile
 import torch
 
 from dassl.utils.download import DownloadFailed, digest_mismatch, download, folder_lock
+from dassl.utils.errors import UserError
 
 # Each address ends in /<sha256 of the file>/<file name>.
 _MODELS = {
@@ -26,8 +27,12 @@ CACHE_DIR_ENV = "CLIP_CACHE_DIR"
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A CLIP file could not be downloaded or did not match its SHA-256."""
+
+
+class ModelFileError(UserError, RuntimeError):
+    """A CLIP model name that is not OpenAI's, a missing local file, or a file that is not CLIP."""
 
 
 def available_models():
@@ -89,8 +94,10 @@ def model_file(name_or_path, download_root=None):
     path = os.path.expanduser(name_or_path)
     if os.path.isfile(path):
         return path
-    raise RuntimeError(f"CLIP model {name_or_path!r} is neither an OpenAI model name "
-                       f"({', '.join(available_models())}) nor an existing file")
+    raise ModelFileError(
+        f"CLIP model {name_or_path!r} (MODEL.BACKBONE.NAME / --backbone) is neither an OpenAI "
+        f"model name ({', '.join(available_models())}) nor an existing file: check the name, "
+        "or the path of a local CLIP file")
 
 
 def read_state_dict(path):
@@ -104,12 +111,12 @@ def read_state_dict(path):
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RuntimeError(f"{path} is neither a TorchScript archive nor a torch.save state dict "
-                           f"that loads with weights_only=True: {error}") from error
+        raise ModelFileError(f"CLIP file {path} is neither a TorchScript archive nor a torch.save "
+                             f"state dict that loads with weights_only=True: {error}") from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
-        raise RuntimeError(f"{path} holds a {type(loaded).__name__}, not a CLIP state dict")
+        raise ModelFileError(f"CLIP file {path} holds a {type(loaded).__name__}, not a CLIP state dict")
     return loaded
 
 

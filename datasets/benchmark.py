@@ -4,17 +4,19 @@ A dataset file declares its folder, image folder, split file, DATASETS.md sectio
 counts and download sources, and says how to read (or create) its split when needed. Building
 it then runs the same steps for all of them:
 
-    split (json, or created and saved) -> few-shot sample (cached per seed, hash logged)
-    -> base / new / all classes -> every image checked on disk -> DatasetBase
+    split (json, or created and saved) -> labels checked -> few-shot sample (cached per seed,
+    hash logged; a cached one checked too) -> base / new / all classes -> every image checked
+    on disk -> DatasetBase
 """
 import os
 
-from dassl.data.datasets.base_dataset import DatasetBase, DatasetError
+from dassl.data.datasets.base_dataset import DatasetBase, DatasetError, check_labels
 
 from .base_new import base_labels_for, subsample_classes
 from .splits import (
     check_images_exist,
     docs_ref,
+    existing_fewshot_cache,
     fewshot_sample,
     fewshot_sample_val_from_train,
     read_split,
@@ -37,6 +39,10 @@ class BenchmarkDataset(DatasetBase):
     published_counts = None  # {"classes", "train", "val", "test"} checked by datasets.prepare
     sources = ()  # datasets.download.Source entries fetched by datasets.prepare
     manual_steps = ""  # what the user must do by hand (licence, dead links), shown by prepare
+    # A missing split file has a published one to put in its place (False for the user's own
+    # data, where the split created on first use is the split).
+    has_published_split = True
+    class_list = None  # test-only datasets: the class names in label order, set by read_splits
 
     def __init__(self, cfg):
         self.dataset_dir = os.path.join(os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT)), self.folder)
@@ -47,6 +53,7 @@ class BenchmarkDataset(DatasetBase):
         require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
 
         train, val, test = self.read_splits()
+        self.check_split_labels((train, val, test), *self.labels_origin())
         train, val = self.apply_few_shot(cfg, train, val, test)
         subsample = cfg.DATASET.SUBSAMPLE_CLASSES
         train, val, test = subsample_classes(train, val, test, subsample=subsample)
@@ -79,18 +86,42 @@ class BenchmarkDataset(DatasetBase):
                 f'{self.display_name}: split file not found: "{self.split_path}", and "{missing[0]}" '
                 f"needed to create one is missing too ({docs_ref(self.docs_section)})."
             )
-        print(
-            f"Warning: {self.split_path} not found: creating a new split with the current seed. "
-            "Results on it are not comparable with published ones; for those, put the published "
-            f"split file there ({docs_ref(self.docs_section)})."
-        )
+        if self.has_published_split:
+            print(
+                f"Warning: {self.split_path} not found: creating a new split with the current seed. "
+                "Results on it are not comparable with published ones; to compare with those, put "
+                f"the published split file there ({docs_ref(self.docs_section)})."
+            )
         train, val, test = self.create_split()
-        save_split(train, val, test, self.split_path, self.image_dir)
+        saved = save_split(train, val, test, self.split_path, self.image_dir)
+        if saved and not self.has_published_split:
+            print(
+                f"{self.display_name}: split created with the current seed and saved as "
+                f"{self.split_path}; delete it to re-split."
+            )
         return train, val, test
 
     def create_split(self):
         """Create ``(train, val, test)`` from the raw dataset when no split file exists."""
         raise NotImplementedError
+
+    def labels_origin(self):
+        """``(file or folder the labels were read from, what to do when they are wrong)``."""
+        if not self.split_file:
+            return self.dataset_dir, f"Check the folder ({docs_ref(self.docs_section)})."
+        if self.has_published_split:
+            return self.split_path, f"Put the published split file there ({docs_ref(self.docs_section)})."
+        return self.split_path, "Correct it, or delete it to re-split the images."
+
+    def check_split_labels(self, splits, origin, advice):
+        """``check_labels`` on ``(train, val, test)``; a test-only dataset has a test split and
+        a class list instead."""
+        train, val, test = splits
+        if self.test_only:
+            named, classnames = (("test", test),), self.class_list
+        else:
+            named, classnames = (("train", train), ("val", val), ("test", test)), None
+        check_labels(named, f'{self.display_name} ("{origin}")', advice, classnames=classnames)
 
     # -- few-shot ------------------------------------------------------------------------------
 
@@ -102,7 +133,12 @@ class BenchmarkDataset(DatasetBase):
             if self.val_is_test:
                 print(f"{self.display_name}: no validation split, because its val folder is its test set")
             return train, val
+        cache = existing_fewshot_cache(self.dataset_dir, num_shots, cfg.SEED) if cfg.SEED >= 0 else None
         sample = self.draw_few_shot(cfg, train, val, test)
+        if cache:  # a sample drawn now comes from the splits checked above; a cached one may not
+            self.check_split_labels(
+                (sample["train"], sample.get("val"), test), cache, "Delete it to have the sample drawn again."
+            )
         sampled_images = sample["train"] + sample.get("val", [])
         self.fewshot_hash = sample_hash(sampled_images, self.dataset_dir)
         val_note = f", {len(sample['val'])} val" if "val" in sample else ""

@@ -133,9 +133,18 @@ class ImageNet(BenchmarkDataset):
         sort_val_images(os.path.join(dataset_dir, "images", "val"), val_wnids_from_devkit(devkit))
         shutil.rmtree(os.path.join(dataset_dir, ".devkit"))
 
+    def image_list_paths(self):
+        """``(CoOp's preprocessed.pkl, our preprocessed.json)``: the cached image lists."""
+        return tuple(os.path.join(self.dataset_dir, name) for name in ("preprocessed.pkl", "preprocessed.json"))
+
+    def labels_origin(self):
+        cache = next((path for path in self.image_list_paths() if os.path.isfile(path)), None)
+        if cache is None:
+            return super().labels_origin()
+        return cache, "Delete it to have the image folders listed again."
+
     def read_splits(self):
-        legacy = os.path.join(self.dataset_dir, "preprocessed.pkl")
-        portable = os.path.join(self.dataset_dir, "preprocessed.json")
+        legacy, portable = self.image_list_paths()
         if os.path.isfile(legacy):
             print(f"Reading the image list from {legacy}")
             data = read_legacy_pickle(legacy)
@@ -183,6 +192,7 @@ class ImageNetVariant(BenchmarkDataset):
             if name not in self.ignored and os.path.isdir(os.path.join(self.image_dir, name))
         )
         data = read_wnid_folders(self.image_dir, classnames, self.docs_section, folders)
+        self.class_list = [classnames[folder] for folder in folders]
         return data, None, data
 
 

@@ -29,8 +29,9 @@ class ImageNetV2(ImageNetVariant):
     def read_splits(self):
         require_dir(self.image_dir, "ImageNetV2 image folder", self.docs_section)
         classnames = read_classnames(classnames_path(self.dataset_dir, self.docs_section), self.docs_section)
+        self.class_list = list(classnames.values())
         data = []
-        for label, classname in enumerate(classnames.values()):
+        for label, classname in enumerate(self.class_list):
             class_dir = os.path.join(self.image_dir, str(label))
             require_dir(class_dir, f"ImageNetV2 folder of class {label} ({classname})", self.docs_section)
             for imname in listdir_nohidden(class_dir):

@@ -37,20 +37,26 @@ def preparable_datasets():
     }
 
 
+def config_names():
+    """Registry name -> config name (the stem of configs/datasets/<name>.yaml, DATASETS.md)."""
+    names = {}
+    for filename in sorted(os.listdir(CONFIG_DIR)):
+        if filename.endswith(".yaml"):
+            with open(os.path.join(CONFIG_DIR, filename)) as f:
+                registry_name = ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
+            names.setdefault(registry_name, filename[: -len(".yaml")])
+    return names
+
+
 def resolve(name):
-    """A dataset class from its registry name, folder or config name, any case."""
-    known = preparable_datasets()
+    """A dataset class from its config name, registry name or folder, any case."""
+    configs = config_names()
     wanted = name.lower()
-    for registry_name, cls in known.items():
-        if wanted in (registry_name.lower(), cls.folder.lower()):
+    for registry_name, cls in preparable_datasets().items():
+        if wanted in (configs.get(registry_name, "").lower(), registry_name.lower(), cls.folder.lower()):
             return cls
-    config = os.path.join(CONFIG_DIR, f"{wanted}.yaml")
-    if os.path.isfile(config):
-        with open(config) as f:
-            registry_name = ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
-        if registry_name in known:
-            return known[registry_name]
-    raise DatasetError(f'unknown dataset "{name}"; choose one of: {", ".join(sorted(known))} (or --list).')
+    choices = ", ".join(sorted(configs.get(registry_name, registry_name) for registry_name in preparable_datasets()))
+    raise DatasetError(f'unknown dataset "{name}"; choose one of: {choices} (or see --list).')
 
 
 def dataset_config(cls, root):
@@ -176,9 +182,17 @@ def verify_only(cls, root):
 
 
 def list_datasets():
-    for name, cls in sorted(preparable_datasets().items()):
-        how = "manual steps + tool" if cls.manual_steps else "automatic"
-        print(f"{name:22s} folder {cls.folder:22s} {how}")
+    """One line per dataset: config name (what the tool and the scripts take), DATASET.NAME,
+    folder, and whether it needs manual steps."""
+    configs = config_names()
+    rows = sorted(
+        (configs.get(name, name), name, cls.folder, "manual steps + tool" if cls.manual_steps else "automatic")
+        for name, cls in preparable_datasets().items()
+    )
+    line = "{:18s} {:22s} {:22s} {}"
+    print(line.format("config name", "DATASET.NAME", "folder", "download"))
+    for row in rows:
+        print(line.format(*row))
 
 
 def parse_args(argv):

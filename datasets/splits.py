@@ -9,11 +9,10 @@ import json
 import os
 import pickle
 import random
-import tempfile
 from collections import defaultdict
 
 from dassl.data.datasets.base_dataset import DatasetError, Datum, sample_few_shot
-from dassl.utils import listdir_nohidden, mkdir_if_missing, read_json, write_json
+from dassl.utils import atomic_write, listdir_nohidden, read_json, write_json
 
 SPLIT_KEYS = ("train", "val", "test")
 FEWSHOT_FOLDER = "split_fewshot"
@@ -80,13 +79,18 @@ def _items_from_rows(rows, path_prefix, filepath, key):
 
 
 def save_split(train, val, test, filepath, path_prefix):
-    """Write a split file, paths relative to ``path_prefix``; a read-only folder only warns."""
+    """Write a split file, paths relative to ``path_prefix``; a read-only folder only warns.
+
+    Returns whether the file was written.
+    """
     split = {
         key: rows_from_items(items, path_prefix)
         for key, items in zip(SPLIT_KEYS, (train, val, test))
     }
-    if try_write_json(split, filepath):
+    saved = try_write_json(split, filepath)
+    if saved:
         print(f"Saved split to {filepath}")
+    return saved
 
 
 def rows_from_items(items, path_prefix):
@@ -110,17 +114,8 @@ def try_write_json(obj, filepath, compact=False):
 
 
 def _write_compact_json(obj, filepath):
-    """Write atomically (temporary file, then rename): a reader never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(filepath))
-    mkdir_if_missing(directory)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp_path, filepath)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_write(filepath) as f:
+        json.dump(obj, f, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,16 +270,20 @@ def unused_items(items, taken):
     return [item for item in items if item.impath not in taken_paths]
 
 
+def existing_fewshot_cache(dataset_dir, num_shots, seed):
+    """The cache file ``load_fewshot_cache`` reads (CoOp's ``.pkl`` first), or None."""
+    return next((path for path in fewshot_cache_paths(dataset_dir, num_shots, seed) if os.path.isfile(path)), None)
+
+
 def load_fewshot_cache(dataset_dir, num_shots, seed):
-    legacy_path, json_path = fewshot_cache_paths(dataset_dir, num_shots, seed)
-    if os.path.isfile(legacy_path):
-        print(f"Loading preprocessed few-shot data from {legacy_path}")
-        data = read_legacy_pickle(legacy_path)
-        return {key: relocate(items, dataset_dir, legacy_path) for key, items in data.items()}
-    if os.path.isfile(json_path):
-        print(f"Loading preprocessed few-shot data from {json_path}")
-        return _read_portable_cache(json_path, dataset_dir)
-    return None
+    path = existing_fewshot_cache(dataset_dir, num_shots, seed)
+    if path is None:
+        return None
+    print(f"Loading preprocessed few-shot data from {path}")
+    if path.endswith(".pkl"):
+        data = read_legacy_pickle(path)
+        return {key: relocate(items, dataset_dir, path) for key, items in data.items()}
+    return _read_portable_cache(path, dataset_dir)
 
 
 def save_fewshot_cache(dataset_dir, num_shots, seed, sample):

@@ -33,6 +33,7 @@ def extend_cfg(cfg):
 @DATASET_REGISTRY.register()
 class UserDataset(BenchmarkDataset):
     docs_section = DOCS_SECTION
+    has_published_split = False  # the split created on first use is the split
 
     def __init__(self, cfg):
         settings = cfg.DATASET.get("USER")

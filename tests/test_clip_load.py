@@ -1,6 +1,7 @@
 """clip.load from local files, and downloads from a loopback HTTP server (no network needed)."""
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 
@@ -11,6 +12,8 @@ from PIL import Image
 import clip
 from clip import pretrained
 from clip.model import build_model
+from clip.pretrained import ModelFileError
+from dassl.utils import UserError
 from tests.helpers.clip_files import make_resnet_state_dict, make_vit_state_dict, write_clip_file
 from tests.helpers.http_server import serve_folder
 
@@ -69,18 +72,21 @@ def test_preprocess_is_openai_normalisation(tmp_path, vit_state_dict):
     assert gray.shape == (3, 32, 32)
 
 
-def test_unknown_name_lists_available_models(tmp_path):
-    with pytest.raises(RuntimeError, match="ViT-B/16"):
-        clip.load("ViT-Z/99", download_root=str(tmp_path))
+def test_unknown_name_or_missing_file_lists_available_models(tmp_path):
+    """Both are user errors (train.py prints them in one line) naming OpenAI's models."""
+    for name in ("ViT-Z/99", str(tmp_path / "missing.pt")):
+        with pytest.raises(ModelFileError, match=f"{re.escape(name)}.*RN50, RN101.*ViT-B/16"):
+            clip.load(name, download_root=str(tmp_path))
+    assert issubclass(ModelFileError, UserError)
 
 
 def test_file_that_is_not_a_clip_state_dict(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)
-    with pytest.raises(ValueError, match="not an OpenAI CLIP state dict"):
+    with pytest.raises(ModelFileError, match="other.pt: not an OpenAI CLIP state dict"):
         clip.load(str(path))
     path.write_bytes(b"not a torch file")
-    with pytest.raises(RuntimeError, match="neither a TorchScript archive"):
+    with pytest.raises(ModelFileError, match="neither a TorchScript archive"):
         clip.load(str(path))
 
 

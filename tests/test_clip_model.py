@@ -123,6 +123,32 @@ def test_blocks_are_batch_first_and_take_the_mask_as_argument(vit_state_dict):
     assert not any(isinstance(v, torch.Tensor) for v in vars(block).values())
 
 
+def upstream_text_encoder(model, tokens):
+    """CoOp / MaPLe's TextEncoder as written for OpenAI's CLIP: sequence-first, no mask passed
+    (OpenAI's blocks store the causal mask)."""
+    x = model.token_embedding(tokens) + model.positional_embedding
+    x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
+    return model.ln_final(x)[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+
+
+def test_text_tower_without_its_causal_mask_is_refused(vit_state_dict):
+    """An upstream TextEncoder ported as is would silently compute other features: it fails,
+    saying what to call instead; the image tower (not causal) needs no mask."""
+    model = build_model(vit_state_dict)
+    tokens = clip.tokenize(TEXTS)
+    with pytest.raises(ValueError, match=r"causal.*transformer\(x, attn_mask=clip_model.build_attention_mask\(\)\)"
+                                         r".*batch-first.*PromptedTextEncoder"):
+        upstream_text_encoder(model, tokens)
+    x = model.embed_text(tokens) + model.positional_embedding
+    with pytest.raises(ValueError, match=r"sequence length 3: x must be batch-first"):
+        model.transformer(x.permute(1, 0, 2), attn_mask=model.build_attention_mask())
+    with torch.no_grad():
+        passed = model.text_head(model.transformer(x, attn_mask=model.build_attention_mask()), tokens)
+        torch.testing.assert_close(passed, model.encode_text(tokens))
+        model.visual.transformer(torch.randn(2, 5, 64))
+    assert model.transformer.causal and not model.visual.transformer.causal
+
+
 def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
     model32 = build_model(vit_state_dict)
     model16 = convert_weights_to_fp16(build_model(vit_state_dict))

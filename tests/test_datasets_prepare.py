@@ -145,7 +145,28 @@ def test_archives_without_public_address_need_manual_steps(tmp_path, capsys):
 
 def test_unknown_name_lists_the_datasets(tmp_path, capsys):
     assert run("cifar10", "--root", tmp_path) == 1
-    assert "EuroSAT" in capsys.readouterr().err
+    assert "choose one of: caltech101, dtd, eurosat, " in capsys.readouterr().err
+
+
+def documented_names():
+    """(config name, DATASET.NAME, folder) rows of the table in DATASETS.md."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "DATASETS.md")) as f:
+        cells = [[cell.strip(" `") for cell in line.strip().strip("|").split("|")] for line in f if line.startswith("| ")]
+    return [tuple(row[:3]) for row in cells if row[0] not in ("config name", "---")]
+
+
+def test_list_shows_the_documented_config_name_first_then_the_registry_name(capsys):
+    rows = documented_names()
+    assert ("dtd", "DescribableTextures", "dtd") in rows and len(rows) == 15
+    assert run("--list") == 0
+    listed = [tuple(line.split()[:3]) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert sorted(listed) == sorted(rows)
+
+
+@pytest.mark.parametrize("config_name, registry_name, folder", documented_names())
+def test_config_and_registry_names_are_both_accepted(config_name, registry_name, folder):
+    for name in (config_name, registry_name, registry_name.upper(), folder):
+        assert prepare.resolve(name).__name__ == registry_name
 
 
 # -- ImageNet: archives from --archives, or an existing folder completed in place ------------------

@@ -8,7 +8,7 @@ from dassl.config import get_cfg_default
 from dassl.data.datasets import DatasetError, build_dataset
 
 import datasets
-from tests.helpers.datasets import write_image
+from tests.helpers.datasets import dataset_cfg, make_eurosat, write_image
 
 CLASSES = ["tulip", "daisy", "rose"]  # sorted: daisy, rose, tulip
 
@@ -57,6 +57,24 @@ def test_image_folder_dataset_base_new_and_few_shot(tmp_path):
     assert len(base.train_x) == 4 and len(base.val) == 4
     assert base.fewshot_hash and base.fewshot_hash == new.fewshot_hash
     assert os.path.isfile(tmp_path / "my_flowers" / "split_fewshot" / "shot_2-seed_1.json")
+
+
+def test_first_use_says_where_the_split_is_saved_and_how_to_redo_it(tmp_path, capsys):
+    write_folder_dataset(tmp_path / "my_flowers")
+    build_dataset(user_cfg(tmp_path, FOLDER_YAML))
+    out = capsys.readouterr().out
+    split_path = tmp_path / "my_flowers" / "split_zhou_my_flowers.json"
+    assert f"created with the current seed and saved as {split_path}; delete it to re-split." in out
+    assert "published" not in out  # there is no published split of the user's own data
+
+
+def test_a_benchmark_without_its_split_file_points_to_the_published_one(tmp_path, capsys):
+    make_eurosat(tmp_path, n_classes=2, n_train=4, n_val=2, n_test=4, write_split=False)
+    random.seed(1)
+    build_dataset(dataset_cfg(tmp_path, "EuroSAT"))
+    out = capsys.readouterr().out
+    assert "not comparable with published ones; to compare with those, put the published split file there" in out
+    assert "re-split" not in out
 
 
 def test_csv_dataset_with_absolute_dir(tmp_path):

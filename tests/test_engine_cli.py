@@ -1,9 +1,13 @@
-"""train.py end to end with the toy trainer: log, config.yaml, results.json, eval-only reload."""
+"""train.py end to end with the toy trainer: log, config.yaml, results.json, eval-only reload,
+and the user errors it reports in one message instead of a traceback."""
+import os
+
 import pytest
 
 import train
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
 from dassl.utils import close_logger, read_json
-from tests.helpers.engine import IMAGE_SIZE  # noqa: F401  (registers the toy trainer and dataset)
+from tests.helpers.engine import TOY_CLASSES, write_toy_images
 
 TOY_CONFIG = """
 INPUT:
@@ -71,3 +75,179 @@ def test_missing_dataset_folder_is_a_one_line_error(tmp_path, capsys):
     message = str(exit_info.value.code)
     assert message.startswith("error: ")
     assert str(tmp_path / "data" / "eurosat") in message and "DATASETS.md" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# User errors: "error: <what to do>" and no traceback
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """train.py arguments for the toy trainer and dataset (before the trailing config overrides);
+    call toy(*more_args)."""
+    config = tmp_path / "toy_ep2.yaml"
+    config.write_text(TOY_CONFIG)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def args(*more, trainer="EngineToyTrainer"):
+        return ["--root", str(data), "--seed", "1", "--trainer", trainer, "--config-file", str(config),
+                "--output-dir", str(tmp_path / "out"), *more]
+
+    return args
+
+
+def _user_error(argv, capsys):
+    """The message train.py exits with; checks it is a user error printed without a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        _run(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ")
+    assert "Traceback" not in message + capsys.readouterr().err
+    return message
+
+
+def test_eval_only_with_a_wrong_model_dir_says_what_the_folder_holds(toy, tmp_path, capsys):
+    missing = tmp_path / "no_such_run"
+    message = _user_error(toy("--eval-only", "--model-dir", str(missing), "DATASET.NAME", "EngineToyColors"), capsys)
+    assert f'--model-dir "{missing}" does not exist' in message
+
+    parent = tmp_path / "runs"  # the folder above the run: holds seed1/, not model/
+    (parent / "seed1" / "model").mkdir(parents=True)
+    (parent / "seed1" / "model" / "model.pth.tar-2").write_bytes(b"")
+    message = _user_error(toy("--eval-only", "--model-dir", str(parent), "DATASET.NAME", "EngineToyColors"), capsys)
+    assert f'--model-dir "{parent}" holds seed1' in message and f'"{parent / "model"}" does not exist' in message
+
+    run = parent / "seed1"
+    message = _user_error(toy("--eval-only", "--model-dir", str(run), "--load-epoch", "5",
+                              "DATASET.NAME", "EngineToyColors"), capsys)
+    assert f'model not found at "{run / "model" / "model.pth.tar-5"}"' in message
+    assert f'"{run / "model"}" holds model.pth.tar-2' in message and "--load-epoch" in message
+
+
+def test_eval_only_without_model_dir_is_refused_for_a_trainer_with_weights(toy, capsys):
+    message = _user_error(toy("--eval-only", "DATASET.NAME", "EngineToyColors"), capsys)
+    assert message == ("error: --eval-only needs --model-dir (the training run's folder) for "
+                       "EngineToyTrainer; only zero-shot trainers evaluate without one")
+
+
+def test_zero_shot_evaluates_without_model_dir(toy, tmp_path):
+    from tests.helpers.trainers import write_tiny_clip
+
+    clip_file = write_tiny_clip(tmp_path / "tiny.pt")
+    _run(toy("--eval-only", "--backbone", str(clip_file), "DATASET.NAME", "EngineToyColors",
+             "INPUT.SIZE", "(32, 32)", trainer="ZeroshotCLIP"))
+    assert read_json(str(tmp_path / "out" / "results.json"))["trainer"] == "ZeroshotCLIP"
+
+
+@pytest.mark.parametrize("where", ["command line", "file"])
+def test_unknown_config_key_suggests_the_closest_one(toy, tmp_path, capsys, where):
+    if where == "file":
+        typo = tmp_path / "typo.yaml"
+        typo.write_text("OPTIM:\n  MAXEPOCH: 3\n")
+        argv = toy("--dataset-config-file", str(typo), "DATASET.NAME", "EngineToyColors")
+        place = f'in "{typo}"'
+    else:
+        argv = toy("DATASET.NAME", "EngineToyColors", "OPTIM.MAXEPOCH", "3")
+        place = "on the command line"
+    assert _user_error(argv, capsys) == (
+        f"error: unknown config key OPTIM.MAXEPOCH {place}; did you mean OPTIM.MAX_EPOCH?")
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["OPTIM.MAX_EPOCH", "abc"], "error: OPTIM.MAX_EPOCH expects int, got 'abc' (str) on the command line"),
+    (["OPTIM.LR", "1"], "error: OPTIM.LR expects float, got 1 (int) on the command line; write it as 1.0"),
+    (["OPTIM.LR"], "error: config overrides come in KEY VALUE pairs, got an odd number of words (3): "
+                   "DATASET.NAME EngineToyColors OPTIM.LR"),
+    (["OPTIM.NAME", "adamm"], "error: OPTIM.NAME \"adamm\" is not supported; choose one of"),
+])
+def test_config_values_of_the_wrong_type_or_choice(toy, capsys, overrides, expected):
+    assert _user_error(toy("DATASET.NAME", "EngineToyColors", *overrides), capsys).startswith(expected)
+
+
+@pytest.mark.parametrize("option", ["--config-file", "--dataset-config-file"])
+def test_missing_config_file(tmp_path, capsys, option):
+    missing = tmp_path / "configs" / "nope.yaml"
+    message = _user_error(["--trainer", "EngineToyTrainer", "--output-dir", str(tmp_path / "out"),
+                           option, str(missing)], capsys)
+    assert message.startswith(f'error: config file "{missing}" does not exist: check the path')
+
+
+@pytest.mark.parametrize("backbone", ["ViT-Z/99", "missing.pt"])
+def test_unknown_clip_name_or_missing_clip_file_lists_openai_names(toy, tmp_path, capsys, backbone):
+    if backbone.endswith(".pt"):
+        backbone = str(tmp_path / backbone)
+    message = _user_error(toy("--backbone", backbone, "DATASET.NAME", "EngineToyColors", trainer="CoOp"), capsys)
+    assert message.startswith(f"error: CLIP model {backbone!r} (MODEL.BACKBONE.NAME / --backbone) is neither")
+    assert "RN50, RN101" in message and "ViT-B/16" in message
+
+
+def test_bmip_option_outside_its_choices(toy, capsys):
+    message = _user_error(toy("DATASET.NAME", "EngineToyColors", "TRAINER.BMIP.AGGREGATION", "sum",
+                              trainer="BMIP"), capsys)
+    assert message == "error: TRAINER.BMIP.AGGREGATION is 'sum': choose one of ['weighted', 'add', 'attention', 'joint']"
+
+
+@DATASET_REGISTRY.register()
+class EngineToyCorruptImage(DatasetBase):
+    """The toy images with one training image overwritten by bytes that are not an image."""
+
+    def __init__(self, cfg):
+        splits = write_toy_images(cfg.DATASET.ROOT)
+        with open(splits["train"][0].impath, "wb") as f:
+            f.write(b"truncated download")
+        super().__init__(train_x=splits["train"], val=splits["val"], test=splits["test"])
+
+
+@pytest.mark.parametrize("num_workers", ["0", "1"])
+def test_corrupt_image_is_named_in_one_message(toy, tmp_path, capsys, num_workers):
+    """Also from a DataLoader worker, which re-raises the error with the worker's traceback as
+    its message: the user sees the original message only."""
+    message = _user_error(toy("DATASET.NAME", "EngineToyCorruptImage", "DATALOADER.NUM_WORKERS", num_workers,
+                              "DATALOADER.TRAIN_X.BATCH_SIZE", "36"), capsys)
+    path = tmp_path / "data" / f"train_{TOY_CLASSES[0]}_0.png"
+    assert message.startswith(f'error: cannot read image "{path}" (')
+    assert message.endswith("replace it with a good copy (re-download the dataset, see DATASETS.md)")
+    assert "\n" not in message
+
+
+def test_checkpoint_of_another_method_says_so_first(toy, tmp_path, capsys):
+    """A MaPLe checkpoint evaluated with --trainer BMIP (both save MultiModalPromptLearner/)."""
+    import torch
+
+    from tests.helpers.trainers import tiny_clip, trainer_cfg, write_tiny_clip
+    from trainers.maple import MultiModalPromptLearner
+    from trainers.prompting import PromptedCLIP, learner_state_dict
+
+    clip_model = tiny_clip()
+    maple_cfg = trainer_cfg("MaPLe", **{"TRAINER.MAPLE.PROMPT_DEPTH": 3})
+    maple = PromptedCLIP(clip_model, MultiModalPromptLearner(maple_cfg, list(TOY_CLASSES), clip_model))
+    checkpoint = tmp_path / "maple_run" / "MultiModalPromptLearner" / "model.pth.tar-2"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": learner_state_dict(maple), "epoch": 2}, checkpoint)
+
+    message = _user_error(toy(
+        "--eval-only", "--model-dir", str(tmp_path / "maple_run"), "--load-epoch", "2",
+        "--backbone", str(write_tiny_clip(tmp_path / "tiny.pt")), "DATASET.NAME", "EngineToyColors",
+        "INPUT.SIZE", "(32, 32)", "TRAINER.BMIP.PROMPT_DEPTH", "3", trainer="BMIP"), capsys)
+    first_line, *details = message.split("\n")
+    assert first_line == ("error: this checkpoint's prompt keys do not look like BMIP's: was it "
+                          "trained with another method (check --trainer)?")
+    lacks = next(line for line in details if "checkpoint lacks" in line)
+    # 16 BMIP entries are missing: 10 named, the rest counted
+    assert lacks.count("prompt_learner.") == 10 and lacks.endswith(" and 6 more")
+
+
+def test_checkpoint_of_the_same_method_with_other_depth_gets_no_method_hint():
+    from tests.helpers.trainers import CLASSNAMES, tiny_clip, trainer_cfg
+    from trainers.maple import MultiModalPromptLearner
+    from trainers.prompting import CheckpointMismatchError, PromptedCLIP, learner_state_dict, load_learner_state
+
+    def maple(depth):
+        clip_model = tiny_clip()
+        cfg = trainer_cfg("MaPLe", **{"TRAINER.MAPLE.PROMPT_DEPTH": depth})
+        return PromptedCLIP(clip_model, MultiModalPromptLearner(cfg, CLASSNAMES, clip_model))
+
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_learner_state(maple(2), learner_state_dict(maple(3)), method="MaPLe")
+    assert str(error.value).startswith("checkpoint does not fit the model built from the config")

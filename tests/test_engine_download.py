@@ -31,6 +31,17 @@ def test_partial_file_is_resumed_with_a_range_request(server, tmp_path):
     assert os.listdir(tmp_path) == ["data.bin"]
 
 
+def test_downloaded_file_has_the_permissions_of_a_plain_file(server, tmp_path):
+    """Like every file we write: readable by a lab sharing the cache (0o666 minus the umask)."""
+    url = server.publish("data.bin", PAYLOAD)
+    previous = os.umask(0o022)
+    try:
+        download(url, str(tmp_path / "data.bin"))
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "data.bin").st_mode & 0o777 == 0o644
+
+
 def test_broken_transfer_keeps_its_part_for_the_next_call(server, tmp_path):
     url = server.publish("data.bin", PAYLOAD)
     server.cut_once["data.bin"] = HALF

@@ -77,6 +77,33 @@ def test_resume_without_restoring_rng_would_differ(tmp_path, data_root, monkeypa
     assert not torch.equal(resumed.model.weight, uninterrupted.model.weight)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_default_checkpoint_freq_keeps_a_resumable_checkpoint(tmp_path, data_root, in_place):
+    """With Dassl's default TRAIN.CHECKPOINT_FREQ 0 a killed run resumes from its last epoch:
+    a rolling checkpoint of the latest epoch exists, and only the final one remains at the end."""
+    settings = {"OPTIM.LR": 0.001}
+    uninterrupted = _train(EngineToyTrainer, toy_cfg(data_root, tmp_path / "full", **settings))
+    killed = tmp_path / "killed"
+    with pytest.raises(Interrupted):
+        _train(InterruptedToyTrainer, toy_cfg(data_root, killed, **settings))
+    assert sorted(os.listdir(killed / "model")) == ["checkpoint", "model.pth.tar-2"]
+
+    # Re-running the same command resumes in place; --resume reads another run's folder.
+    output = killed if in_place else tmp_path / "resumed"
+    set_random_seed(123)
+    resumed = EngineToyTrainer(toy_cfg(data_root, output, RESUME="" if in_place else str(killed), **settings))
+    resumed.train()
+
+    assert resumed.start_epoch == 2
+    expected = _weights(uninterrupted)
+    for key, value in _weights(resumed).items():
+        assert torch.equal(value, expected[key]), key
+    assert sorted(os.listdir(output / "model")) == ["checkpoint", "model.pth.tar-4"]
+    assert (output / "model" / "checkpoint").read_text() == "model.pth.tar-4\n"
+    if not in_place:  # the interrupted run's folder is left as it was
+        assert sorted(os.listdir(killed / "model")) == ["checkpoint", "model.pth.tar-2"]
+
+
 class ScriptedValidationTrainer(EngineToyTrainer):
     """Validation accuracies come from a script; weights are recorded after every epoch."""
 
@@ -123,6 +150,31 @@ def test_best_val_loads_the_best_checkpoint_for_the_final_test(tmp_path, data_ro
     assert sorted(os.listdir(tmp_path / "out" / "model")) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
     results = read_json(str(tmp_path / "out" / "results.json"))
     assert (results["final_model"], results["load_epoch"]) == ("best_val", 2)
+
+
+def test_rolling_checkpoint_never_replaces_requested_ones(tmp_path, data_root):
+    """CHECKPOINT_FREQ's epochs, the final epoch and model-best stay; other epochs' checkpoints
+    live only until the next epoch's is written."""
+    class Trainer(ScriptedValidationTrainer):
+        script = (50.0, 70.0, 60.0, 60.0, 60.0)
+
+        def after_epoch(self):
+            super().after_epoch()
+            self.files_after_epoch = getattr(self, "files_after_epoch", [])
+            self.files_after_epoch.append(sorted(os.listdir(tmp_path / "out" / "model")))
+
+    cfg = toy_cfg(data_root, tmp_path / "out", **{
+        "OPTIM.MAX_EPOCH": 5, "TRAIN.CHECKPOINT_FREQ": 3, "TEST.FINAL_MODEL": "best_val"})
+    trainer = _train(Trainer, cfg)
+    kept = ["checkpoint", "model-best.pth.tar"]
+    assert trainer.files_after_epoch == [
+        kept + ["model.pth.tar-1"],
+        kept + ["model.pth.tar-2"],
+        kept + ["model.pth.tar-3"],
+        kept + ["model.pth.tar-3", "model.pth.tar-4"],
+        kept + ["model.pth.tar-3", "model.pth.tar-5"],
+    ]
+    assert torch.load(tmp_path / "out" / "model" / "model-best.pth.tar", weights_only=True)["epoch"] == 2
 
 
 def test_best_val_without_validation_split_is_refused(tmp_path, data_root):

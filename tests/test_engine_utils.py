@@ -122,6 +122,36 @@ def test_save_checkpoint_leaves_no_partial_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored afterwards)."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def _mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_file(tmp_path, umask):
+    """A lab shares $DATA and output/: split caches, results.json and checkpoints must be as
+    readable as any file its members create (0o666 minus the umask), not mkstemp's 0o600."""
+    from datasets.splits import try_write_json
+
+    for mask, expected in ((0o022, 0o644), (0o002, 0o664)):
+        umask(mask)
+        folder = tmp_path / f"umask{mask:o}"
+        write_json({"a": 1}, str(folder / "results.json"))
+        try_write_json([1, 2], str(folder / "split_cache.json"), compact=True)
+        state = {"state_dict": {"w": torch.ones(1)}, "epoch": 1, "optimizer": None, "scheduler": None}
+        save_checkpoint(state, str(folder / "model"), is_best=True)
+        written = ["results.json", "split_cache.json", "model/model.pth.tar-1",
+                   "model/model-best.pth.tar", "model/checkpoint"]
+        assert {name: _mode(folder / name) for name in written} == dict.fromkeys(written, expected)
+        assert sorted(os.listdir(folder / "model")) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-1"]
+
+
 def test_logger_tees_and_keeps_old_log(tmp_path):
     try:
         setup_logger(str(tmp_path))

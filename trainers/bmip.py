@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, check_depth,
                                 init_context, num_text_layers, num_vision_layers, prompt_list,
@@ -53,7 +54,7 @@ def check_options(bmip):
     for key, value, choices in (("AGGREGATION", bmip.AGGREGATION, AGGREGATIONS),
                                 ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS)):
         if value not in choices:
-            raise ValueError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
+            raise ConfigError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
 
 
 # ---------------------------------------------------------------------------------------------

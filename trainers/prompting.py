@@ -88,7 +88,7 @@ from clip.model import VisionTransformer, convert_weights_to_fp16
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint
+from dassl.utils import UserError, load_checkpoint
 
 # Standard deviation of randomly initialised prompt tokens (CoOp, VPT, MaPLe, IVLP all use it).
 PROMPT_INIT_STD = 0.02
@@ -535,7 +535,7 @@ class PromptedCLIP(nn.Module):
 # Checkpoints: learner entries only; upstream formats accepted, strictly
 # ---------------------------------------------------------------------------------------------
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint does not fit the model built from the config."""
 
 
@@ -549,27 +549,53 @@ def _shape(tensor):
     return "×".join(str(size) for size in tensor.shape) or "scalar"
 
 
-def _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip):
-    lines = []
-    for key, got, expected in wrong_shapes:
-        lines.append(f"checkpoint has {key} {got}, model expects {expected}")
+# How many keys of each kind a mismatch message names before "and N more".
+LISTED_KEYS = 10
+
+
+def _listing(items):
+    items = sorted(items)
+    more = len(items) - LISTED_KEYS
+    return ", ".join(items[:LISTED_KEYS]) + (f" and {more} more" if more > 0 else "")
+
+
+def _looks_like_another_method(learner_keys, checkpoint_keys):
+    # Less than half of the two key sets in common: not a variant (other N_CTX or depth) of this
+    # method's checkpoint, but one of another method (MaPLe's loaded into BMIP, CoOp's into CoCoOp).
+    union = set(learner_keys) | set(checkpoint_keys)
+    return len(set(learner_keys) & set(checkpoint_keys)) < len(union) / 2
+
+
+def _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip, another_method, method):
+    lines = [f"checkpoint has {key} {got}, model expects {expected}"
+             for key, got, expected in wrong_shapes[:LISTED_KEYS]]
+    if len(wrong_shapes) > LISTED_KEYS:
+        lines.append(f"and {len(wrong_shapes) - LISTED_KEYS} more entries of other shapes")
     if missing:
-        lines.append(f"checkpoint lacks {', '.join(sorted(missing))}")
+        lines.append(f"checkpoint lacks {_listing(missing)}")
     if unexpected:
-        lines.append(f"checkpoint has entries the model does not: {', '.join(sorted(unexpected))}")
-    for key, got, expected in wrong_clip:
+        lines.append(f"checkpoint has entries the model does not: {_listing(unexpected)}")
+    for key, got, expected in wrong_clip[:LISTED_KEYS]:
         lines.append(f"checkpoint's frozen CLIP has {key} {got}, the loaded CLIP has {expected} "
                      "(another backbone: check MODEL.BACKBONE.NAME)")
-    return ("checkpoint does not fit the model built from the config (check N_CTX, the prompt "
-            "depths and the backbone against the run that wrote it):\n  " + "\n  ".join(lines))
+    if len(wrong_clip) > LISTED_KEYS:
+        lines.append(f"and {len(wrong_clip) - LISTED_KEYS} more frozen CLIP entries that differ")
+    header = ("checkpoint does not fit the model built from the config (check N_CTX, the prompt "
+              "depths and the backbone against the run that wrote it):")
+    if another_method:
+        owner = f"{method}'s" if method else "this model's"
+        header = (f"this checkpoint's prompt keys do not look like {owner}: was it trained with "
+                  f"another method (check --trainer)?\n{header}")
+    return header + "\n  " + "\n  ".join(lines)
 
 
-def load_learner_state(model, state_dict, rename=lambda key: key):
+def load_learner_state(model, state_dict, rename=lambda key: key, method=""):
     """Load a checkpoint's learner entries into `model` (a PromptedCLIP), strictly.
 
-    `rename` maps upstream key names to ours. Ignored explicitly: upstream frozen-CLIP entries
-    (their shapes are checked against the loaded CLIP, their values are CLIP's) and the
-    class-name buffers token_prefix / token_suffix. Every learner entry must be present with its
+    `rename` maps upstream key names to ours; `method` (the trainer's name) is named in the error
+    when the checkpoint seems to come from another method. Ignored explicitly: upstream
+    frozen-CLIP entries (their shapes are checked against the loaded CLIP, their values are
+    CLIP's) and the class-name buffers token_prefix / token_suffix. Every learner entry must be present with its
     shape; anything else raises CheckpointMismatchError. Values are cast to the model's dtypes
     (upstream entries are often fp16)."""
     expected = learner_state_dict(model)
@@ -592,8 +618,9 @@ def load_learner_state(model, state_dict, rename=lambda key: key):
             unexpected.append(key)
     missing = set(expected) - set(loaded)
     if missing or unexpected or wrong_shapes or wrong_clip:
-        raise CheckpointMismatchError(
-            _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip))
+        another_method = _looks_like_another_method(expected, [*loaded, *unexpected])
+        raise CheckpointMismatchError(_describe_mismatch(
+            missing, unexpected, wrong_shapes, wrong_clip, another_method, method))
     with torch.no_grad():
         for key, value in loaded.items():
             expected[key].copy_(value.to(dtype=expected[key].dtype, device=expected[key].device))
@@ -645,7 +672,8 @@ class PromptTrainer(TrainerX):
         if cfg.MODEL.INIT_WEIGHTS:
             checkpoint = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)
             state_dict = checkpoint.get("state_dict", checkpoint)
-            load_learner_state(self.model, state_dict, self.rename_checkpoint_key)
+            load_learner_state(self.model, state_dict, self.rename_checkpoint_key,
+                               cfg.TRAINER.NAME)
         self.model.to(self.device)
         trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
         print(f"Parameters to be updated ({sum(p.numel() for p in learner.parameters()):,}): "
@@ -676,4 +704,5 @@ class PromptTrainer(TrainerX):
         return learner_state_dict(self._models[name])
 
     def load_state_dict_into(self, name, state_dict, epoch=None):
-        load_learner_state(self._models[name], state_dict, self.rename_checkpoint_key)
+        load_learner_state(self._models[name], state_dict, self.rename_checkpoint_key,
+                           self.cfg.TRAINER.NAME)

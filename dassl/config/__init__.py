@@ -1,3 +1,4 @@
+from .checked import CheckedCfgNode, ConfigError, full_keys
 from .defaults import _C as cfg_default
 
 

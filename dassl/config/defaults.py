@@ -4,7 +4,9 @@ Trainer-specific keys (``TRAINER.<NAME>.*``) are added by each trainer module's 
 """
 from yacs.config import CfgNode as CN
 
-_C = CN()
+from .checked import CheckedCfgNode
+
+_C = CheckedCfgNode()
 
 _C.VERSION = 1
 # Where log.txt, tensorboard events, checkpoints and results.json go

@@ -1,6 +1,8 @@
 """Samplers named by ``DATALOADER.*.SAMPLER``."""
 from torch.utils.data.sampler import RandomSampler, SequentialSampler
 
+from dassl.config import ConfigError
+
 AVAILABLE_SAMPLERS = ("RandomSampler", "SequentialSampler")
 
 
@@ -10,6 +12,6 @@ def build_sampler(sampler_type, cfg=None, data_source=None, batch_size=32, n_dom
         return RandomSampler(data_source)
     if sampler_type == "SequentialSampler":
         return SequentialSampler(data_source)
-    raise ValueError(
+    raise ConfigError(
         f'Unknown sampler "{sampler_type}" (DATALOADER.*.SAMPLER); available: {list(AVAILABLE_SAMPLERS)}'
     )

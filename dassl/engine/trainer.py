@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
+    CheckpointNotFoundError,
     MetricMeter,
     console_stream,
     get_rng_state,
@@ -41,6 +43,25 @@ def _as_list(names):
     return [names] if isinstance(names, str) else list(names)
 
 
+def _folder_listing(folder):
+    if not osp.isdir(folder):
+        return "does not exist"
+    return f"holds {', '.join(sorted(os.listdir(folder))) or 'nothing'}"
+
+
+def _describe_missing_model(directory, model_path):
+    """Why ``model_path`` (under the run folder ``directory``) cannot be loaded: what the run
+    folder and the model's sub-folder hold instead."""
+    model_folder = osp.dirname(model_path)
+    lines = [f'model not found at "{model_path}"',
+             f'--model-dir "{directory}" {_folder_listing(directory)}']
+    if osp.isdir(directory):
+        lines.append(f'"{model_folder}" {_folder_listing(model_folder)}')
+    lines.append("Pass --model-dir of a training run of this trainer (the folder holding "
+                 f"{osp.basename(model_folder)}/) and --load-epoch of an epoch saved there.")
+    return "\n".join(lines)
+
+
 class TrainerBase:
     """Model registry, checkpointing, LR stepping and the epoch loop."""
 
@@ -51,6 +72,9 @@ class TrainerBase:
         self._writer = None
         self.scaler = None
         self.should_stop = False
+        # Epoch count of the latest checkpoint saved only so that a killed run can resume (see
+        # SimpleTrainer.save_epoch_checkpoint); removed once a newer one exists.
+        self._rolling_epoch = None
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         if self.__dict__.get("_models") is None:
@@ -88,22 +112,24 @@ class TrainerBase:
             )
         return result
 
-    def _engine_state(self):
+    def _engine_state(self, rolling=False):
         """Loop state beyond the weights that a resumed run needs to continue identically."""
-        state = {"rng_state": get_rng_state()}
+        state = {"rng_state": get_rng_state(), "rolling": rolling}
         state["best_result"] = float(getattr(self, "best_result", -np.inf))
         state["epochs_without_improvement"] = getattr(self, "epochs_without_improvement", 0)
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name="",
+                   rolling=False):
         """Write one checkpoint per registered model to ``directory/<name>/``.
 
         The dict holds upstream's keys (state_dict, epoch, optimizer, scheduler, val_result) plus
-        ``engine_state`` (RNG states, early-stopping counters, AMP scaler) for exact resuming.
+        ``engine_state`` (RNG states, early-stopping counters, AMP scaler) for exact resuming;
+        ``rolling`` marks a checkpoint kept only until the next epoch's (see save_epoch_checkpoint).
         """
-        engine_state = self._engine_state()
+        engine_state = self._engine_state(rolling)
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             checkpoint = {
@@ -124,7 +150,7 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
-        start_epoch = 0
+        start_epoch, engine_state = 0, None
         for name, pointer in zip(names, pointers):
             with open(pointer) as f:
                 fpath = osp.join(directory, name, f.readline().strip())
@@ -135,11 +161,20 @@ class TrainerBase:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
             if self._scheds[name] is not None and checkpoint.get("scheduler"):
                 self._scheds[name].load_state_dict(checkpoint["scheduler"])
-            if checkpoint.get("engine_state"):
-                self._restore_engine_state(checkpoint["engine_state"])
+            engine_state = checkpoint.get("engine_state")
+            if engine_state:
+                self._restore_engine_state(engine_state)
             start_epoch = checkpoint["epoch"]
             print(f"Resumed {name} at epoch {start_epoch}")
+        if engine_state and engine_state.get("rolling") and self._is_output_dir(directory):
+            self._rolling_epoch = start_epoch
         return start_epoch
+
+    def _is_output_dir(self, directory):
+        # A rolling checkpoint is removed only from the folder this run writes to, never from
+        # another run's folder that it resumed from.
+        output_dir = getattr(self, "output_dir", None)
+        return output_dir is not None and osp.abspath(directory) == osp.abspath(output_dir)
 
     def _restore_engine_state(self, state):
         set_rng_state(state["rng_state"])
@@ -170,12 +205,7 @@ class TrainerBase:
         for name in self.get_model_names():
             model_path = self._checkpoint_file(directory, name, epoch)
             if not osp.exists(model_path):
-                folder = osp.dirname(model_path)
-                found = sorted(os.listdir(folder)) if osp.isdir(folder) else []
-                raise FileNotFoundError(
-                    f'Model not found at "{model_path}". Files in {folder}: {found or "(none)"}. '
-                    "Pass --model-dir of a training run and --load-epoch of a saved epoch."
-                )
+                raise CheckpointNotFoundError(_describe_missing_model(directory, model_path))
             checkpoint = load_checkpoint(model_path)
             state_dict = {
                 key: value
@@ -346,7 +376,7 @@ class SimpleTrainer(TrainerBase):
     def check_cfg(self, cfg):
         """Override to reject configs the trainer cannot run (called before anything is built)."""
         if cfg.TEST.FINAL_MODEL not in FINAL_MODELS:
-            raise ValueError(f'TEST.FINAL_MODEL "{cfg.TEST.FINAL_MODEL}" must be one of {list(FINAL_MODELS)}')
+            raise ConfigError(f'TEST.FINAL_MODEL "{cfg.TEST.FINAL_MODEL}" must be one of {list(FINAL_MODELS)}')
 
     def _resolve_precision(self, cfg):
         """``TRAINER.<NAME>.PREC`` (fp16 | fp32 | amp; fp32 when the trainer has no such key).
@@ -356,7 +386,7 @@ class SimpleTrainer(TrainerBase):
         section = cfg.TRAINER.get(cfg.TRAINER.NAME.upper())
         precision = section.get("PREC", "fp32") if section is not None else "fp32"
         if precision not in PRECISIONS:
-            raise ValueError(
+            raise ConfigError(
                 f'TRAINER.{cfg.TRAINER.NAME.upper()}.PREC "{precision}" must be one of {list(PRECISIONS)}'
             )
         if precision != "fp32" and self.device.type == "cpu":
@@ -393,7 +423,7 @@ class SimpleTrainer(TrainerBase):
 
     def before_train(self):
         if self.selects_on_validation and self.val_loader is None:
-            raise ValueError(
+            raise ConfigError(
                 "TRAIN.EARLY_STOPPING / TEST.FINAL_MODEL best_val select the model on the "
                 f"validation split, but dataset {self.cfg.DATASET.NAME} has none; turn them off "
                 "(model selection on the test set would bias the reported accuracy)"
@@ -447,13 +477,32 @@ class SimpleTrainer(TrainerBase):
         return self.output_dir
 
     def after_epoch(self):
-        last_epoch = (self.epoch + 1) == self.max_epoch
-        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
         if self.selects_on_validation:
             self._validate_and_select()
-        if meet_checkpoint_freq or last_epoch or self.should_stop:
-            self.save_model(self.epoch, self.output_dir)
+        self.save_epoch_checkpoint()
+
+    def save_epoch_checkpoint(self):
+        """Save ``model.pth.tar-<epoch>`` after every epoch, so a killed run resumes where it was.
+
+        Checkpoints of the epochs TRAIN.CHECKPOINT_FREQ asks for and of the final epoch (last or
+        early-stopped) are kept. Any other epoch's checkpoint is rolling: it is removed as soon
+        as the next epoch's is written (with Dassl's default CHECKPOINT_FREQ 0, upstream saves
+        the final epoch only, and a run killed at epoch 43 of 500 restarts from scratch).
+        """
+        done = self.epoch + 1
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        requested = (freq > 0 and done % freq == 0) or done == self.max_epoch or self.should_stop
+        self.save_model(self.epoch, self.output_dir, rolling=not requested)
+        self._remove_rolling_checkpoint()
+        self._rolling_epoch = None if requested else done
+
+    def _remove_rolling_checkpoint(self):
+        if self._rolling_epoch is None:
+            return
+        for name in self.get_model_names():
+            path = osp.join(self.output_dir, name, f"model.pth.tar-{self._rolling_epoch}")
+            if osp.exists(path):
+                os.remove(path)
 
     def _validate_and_select(self):
         """Validate; keep the best model as model-best.pth.tar; stop early if due."""

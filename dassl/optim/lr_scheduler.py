@@ -8,6 +8,7 @@ checkpoints load with ``torch.load(weights_only=True)``.
 """
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, StepLR
 
+from dassl.config import ConfigError
 from dassl.utils.torchtools import PickledObjectState
 
 AVAILABLE_SCHEDULERS = ("single_step", "multi_step", "cosine")
@@ -103,11 +104,11 @@ def _main_scheduler(optimizer, optim_cfg):
         return StepLR(optimizer, step_size=stepsize, gamma=optim_cfg.GAMMA)
     if name == "multi_step":
         if not isinstance(stepsize, (list, tuple)):
-            raise ValueError(f"OPTIM.STEPSIZE must be a list for multi_step, got {stepsize!r}")
+            raise ConfigError(f"OPTIM.STEPSIZE must be a list for multi_step, got {stepsize!r}")
         return MultiStepLR(optimizer, milestones=list(stepsize), gamma=optim_cfg.GAMMA)
     if name == "cosine":
         return CosineAnnealingLR(optimizer, float(optim_cfg.MAX_EPOCH))
-    raise ValueError(
+    raise ConfigError(
         f'OPTIM.LR_SCHEDULER "{name}" is not supported; choose one of {list(AVAILABLE_SCHEDULERS)}'
     )
 
@@ -127,4 +128,4 @@ def build_lr_scheduler(optimizer, optim_cfg):
         return LinearWarmupScheduler(
             optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR
         )
-    raise ValueError(f'OPTIM.WARMUP_TYPE "{optim_cfg.WARMUP_TYPE}" must be "constant" or "linear"')
+    raise ConfigError(f'OPTIM.WARMUP_TYPE "{optim_cfg.WARMUP_TYPE}" must be "constant" or "linear"')

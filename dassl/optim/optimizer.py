@@ -4,6 +4,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from dassl.config import ConfigError
+
 AVAILABLE_OPTIMIZERS = ("adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw")
 
 
@@ -13,7 +15,7 @@ def _staged_param_groups(model, optim_cfg):
         raise TypeError("OPTIM.STAGED_LR needs an nn.Module, not an iterable of parameters")
     new_layers = optim_cfg.NEW_LAYERS
     if not new_layers:
-        raise ValueError("OPTIM.STAGED_LR is True but OPTIM.NEW_LAYERS is empty")
+        raise ConfigError("OPTIM.STAGED_LR is True but OPTIM.NEW_LAYERS is empty")
     if isinstance(new_layers, str):
         new_layers = [new_layers]
     if isinstance(model, nn.DataParallel):
@@ -33,7 +35,7 @@ def build_optimizer(model, optim_cfg, param_groups=None):
     parameters (or explicit ``param_groups``)."""
     name = optim_cfg.NAME
     if name not in AVAILABLE_OPTIMIZERS:
-        raise ValueError(f'OPTIM.NAME "{name}" is not supported; choose one of {list(AVAILABLE_OPTIMIZERS)}')
+        raise ConfigError(f'OPTIM.NAME "{name}" is not supported; choose one of {list(AVAILABLE_OPTIMIZERS)}')
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn("OPTIM.STAGED_LR is ignored because param_groups were given explicitly")
     if param_groups is None:

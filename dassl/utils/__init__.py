@@ -1,8 +1,12 @@
 from .download import DownloadFailed, digest_mismatch, download, folder_lock
+from .errors import UserError
 from .logger import close_logger, console_stream, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry, check_availability
 from .tools import (
+    ImageError,
+    ImageNotFoundError,
+    atomic_write,
     check_isfile,
     collect_env_info,
     listdir_nohidden,
@@ -13,6 +17,7 @@ from .tools import (
     write_json,
 )
 from .torchtools import (
+    CheckpointNotFoundError,
     PickledObjectState,
     count_num_param,
     get_rng_state,

@@ -4,12 +4,15 @@ import json
 import os
 import os.path as osp
 import random
+import secrets
 import sys
-import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .errors import UserError
 
 
 def mkdir_if_missing(dirname):
@@ -36,19 +39,34 @@ def read_json(fpath):
         return json.load(f)
 
 
-def write_json(obj, fpath):
-    """Write ``obj`` as indented JSON; the file appears atomically (temp file, then rename)."""
+@contextmanager
+def atomic_write(fpath, binary=False):
+    """Open a file for writing whose content appears under ``fpath`` only once complete.
+
+    The data go to a temporary file beside ``fpath`` that replaces it in one rename, so a reader
+    (or a resumed run) never sees half a file; on error the temporary file is removed and
+    ``fpath`` is left as it was. The file gets the permissions of any newly created file (0o666
+    minus the umask), not tempfile.mkstemp's private 0o600: a lab sharing $DATA or output/ must
+    be able to read each other's split caches, results and checkpoints.
+    """
     directory = osp.dirname(osp.abspath(fpath))
     mkdir_if_missing(directory)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    tmp_path = osp.join(directory, f".tmp-{secrets.token_hex(8)}-{osp.basename(fpath)}")
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, separators=(",", ": "))
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            yield f
         os.replace(tmp_path, fpath)
     except BaseException:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def write_json(obj, fpath):
+    """Write ``obj`` as indented JSON; the file appears atomically (see ``atomic_write``)."""
+    with atomic_write(fpath) as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
 def listdir_nohidden(path, sort=False):
@@ -90,17 +108,25 @@ def collect_env_info():
     return "\n".join(lines)
 
 
+class ImageError(UserError, OSError):
+    """An image file cannot be decoded (corrupt, truncated, or not an image)."""
+
+
+class ImageNotFoundError(ImageError, FileNotFoundError):
+    """An image file does not exist."""
+
+
 def read_image(path):
-    """Open ``path`` as an RGB PIL image; a missing or broken file raises an error naming it."""
+    """Open ``path`` as an RGB PIL image; a missing or broken file raises an ImageError naming it."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f'Image file not found: "{path}". Check DATASET.ROOT and the dataset layout.'
+        raise ImageNotFoundError(
+            f'image file not found: "{path}". Check DATASET.ROOT and the dataset layout.'
         ) from error
     except OSError as error:
-        raise OSError(
-            f'Cannot read image "{path}" ({error}); the file is corrupt or not an image: '
-            "re-download or remove it"
+        raise ImageError(
+            f'cannot read image "{path}" ({error}); the file is corrupt or not an image: '
+            "replace it with a good copy (re-download the dataset, see DATASETS.md)"
         ) from error

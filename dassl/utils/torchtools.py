@@ -4,20 +4,23 @@ Checkpoints are ``torch.save`` dicts with ``state_dict``, ``epoch``, ``optimizer
 (and ``val_result`` for the best-validation model), as upstream Dassl writes them. They are read
 with ``torch.load(weights_only=True)``: a checkpoint is untrusted input.
 """
-import os
 import os.path as osp
 import random
 import shutil
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from .tools import mkdir_if_missing
+from .errors import UserError
+from .tools import atomic_write, mkdir_if_missing
 
 
 BEST_MODEL_NAME = "model-best.pth.tar"
+
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """A checkpoint file (or the run folder that should hold it) does not exist."""
 
 
 class PickledObjectState:
@@ -70,7 +73,7 @@ def load_checkpoint(fpath):
     if fpath is None:
         raise ValueError("load_checkpoint() got fpath=None: pass the path of a checkpoint file")
     if not osp.exists(fpath):
-        raise FileNotFoundError(f'No checkpoint file at "{fpath}"')
+        raise CheckpointNotFoundError(f'no checkpoint file at "{fpath}": check the path')
     with torch.serialization.safe_globals(_UPSTREAM_ALLOWED_GLOBALS):
         try:
             return torch.load(fpath, map_location="cpu", weights_only=True)
@@ -81,31 +84,6 @@ def load_checkpoint(fpath):
                 "scheduler classes upstream Dassl pickles. If you trust the file, re-save its "
                 "state_dict with plain tensors."
             ) from error
-
-
-def _atomic_torch_save(obj, fpath):
-    directory = osp.dirname(osp.abspath(fpath))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pth")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp_path)
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-
-
-def _atomic_copy(src, dst):
-    fd, tmp_path = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), prefix=".tmp-")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp_path)
-        os.replace(tmp_path, dst)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def _strip_module_prefix(state_dict):
@@ -130,16 +108,18 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     if not model_name:
         model_name = f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, model_name)
-    _atomic_torch_save(state, fpath)
+    with atomic_write(fpath, binary=True) as f:
+        torch.save(state, f)
     print(f"Checkpoint saved to {fpath}")
 
     if model_name != BEST_MODEL_NAME:
-        with open(osp.join(save_dir, "checkpoint"), "w") as f:
+        with atomic_write(osp.join(save_dir, "checkpoint")) as f:
             f.write(f"{osp.basename(fpath)}\n")
 
     if is_best:
         best_fpath = osp.join(save_dir, BEST_MODEL_NAME)
-        _atomic_copy(fpath, best_fpath)
+        with open(fpath, "rb") as source, atomic_write(best_fpath, binary=True) as f:
+            shutil.copyfileobj(source, f)
         print(f'Best checkpoint saved to "{best_fpath}"')
 
 

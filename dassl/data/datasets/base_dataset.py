@@ -7,8 +7,10 @@ behind (``split_fewshot/shot_K-seed_S.pkl``) pickle ``Datum`` objects under
 import random
 from collections import defaultdict
 
+from dassl.utils.errors import UserError
 
-class DatasetError(Exception):
+
+class DatasetError(UserError):
     """A dataset folder, split file, cache or image is missing or malformed.
 
     The message names the path involved and what to do about it; entry points (``train.py``,
@@ -99,6 +101,116 @@ def sample_few_shot(data_source, num_shots, repeat=False):
     return sampled
 
 
+def check_labels(splits, source, advice="", classnames=None):
+    """Refuse labels the model cannot score, before anything is trained or evaluated.
+
+    A model has one output per class, so a test label outside the classes is scored against the
+    wrong logits or crashes deep in the loss (USERS.md #8: "label 998 vs 991 logits"). The
+    classes are the labels of the first split (the training split), which must be exactly
+    ``0..N-1``, each present; or, for a test-only dataset, the given class list, each class with
+    at least one image. Every label of the other splits must be one of these classes, and a
+    label has one class name everywhere.
+
+    Args:
+        splits: ``(name, items)`` pairs, the training split first; empty or ``None`` ones are
+            skipped.
+        source: the dataset and the file its labels come from, for the message.
+        advice: what to do about it, appended to the message.
+        classnames: the class list (names in label order) of a test-only dataset.
+
+    The rules are checked on the distinct ``(label, class name)`` pairs, collected with one set
+    comprehension per split: cheap next to reading the split.
+    """
+    splits = [(name, items) for name, items in splits if items]
+    if not splits:
+        return
+    violation = _label_violation(splits, classnames)
+    if violation is not None:
+        name, item, rule = violation
+        image = f'image "{item.impath}" (label {item.label}, class "{item.classname}"): ' if item else ""
+        raise DatasetError(f'{source}: split "{name}", {image}{rule}.' + (f" {advice}" if advice else ""))
+
+
+def _label_violation(splits, classnames):
+    """``(split name, offending item or None, rule broken)`` for the first problem, else None."""
+    if classnames is None:
+        name, items = splits[0]
+        classes, violation = _classes_of_split(name, items)
+        reference, checked = f'split "{name}"', splits[1:]
+    else:
+        classes, violation = dict(enumerate(classnames)), None
+        reference, checked = "the class list", splits
+    violation = violation or _first_foreign_label(checked, classes, reference)
+    if violation is None and classnames is not None:
+        violation = _first_class_without_image(splits[0], classes)
+    return violation
+
+
+def _classes_of_split(name, items):
+    """The classes a training split defines (label -> class name), and its first violation."""
+    classes = {}
+    for label, classname in _distinct_label_names(items):
+        if label < 0:
+            return classes, (name, _find_item(items, label, classname), "labels must be 0 or more")
+        if classes.setdefault(label, classname) != classname:
+            rule = f'label {label} is also named "{classes[label]}" here; one label must have one class name'
+            return classes, (name, _find_item(items, label, classname), rule)
+    last = max(classes)
+    gap = next((label for label in range(last) if label not in classes), None)
+    if gap is None:
+        return classes, None
+    rule = (
+        f"labels go up to {last} but no image has label {gap}; the training labels must be "
+        f"0..{last}, each present, since the model has one class per training label"
+    )
+    return classes, (name, _find_item(items, last, classes[last]), rule)
+
+
+def _first_foreign_label(splits, classes, reference):
+    """The first item whose label is not a class, or whose class name differs from the class's."""
+    for name, items in splits:
+        for label, classname in _distinct_label_names(items):
+            if label not in classes:
+                rule = (
+                    f"label {label} is not a class of {reference} (labels 0..{len(classes) - 1}); "
+                    f"every label must be a class of {reference}, the only classes the model scores"
+                )
+            elif classes[label] != classname:
+                rule = f'label {label} is "{classes[label]}" in {reference}; one label must have one class name'
+            else:
+                continue
+            return name, _find_item(items, label, classname), rule
+    return None
+
+
+def _first_class_without_image(split, classes):
+    name, items = split
+    present = {item.label for item in items}
+    missing = next((label for label in classes if label not in present), None)
+    if missing is None:
+        return None
+    return name, None, f'class {missing} ("{classes[missing]}") of the class list has no image'
+
+
+def _distinct_label_names(items):
+    """The distinct ``(label, class name)`` pairs of ``items``, in a reproducible order."""
+    return sorted({(item.label, item.classname) for item in items}, key=lambda pair: (pair[0], str(pair[1])))
+
+
+def _find_item(items, label, classname):
+    return next(item for item in items if item.label == label and item.classname == classname)
+
+
+def _distinct_splits(*named_splits):
+    """``(name, items)`` pairs minus those whose list is one already given (test-only datasets
+    pass the same list as train and test)."""
+    seen = []
+    for name, items in named_splits:
+        if items is not None and not any(items is other for other in seen):
+            seen.append(items)
+            yield name, items
+
+
 class DatasetBase:
     """A dataset's splits: labelled training data, optional unlabelled data, val and test.
 
@@ -115,6 +227,7 @@ class DatasetBase:
         self._val = val  # validation data (optional)
         self._test = test  # test data
         self._num_classes = self.get_num_classes(train_x)
+        check_labels(_distinct_splits(("train", train_x), ("val", val), ("test", test)), type(self).__name__)
         self._lab2cname, self._classnames = self.get_lab2cname(train_x)
         self.base_labels = None
 
