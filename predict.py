@@ -17,13 +17,12 @@ import contextlib
 import os.path as osp
 import sys
 
-from clip.pretrained import DownloadError
-from trainers.predict import PredictorError, check_image_paths, default_cfg, load_predictor
-from trainers.prompting import CheckpointMismatchError
+from dassl.utils import UserError
+from trainers.predict import check_image_paths, default_cfg, load_predictor
 
 # Errors caused by the user's files or settings: their message says what to do, so it is printed
-# alone instead of a traceback.
-USER_ERRORS = (FileNotFoundError, CheckpointMismatchError, DownloadError, PredictorError)
+# alone instead of a traceback (a missing image is reported as FileNotFoundError).
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def build_parser():

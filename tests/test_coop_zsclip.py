@@ -11,6 +11,7 @@ import torch.nn.functional as F
 import clip
 import train
 from dassl.engine import build_trainer
+from dassl.utils import UserError
 from tests.helpers.coop import zero_shot_logits
 from tests.helpers.datasets import EUROSAT_CLASSES, make_eurosat
 from tests.helpers.trainers import run_train_py, train_py_args, write_tiny_clip
@@ -77,7 +78,7 @@ def test_zeroshot_clip2_averages_its_templates(setup, tmp_path):
 def test_zero_shot_has_nothing_to_train(setup, tmp_path):
     trainer = build(setup, tmp_path)
     assert trainer.get_model_names() == []
-    with pytest.raises(RuntimeError, match="--eval-only"):
+    with pytest.raises(UserError, match="--eval-only"):
         trainer.train()
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.coop import LearnerOnlyCheckpoints, announce_context, coop_context
 from trainers.prompting import LayerPrompts, PromptedCLIP, PromptLearner, normalize, text_width
@@ -32,7 +33,7 @@ def meta_net(embed_dim, width):
     """CLIP image feature (embed_dim) -> one context shift (width), through a narrow ReLU layer."""
     hidden = embed_dim // META_NET_REDUCTION
     if hidden < 1:
-        raise ValueError(f"CLIP's embedding ({embed_dim}) is too narrow for CoCoOp's meta-net, "
+        raise ConfigError(f"CLIP's embedding ({embed_dim}) is too narrow for CoCoOp's meta-net, "
                          f"whose hidden layer is {META_NET_REDUCTION} times narrower")
     return nn.Sequential(OrderedDict([
         ("linear1", nn.Linear(embed_dim, hidden)),

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.prompting import (LEARNER_PREFIX, LayerPrompts, PromptLearner, PromptTrainer,
                                 learner_state_dict, random_prompts, text_width, tokenize,
@@ -93,7 +94,7 @@ class CoOpPromptLearner(PromptLearner):
     def __init__(self, cfg, classnames, clip_model):
         coop = cfg.TRAINER.COOP
         if coop.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f'TRAINER.COOP.CLASS_TOKEN_POSITION "{coop.CLASS_TOKEN_POSITION}" '
+            raise ConfigError(f'TRAINER.COOP.CLASS_TOKEN_POSITION "{coop.CLASS_TOKEN_POSITION}" '
                              f"must be one of {list(CLASS_TOKEN_POSITIONS)}")
         n_cls = len(classnames) if coop.CSC else None
         ctx, prefix = coop_context(clip_model, coop.N_CTX, coop.CTX_INIT, n_cls)

@@ -7,6 +7,7 @@ deep prompts inside its forked CLIP blocks; `UPSTREAM_KEYS` maps those checkpoin
 """
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.prompting import (LayerwisePrompts, PromptLearner, PromptTrainer, check_depth,
                                 init_context, num_text_layers, num_vision_layers, random_prompts,
@@ -50,7 +51,7 @@ class VLPromptLearner(PromptLearner):
     def __init__(self, cfg, classnames, clip_model):
         ivlp = cfg.TRAINER.IVLP
         if ivlp.PROMPT_DEPTH_TEXT < 1:
-            raise ValueError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1; for vision prompts "
+            raise ConfigError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1; for vision prompts "
                              "only, use the VPT trainer")
         check_depth("TRAINER.IVLP.PROMPT_DEPTH_TEXT", ivlp.PROMPT_DEPTH_TEXT,
                     num_text_layers(clip_model))

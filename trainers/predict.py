@@ -26,13 +26,13 @@ from PIL import Image
 from dassl.config import get_cfg_default
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils import read_image
+from dassl.utils import UserError, read_image
 
 # The resolved config every train.py run writes next to its checkpoints.
 RUN_CONFIG_NAME = "config.yaml"
 
 
-class PredictorError(ValueError):
+class PredictorError(UserError, ValueError):
     """The arguments of a prediction do not fit together; the message says what to change."""
 
 

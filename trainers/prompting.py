@@ -85,6 +85,7 @@ from torch import nn
 
 import clip
 from clip.model import VisionTransformer, convert_weights_to_fp16
+from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
@@ -122,7 +123,7 @@ def check_input_size(cfg, clip_model):
     """CLIP's positional embeddings fix the image size: fail early with the key to change."""
     resolution = clip_model.visual.input_resolution
     if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
-        raise ValueError(
+        raise ConfigError(
             f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of CLIP "
             f"{cfg.MODEL.BACKBONE.NAME!r} ({resolution}): "
             f"set INPUT.SIZE ({resolution}, {resolution})")
@@ -135,7 +136,7 @@ def text_width(clip_model):
 def vision_width(clip_model):
     """Width of the image transformer's tokens; image prompts need a ViT backbone."""
     if not isinstance(clip_model.visual, VisionTransformer):
-        raise ValueError("image prompts need a ViT CLIP backbone (e.g. ViT-B/16), "
+        raise ConfigError("image prompts need a ViT CLIP backbone (e.g. ViT-B/16), "
                          f"not {type(clip_model.visual).__name__}")
     return clip_model.visual.width
 
@@ -151,7 +152,7 @@ def num_vision_layers(clip_model):
 def check_depth(name, depth, max_depth, minimum=1):
     """A prompt depth must fit the encoder it prompts."""
     if not minimum <= depth <= max_depth:
-        raise ValueError(f"{name} is {depth}: it must be between {minimum} and {max_depth} "
+        raise ConfigError(f"{name} is {depth}: it must be between {minimum} and {max_depth} "
                          "(the number of layers of the CLIP encoder it prompts)")
 
 
@@ -175,7 +176,7 @@ def word_embeddings(clip_model, words, n_tokens):
     tokens = tokenize(words, clip_model)
     n_words = int(tokens[0].argmax()) - 1  # tokens between SOS and EOT
     if n_words < n_tokens:
-        raise ValueError(f"CTX_INIT {words!r} has {n_words} tokens, fewer than the {n_tokens} "
+        raise ConfigError(f"CTX_INIT {words!r} has {n_words} tokens, fewer than the {n_tokens} "
                          "context tokens asked for: give more words or set CTX_INIT to \"\"")
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens).float()
@@ -388,7 +389,7 @@ class UnpromptedImageEncoder(nn.Module):
 
     def forward(self, images, prompts=None):
         if prompts is not None:
-            raise ValueError("image prompts need a ViT CLIP backbone, not "
+            raise ConfigError("image prompts need a ViT CLIP backbone, not "
                              f"{type(self.visual).__name__}: choose e.g. ViT-B/16")
         return self.visual(images)
 

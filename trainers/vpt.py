@@ -6,6 +6,7 @@ inside the forked image encoder (keys mapped by trainers.ivlp.UPSTREAM_KEYS).
 """
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.ivlp import rename_upstream_key, vision_prompts
 from trainers.prompting import PromptLearner, PromptTrainer
@@ -25,7 +26,7 @@ class VisionPromptLearner(PromptLearner):
     def __init__(self, cfg, classnames, clip_model):
         vpt = cfg.TRAINER.VPT
         if vpt.PROMPT_DEPTH_VISION < 1 or vpt.N_CTX_VISION < 1:
-            raise ValueError("TRAINER.VPT.PROMPT_DEPTH_VISION and N_CTX_VISION must be >= 1 "
+            raise ConfigError("TRAINER.VPT.PROMPT_DEPTH_VISION and N_CTX_VISION must be >= 1 "
                              "(VPT learns vision prompts only)")
         super().__init__(classnames, clip_model, vpt.CTX_INIT.replace("_", " ").strip())
         self.vision = vision_prompts(clip_model, vpt.N_CTX_VISION, vpt.PROMPT_DEPTH_VISION,

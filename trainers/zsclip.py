@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
+from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.utils import UserError
 from trainers.prompting import check_input_size, clip_logits, load_clip, normalize, tokenize
 
 # One template per dataset (CoOp's CUSTOM_TEMPLATES), keyed by DATASET.NAME.
@@ -68,7 +70,7 @@ def dataset_template(dataset_name, template=""):
               f'"{GENERIC_TEMPLATE}" (set TRAINER.ZEROSHOTCLIP.TEMPLATE to choose one)')
         template = GENERIC_TEMPLATE
     if template.count("{}") != 1:
-        raise ValueError(f'template "{template}" must contain "{{}}" exactly once, where the '
+        raise ConfigError(f'template "{template}" must contain "{{}}" exactly once, where the '
                          "class name goes (TRAINER.ZEROSHOTCLIP.TEMPLATE)")
     return template
 
@@ -133,7 +135,7 @@ class ZeroshotCLIP(TrainerX):
             return self.model(images)
 
     def train(self):
-        raise RuntimeError(f"{type(self).__name__} has nothing to train: run train.py with "
+        raise UserError(f"{type(self).__name__} has nothing to train: run train.py with "
                            "--eval-only")
 
 
