@@ -48,7 +48,6 @@ class BenchmarkDataset(DatasetBase):
         self.dataset_dir = os.path.join(os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT)), self.folder)
         self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
         self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.fewshot_hash = None
         require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
 

@@ -1,9 +1,12 @@
 """ImageNet (ILSVRC-2012): ``imagenet/images/{train,val}/<wnid>/*.JPEG`` + classnames.txt.
 
 There is no split file: the class folders are listed once and cached (CoOp's preprocessed.pkl is
-read when present; we write the portable preprocessed.json). The val images are the test set,
-so they cannot validate: the few-shot validation sample comes from unused training images
-(``BenchmarkDataset.val_is_test``), and with all training images there is no validation split.
+read when present; we write the portable preprocessed.json). Folders and images are listed in name
+order, so that a seed's few-shot sample depends only on the files (CoOp kept the file system's
+order); a cache is read as it is, so a CoOp preprocessed.pkl keeps CoOp's order. The val images
+are the test set, so they cannot validate: the few-shot validation sample comes from unused
+training images (``BenchmarkDataset.val_is_test``), and with all training images there is no
+validation split.
 """
 import os
 import shutil
@@ -51,10 +54,25 @@ def classnames_path(dataset_dir, section):
     return own
 
 
+def class_folders(image_dir):
+    """The sub-folders of ``image_dir``, sorted (loose files such as README.txt are skipped)."""
+    return [name for name in listdir_nohidden(image_dir, sort=True) if os.path.isdir(os.path.join(image_dir, name))]
+
+
+def list_class_images(class_dir):
+    """The images of one class folder, sorted by name.
+
+    Sorted so that a seed's few-shot sample depends only on the files, not on the order in which
+    a file system lists them (upstream CoOp kept that order: a list built here may order a class
+    differently from a CoOp one on the same machine; a CoOp preprocessed.pkl is read as it is).
+    """
+    return [os.path.join(class_dir, name) for name in listdir_nohidden(class_dir, sort=True)]
+
+
 def read_wnid_folders(image_dir, classnames, section, folders=None):
     """``Datum`` for ``<image_dir>/<wnid>/<image>``, labelled by the sorted wnid folders."""
     if folders is None:
-        folders = sorted(name for name in listdir_nohidden(image_dir) if os.path.isdir(os.path.join(image_dir, name)))
+        folders = class_folders(image_dir)
     unknown = [folder for folder in folders if folder not in classnames]
     if unknown:
         raise DatasetError(
@@ -63,9 +81,8 @@ def read_wnid_folders(image_dir, classnames, section, folders=None):
         )
     items = []
     for label, folder in enumerate(folders):
-        class_dir = os.path.join(image_dir, folder)
-        for imname in listdir_nohidden(class_dir):
-            items.append(Datum(impath=os.path.join(class_dir, imname), label=label, classname=classnames[folder]))
+        for impath in list_class_images(os.path.join(image_dir, folder)):
+            items.append(Datum(impath=impath, label=label, classname=classnames[folder]))
     return items
 
 
@@ -90,7 +107,7 @@ def sort_val_images(val_dir, wnids):
             f"{val_dir} holds {len(images)} images but the devkit labels {len(wnids)}; "
             "the val archive or the devkit is not the ILSVRC-2012 one."
         )
-    for image, wnid in zip(images, wnids):
+    for image, wnid in zip(images, wnids, strict=True):
         os.makedirs(os.path.join(val_dir, wnid), exist_ok=True)
         os.replace(os.path.join(val_dir, image), os.path.join(val_dir, wnid, image))
 
@@ -174,7 +191,7 @@ class ImageNet(BenchmarkDataset):
         if loose:
             raise DatasetError(
                 f'"{split_dir}" holds images directly (e.g. {loose[0]}); they must be sorted into '
-                f"one folder per class (<wnid>/), as DATASETS.md §ImageNet explains."
+                f"one folder per class (<wnid>/); {docs_ref(self.docs_section)}."
             )
 
 
@@ -182,15 +199,11 @@ class ImageNetVariant(BenchmarkDataset):
     """A test-only ImageNet variant: ``<folder>/<image folder>/<wnid>/`` + classnames.txt."""
 
     test_only = True
-    ignored = ("README.txt",)
 
     def read_splits(self):
         require_dir(self.image_dir, f"{self.display_name} image folder", self.docs_section)
         classnames = read_classnames(classnames_path(self.dataset_dir, self.docs_section), self.docs_section)
-        folders = sorted(
-            name for name in listdir_nohidden(self.image_dir)
-            if name not in self.ignored and os.path.isdir(os.path.join(self.image_dir, name))
-        )
+        folders = class_folders(self.image_dir)
         data = read_wnid_folders(self.image_dir, classnames, self.docs_section, folders)
         self.class_list = [classnames[folder] for folder in folders]
         return data, None, data

@@ -3,10 +3,9 @@
 import os
 
 from dassl.data.datasets import DATASET_REGISTRY, Datum
-from dassl.utils import listdir_nohidden
 
 from .download import Source
-from .imagenet import ImageNetVariant, classnames_path, classnames_source, read_classnames
+from .imagenet import ImageNetVariant, classnames_path, classnames_source, list_class_images, read_classnames
 from .splits import require_dir
 
 
@@ -34,6 +33,5 @@ class ImageNetV2(ImageNetVariant):
         for label, classname in enumerate(self.class_list):
             class_dir = os.path.join(self.image_dir, str(label))
             require_dir(class_dir, f"ImageNetV2 folder of class {label} ({classname})", self.docs_section)
-            for imname in listdir_nohidden(class_dir):
-                data.append(Datum(impath=os.path.join(class_dir, imname), label=label, classname=classname))
+            data.extend(Datum(impath=impath, label=label, classname=classname) for impath in list_class_images(class_dir))
         return data, None, data

@@ -132,7 +132,7 @@ def prepare(cls, root, mirror=None, archives_dir=None, keep_archives=False):
 
     paths = [_fetch(cls, source, downloads_dir, mirror, archives_dir, root) for source in cls.sources]
     os.makedirs(stage)
-    for source, path in zip(cls.sources, paths):
+    for source, path in zip(cls.sources, paths, strict=True):
         place(source, path, stage)
     if hasattr(cls, "arrange"):
         cls.arrange(stage)

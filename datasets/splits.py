@@ -9,14 +9,17 @@ import json
 import os
 import pickle
 import random
-from collections import defaultdict
 
-from dassl.data.datasets.base_dataset import DatasetError, Datum, sample_few_shot
+from dassl.data.datasets.base_dataset import DatasetError, Datum, sample_few_shot, split_by_label
 from dassl.utils import atomic_write, listdir_nohidden, read_json, write_json
 
 SPLIT_KEYS = ("train", "val", "test")
 FEWSHOT_FOLDER = "split_fewshot"
 PORTABLE_CACHE_FORMAT = "fewshot-relpath-v1"
+# Validation images per class in a few-shot sample: min(K, MAX_VAL_SHOTS). Dassl's rule (CoOp's
+# datasets call generate_fewshot_dataset(val, num_shots=min(num_shots, 4))); kept so that a seed
+# draws the same validation images as there.
+MAX_VAL_SHOTS = 4
 
 
 def docs_ref(section):
@@ -85,7 +88,7 @@ def save_split(train, val, test, filepath, path_prefix):
     """
     split = {
         key: rows_from_items(items, path_prefix)
-        for key, items in zip(SPLIT_KEYS, (train, val, test))
+        for key, items in zip(SPLIT_KEYS, (train, val, test), strict=True)
     }
     saved = try_write_json(split, filepath)
     if saved:
@@ -126,11 +129,8 @@ def _write_compact_json(obj, filepath):
 def split_trainval(trainval, p_val=0.2):
     """Split per class into train and val (OxfordPets' rule): ``round(n * p_val)`` go to val."""
     print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
-    groups = defaultdict(list)
-    for item in trainval:
-        groups[item.label].append(item)
     train, val = [], []
-    for items in groups.values():
+    for items in split_by_label(trainval).values():
         n_val = round(len(items) * p_val)
         if n_val == 0:
             raise DatasetError(
@@ -165,7 +165,7 @@ def split_per_class(groups, p_trn=0.5, p_val=0.2):
                 f"{p_trn:.0%} / {p_val:.0%} / {p_tst:.0%} (each part needs at least one image)."
             )
         parts = (impaths[:n_train], impaths[n_train:n_train + n_val], impaths[n_train + n_val:])
-        for output, paths in zip((train, val, test), parts):
+        for output, paths in zip((train, val, test), parts, strict=True):
             output.extend(Datum(impath=path, label=label, classname=classname) for path in paths)
     return train, val, test
 
@@ -205,8 +205,8 @@ def fewshot_sample(dataset_dir, num_shots, seed, train, val=None):
 
     A cache written earlier for the same shots and seed is read back (CoOp's ``.pkl`` files
     first, then our portable ``.json``); otherwise ``num_shots`` per class are sampled from
-    ``train`` and then ``min(num_shots, 4)`` from ``val`` (SPEC.md §2), and the portable cache is
-    written. A negative seed means an unseeded run: its sample is not cached.
+    ``train`` and then ``min(num_shots, MAX_VAL_SHOTS)`` from ``val`` (SPEC.md §2), and the
+    portable cache is written. A negative seed means an unseeded run: its sample is not cached.
     """
     want_val = val is not None
     cached = load_fewshot_cache(dataset_dir, num_shots, seed) if seed >= 0 else None
@@ -215,7 +215,7 @@ def fewshot_sample(dataset_dir, num_shots, seed, train, val=None):
     print(f"Creating a {num_shots}-shot dataset")
     sample = {"train": sample_few_shot(train, num_shots)}
     if want_val:
-        sample["val"] = sample_few_shot(val, min(num_shots, 4))
+        sample["val"] = sample_few_shot(val, min(num_shots, MAX_VAL_SHOTS))
     if seed >= 0:
         save_fewshot_cache(dataset_dir, num_shots, seed, sample)
     return sample
@@ -225,10 +225,11 @@ def fewshot_sample_val_from_train(dataset_dir, num_shots, seed, train, test, nam
     """The few-shot sample of a dataset whose val folder is its test set (ImageNet).
 
     The training images are those ``fewshot_sample`` would pick (SPEC.md §2), so results stay
-    comparable with CoOp's; the ``min(num_shots, 4)`` validation images per class are then drawn,
-    right after them in the random stream, from the training images the sample did not take, so
-    that model selection never sees a test image. A cache's training images are kept; its
-    validation images too, unless it has none (CoOp's ImageNet caches) or they are test images.
+    comparable with CoOp's; the ``min(num_shots, MAX_VAL_SHOTS)`` validation images per class are
+    then drawn, right after them in the random stream, from the training images the sample did
+    not take, so that model selection never sees a test image. A cache's training images are
+    kept; its validation images too, unless it has none (CoOp's ImageNet caches) or they are test
+    images.
     """
     cached = load_fewshot_cache(dataset_dir, num_shots, seed) if seed >= 0 else None
     if cached is None:
@@ -246,7 +247,8 @@ def fewshot_sample_val_from_train(dataset_dir, num_shots, seed, train, test, nam
         # Replaying the training draw puts the validation draw at the same position of the random
         # stream as in an uncached run, so a seed gets the same validation images either way.
         sample_few_shot(train, num_shots)
-    sample = {"train": sample_train, "val": sample_few_shot(unused_items(train, sample_train), min(num_shots, 4))}
+    unused = unused_items(train, sample_train)
+    sample = {"train": sample_train, "val": sample_few_shot(unused, min(num_shots, MAX_VAL_SHOTS))}
     legacy_path, _ = fewshot_cache_paths(dataset_dir, num_shots, seed)
     # A CoOp-era .pkl is read before our .json: it is left as it is and the draw redone each run.
     if seed >= 0 and not os.path.isfile(legacy_path):
@@ -299,7 +301,7 @@ def _read_portable_cache(path, dataset_dir):
     if not isinstance(cache, dict) or cache.get("format") != PORTABLE_CACHE_FORMAT:
         raise DatasetError(f'"{path}" is not a few-shot cache of this project; delete it.')
     keys = [key for key in ("train", "val") if key in cache]
-    return dict(zip(keys, read_split(path, dataset_dir, keys=keys)))
+    return dict(zip(keys, read_split(path, dataset_dir, keys=keys), strict=True))
 
 
 class _LegacyCacheUnpickler(pickle.Unpickler):

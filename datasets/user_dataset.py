@@ -14,7 +14,7 @@ from yacs.config import CfgNode
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 
 from .benchmark import BenchmarkDataset
-from .splits import read_and_split_data, split_per_class
+from .splits import docs_ref, read_and_split_data, split_per_class
 
 DOCS_SECTION = "Your own dataset"
 
@@ -40,7 +40,7 @@ class UserDataset(BenchmarkDataset):
         if settings is None or not settings.DIR:
             raise DatasetError(
                 "DATASET.USER.DIR is not set: the dataset YAML of your own data must name its "
-                f"folder (see DATASETS.md §{DOCS_SECTION})."
+                f"folder ({docs_ref(DOCS_SECTION)})."
             )
         self.folder = os.path.expanduser(settings.DIR)
         self.image_folder = settings.IMAGE_DIR
@@ -67,11 +67,11 @@ class UserDataset(BenchmarkDataset):
             if not {"path", "class"} <= set(reader.fieldnames or ()):
                 raise DatasetError(
                     f'{csv_path}: the first line must be the header "path,class" (found '
-                    f"{reader.fieldnames}); see DATASETS.md §{DOCS_SECTION}."
+                    f"{reader.fieldnames}); {docs_ref(DOCS_SECTION)}."
                 )
             for row in reader:
                 impaths_by_class[row["class"].strip()].append(os.path.join(self.image_dir, row["path"].strip()))
         if not impaths_by_class:
-            raise DatasetError(f"{csv_path} lists no images (see DATASETS.md §{DOCS_SECTION}).")
+            raise DatasetError(f"{csv_path} lists no images ({docs_ref(DOCS_SECTION)}).")
         classnames = sorted(impaths_by_class)
         return [(label, name, sorted(impaths_by_class[name])) for label, name in enumerate(classnames)]

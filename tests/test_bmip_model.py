@@ -303,9 +303,10 @@ def test_attention_aggregation_weights_by_cosine_similarity():
 
 
 def test_unknown_options_are_refused_with_the_choices():
+    # The trainer refuses them before it reads a dataset or loads CLIP.
     with pytest.raises(ValueError, match=r"AGGREGATION is 'sum': choose one of \['weighted'"):
-        bmip_model(**{"TRAINER.BMIP.AGGREGATION": "sum"})
+        bmip.BMIP(trainer_cfg("BMIP", **{"TRAINER.BMIP.AGGREGATION": "sum"}))
     with pytest.raises(ValueError, match="ATTN_POOL is 'batch'"):
-        bmip_model(**{"TRAINER.BMIP.ATTN_POOL": "batch"})
+        bmip.BMIP(trainer_cfg("BMIP", **{"TRAINER.BMIP.ATTN_POOL": "batch"}))
     with pytest.raises(ValueError, match="PROMPT_DEPTH is 4"):
         bmip_model(**{"TRAINER.BMIP.PROMPT_DEPTH": 4})

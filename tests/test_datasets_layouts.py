@@ -139,6 +139,34 @@ def test_imagenet_few_shot_sample_and_image_listing_are_cached(tmp_path):
     assert build(tmp_path, "ImageNet", num_shots=2, seed=1).train_x == dataset.train_x
 
 
+def write_imagenet_in_order(root, train_images):
+    """A 2-class ImageNet whose train images ``(wnid, label, file name)`` are created in the given
+    order, each stamped with its creation rank as modification time."""
+    dataset_dir = tiny.make_imagenet(root, n_classes=2, n_train=0, n_val=1)
+    for rank, (wnid, label, name) in enumerate(train_images):
+        path = os.path.join(dataset_dir, "images", "train", wnid, name)
+        tiny.write_image(path, label, rank)
+        os.utime(path, ns=(rank, rank))
+
+
+def test_imagenet_sample_depends_on_the_files_not_their_listing_order(tmp_path, monkeypatch):
+    train_images = [(wnid, label, f"{wnid}_{i}.JPEG")
+                    for label, (wnid, _) in enumerate(tiny.IMAGENET_CLASSES[:2]) for i in range(6)]
+    write_imagenet_in_order(tmp_path / "a", train_images)
+    write_imagenet_in_order(tmp_path / "b", train_images[::-1])
+    listdir = os.listdir
+
+    def listdir_in_creation_order(path):  # as some file systems list a folder
+        return sorted(listdir(path), key=lambda name: os.stat(os.path.join(path, name)).st_mtime_ns)
+
+    monkeypatch.setattr(os, "listdir", listdir_in_creation_order)
+    samples = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        dataset = build(root, "ImageNet", num_shots=2, seed=1)
+        samples.append([(os.path.relpath(item.impath, root), item.label) for item in dataset.train_x + dataset.val])
+    assert samples[0] == samples[1]
+
+
 def test_imagenet_val_images_outside_class_folders_are_explained(tmp_path):
     dataset_dir = tiny.make_imagenet(tmp_path, n_classes=2)
     tiny.write_image(os.path.join(dataset_dir, "images", "val", "ILSVRC2012_val_00000001.JPEG"), 0)

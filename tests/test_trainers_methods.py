@@ -76,7 +76,7 @@ def test_resnet_batchnorm_stays_in_eval_mode_while_prompts_train():
     assert norms and not any(m.training for m in norms)
     size = clip_model.visual.input_resolution
     model(torch.randn(2, 3, size, size)).sum().backward()
-    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True))
 
 
 def test_vision_prompts_on_a_resnet_are_refused():

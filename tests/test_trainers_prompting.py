@@ -56,7 +56,7 @@ def test_maple_writes_prompts_in_exactly_the_layers_below_depth(depth):
         text_deep = [p.clone() for p in learner.compound_prompts_text]
         image_first = model.image_encoder.ln_pre(learner.proj(learner.ctx))
         image_deep = [proj(p) for proj, p in zip(learner.compound_prompt_projections,
-                                                  learner.compound_prompts_text)]
+                                                  learner.compound_prompts_text, strict=True)]
         text_first = learner.ctx + model.text_encoder.positional_embedding[1:3]
     for handle in handles + more:
         handle.remove()

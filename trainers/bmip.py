@@ -178,7 +178,6 @@ class BMIPPromptLearner(PromptLearner):
 
     def __init__(self, cfg, classnames, clip_model):
         bmip = cfg.TRAINER.BMIP
-        check_options(bmip)
         depth, n_ctx = bmip.PROMPT_DEPTH, bmip.N_CTX
         check_depth("TRAINER.BMIP.PROMPT_DEPTH", depth,
                     min(num_text_layers(clip_model), num_vision_layers(clip_model)))
@@ -267,6 +266,8 @@ class BMIP(PromptTrainer):
     MODEL_NAME = "MultiModalPromptLearner"
 
     def check_cfg(self, cfg):
+        """AGGREGATION / ATTN_POOL are checked here, before anything is built (predict.py
+        builds its models through this trainer too)."""
         super().check_cfg(cfg)
         check_options(cfg.TRAINER.BMIP)
 

@@ -17,8 +17,8 @@ from yacs.config import CfgNode as CN
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.prompting import (LEARNER_PREFIX, LayerPrompts, PromptLearner, PromptTrainer,
-                                learner_state_dict, random_prompts, text_width, tokenize,
-                                word_embeddings)
+                                learner_state_dict, prompt_classname, prompt_words,
+                                random_prompts, text_width, tokenize, word_embeddings)
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 
@@ -39,7 +39,7 @@ def coop_context(clip_model, n_ctx, ctx_init, n_cls=None):
     words (n_ctx is then not used), one context shared by all classes. Otherwise N(0, 0.02^2)
     vectors standing for n_ctx words "X": [n_ctx, d], or [n_cls, n_ctx, d] when `n_cls` is given
     (class-specific contexts)."""
-    ctx_init = ctx_init.replace("_", " ").strip()
+    ctx_init = prompt_words(ctx_init)
     if ctx_init:
         n_words = len(ctx_init.split())
         return word_embeddings(clip_model, ctx_init, n_words), ctx_init
@@ -62,8 +62,8 @@ def announce_context(n_ctx, prefix, n_ctx_asked, csc_overridden):
 
 
 def name_lengths(classnames, clip_model):
-    """Number of tokens of each class name (underscores read as spaces, as in the prompts)."""
-    tokens = tokenize([name.replace("_", " ") for name in classnames], clip_model)
+    """Number of tokens of each class name, spelt as in the prompts."""
+    tokens = tokenize([prompt_classname(name) for name in classnames], clip_model)
     return (tokens.argmax(dim=-1) - 1).tolist()
 
 

@@ -46,7 +46,7 @@ class MultiModalPromptLearner(PromptLearner):
 
     def image_prompts(self):
         deep = [project(prompt) for project, prompt
-                in zip(self.compound_prompt_projections, self.compound_prompts_text)]
+                in zip(self.compound_prompt_projections, self.compound_prompts_text, strict=True)]
         return LayerPrompts(self.proj(self.ctx), per_layer(deep))
 
 

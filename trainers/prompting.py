@@ -50,6 +50,7 @@ The pieces:
   Everything a learner holds is trained and saved; nothing of CLIP may be stored in it (read
   CLIP's sub-modules from ``LayerInput.block`` or pass what you need at call time).
 - Helpers: ``load_clip``, ``tokenize``, ``init_context`` (MaPLe / IVLP CTX_INIT rule),
+  ``prompt_classname`` / ``prompt_words`` (how class names and CTX_INIT are spelt in prompts),
   ``word_embeddings`` (token embeddings of CTX_INIT words), ``random_prompts``, ``prompt_list``,
   ``LayerwisePrompts`` (independent per-layer tokens), ``per_layer``,
   ``text_width`` / ``vision_width`` / ``num_text_layers`` / ``num_vision_layers`` (all sizes
@@ -101,6 +102,9 @@ UPSTREAM_FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "logit_scale")
 # Buffers of upstream learners that depend on the class names of the split they were saved on.
 UPSTREAM_CLASSNAME_BUFFERS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
 LEARNER_PREFIX = "prompt_learner."
+# Class prompts encoded at once (PromptedCLIP, CoCoOp, zero-shot CLIP): bounds memory for
+# datasets with many classes.
+TEXT_CHUNK_SIZE = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,9 +164,19 @@ def tokenize(texts, clip_model):
     return clip.tokenize(texts, context_length=clip_model.context_length)
 
 
+def prompt_classname(classname):
+    """A class name as prompts spell it: underscores read as spaces (as upstream does)."""
+    return classname.replace("_", " ")
+
+
+def prompt_words(ctx_init):
+    """CTX_INIT as prompt words: underscores read as spaces, outer spaces dropped."""
+    return ctx_init.replace("_", " ").strip()
+
+
 def class_prompts(prompt_prefix, classnames):
-    """The text of each class prompt: "<prefix> <class name>." (underscores read as spaces)."""
-    names = [name.replace("_", " ") for name in classnames]
+    """The text of each class prompt: "<prefix> <class name>." (`prompt_classname`)."""
+    names = [prompt_classname(name) for name in classnames]
     return [f"{prompt_prefix} {name}." if prompt_prefix else f"{name}." for name in names]
 
 
@@ -191,7 +205,7 @@ def init_context(clip_model, n_ctx, ctx_init):
     replaces (so "a photo of a" with n_ctx 2 learns "a photo" and keeps "of a"). Otherwise the
     context is random and stands for n_ctx placeholder words "X".
     """
-    ctx_init = ctx_init.replace("_", " ").strip()
+    ctx_init = prompt_words(ctx_init)
     if ctx_init and n_ctx <= MAX_WORD_INIT_TOKENS:
         return word_embeddings(clip_model, ctx_init, n_ctx), ctx_init
     return random_prompts(n_ctx, text_width(clip_model)), " ".join(["X"] * n_ctx)
@@ -465,7 +479,7 @@ class PromptedCLIP(nn.Module):
     Attribute names follow upstream's CustomCLIP (prompt_learner, image_encoder, text_encoder,
     logit_scale), so upstream full-model checkpoint keys name the same tensors."""
 
-    text_chunk_size = 256  # classes encoded at once: bounds memory with many classes
+    text_chunk_size = TEXT_CHUNK_SIZE
 
     def __init__(self, clip_model, prompt_learner):
         super().__init__()

@@ -9,7 +9,7 @@ from yacs.config import CfgNode as CN
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.ivlp import rename_upstream_key, vision_prompts
-from trainers.prompting import PromptLearner, PromptTrainer
+from trainers.prompting import PromptLearner, PromptTrainer, prompt_words
 
 
 def extend_cfg(cfg):
@@ -28,7 +28,7 @@ class VisionPromptLearner(PromptLearner):
         if vpt.PROMPT_DEPTH_VISION < 1 or vpt.N_CTX_VISION < 1:
             raise ConfigError("TRAINER.VPT.PROMPT_DEPTH_VISION and N_CTX_VISION must be >= 1 "
                              "(VPT learns vision prompts only)")
-        super().__init__(classnames, clip_model, vpt.CTX_INIT.replace("_", " ").strip())
+        super().__init__(classnames, clip_model, prompt_words(vpt.CTX_INIT))
         self.vision = vision_prompts(clip_model, vpt.N_CTX_VISION, vpt.PROMPT_DEPTH_VISION,
                                      "TRAINER.VPT.PROMPT_DEPTH_VISION")
 

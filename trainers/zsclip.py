@@ -13,7 +13,8 @@ from yacs.config import CfgNode as CN
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.utils import UserError
-from trainers.prompting import check_input_size, clip_logits, load_clip, normalize, tokenize
+from trainers.prompting import (TEXT_CHUNK_SIZE, check_input_size, clip_logits, load_clip,
+                                normalize, prompt_classname, tokenize)
 
 # One template per dataset (CoOp's CUSTOM_TEMPLATES), keyed by DATASET.NAME.
 DATASET_TEMPLATES = {
@@ -47,8 +48,6 @@ IMAGENET_TEMPLATES_SELECT = (
     "art of the {}.",
     "a photo of the small {}.",
 )
-# Class prompts encoded at once: bounds memory for datasets with many classes.
-TEXT_CHUNK_SIZE = 256
 
 
 def extend_cfg(cfg):
@@ -76,7 +75,7 @@ def dataset_template(dataset_name, template=""):
 
 
 def class_texts(template, classnames):
-    return [template.format(name.replace("_", " ")) for name in classnames]
+    return [template.format(prompt_classname(name)) for name in classnames]
 
 
 @torch.no_grad()

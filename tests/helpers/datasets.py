@@ -72,7 +72,7 @@ def _write_split_dataset(dataset_dir, image_dir, classes, counts, relpath, split
     split = {"train": [], "val": [], "test": []}
     index = 0
     for label, (key, classname) in enumerate(classes):
-        for part, count in zip(("train", "val", "test"), counts):
+        for part, count in zip(("train", "val", "test"), counts, strict=True):
             for _ in range(count):
                 rel = relpath(key, label, index)
                 write_image(os.path.join(image_dir, rel), label, index)
@@ -263,7 +263,7 @@ def make_fgvc_aircraft(root, counts=(2, 1, 1)):
     lines = {"train": [], "val": [], "test": []}
     image_id = 1000000
     for label, variant in enumerate(AIRCRAFT_VARIANTS):
-        for part, count in zip(("train", "val", "test"), counts):
+        for part, count in zip(("train", "val", "test"), counts, strict=True):
             for _ in range(count):
                 image_id += 1
                 write_image(os.path.join(dataset_dir, "images", f"{image_id}.jpg"), label, image_id % 7)
