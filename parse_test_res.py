@@ -33,9 +33,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, LOG_FILE, RELEASED_SUFFIX,
-                               RESULTS_FILE, XD_SOURCE, XD_TARGETS, display_name, parse_run_dir,
-                               read_log_metrics, read_run_metrics)
+from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, RELEASED_SUFFIX, XD_SOURCE,
+                               XD_TARGETS, display_name, parse_run_dir, read_result_file,
+                               read_run_metrics, result_file)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
@@ -210,7 +210,7 @@ def method_labels(methods):
             return f"{method[0]}/{method[1]}"
         return f"{method[0]} (released)" if kind[1] else method[0]
 
-    return {method: label(method, kind) for method, kind in zip(methods, kinds)}
+    return {method: label(method, kind) for method, kind in zip(methods, kinds, strict=True)}
 
 
 def ordered_datasets(names, preferred):
@@ -291,7 +291,7 @@ def base2new_table(runs, requested_seeds):
                        "new classes, HM their harmonic mean", labels, names + [AVERAGE],
                        ["base", "new", "HM"], {n: n for n in names + [AVERAGE]}, [AVERAGE])
     for method, label in labels.items():
-        for dataset, name in zip(datasets, names):
+        for dataset, name in zip(datasets, names, strict=True):
             for metric, cell in cells.get((method, dataset), {}).items():
                 table.cells[(label, name, metric)] = cell
         size = protocol_size(datasets, BASE2NEW_DATASETS)
@@ -328,7 +328,7 @@ def openworld_table(runs, requested_seeds):
     for method, label in labels.items():
         expected = expected_seeds(by_method[method], requested_seeds)
         by_dataset = _group(by_method[method], lambda run: run.key.dataset)
-        for dataset, name in zip(datasets, names):
+        for dataset, name in zip(datasets, names, strict=True):
             table.cells[(label, name, "HM")] = b2n.get((method, dataset), {}).get("HM")
             for metric, key in OPENWORLD_METRICS.items():
                 table.cells[(label, name, metric)] = metric_cell(by_dataset.get(dataset, []),
@@ -361,8 +361,8 @@ def transfer_table(runs, protocol, requested_seeds):
     else:
         title = ("Domain generalisation (Table 3); Average over source and targets, "
                  "OOD Average over the targets")
-    paper_names = dict(zip(source_labels, map(display_name, sources)))
-    paper_names.update(zip(target_labels, target_labels))
+    paper_names = dict(zip(source_labels, map(display_name, sources), strict=True))
+    paper_names.update(zip(target_labels, target_labels, strict=True))
     paper_names.update({name: name for name in averages})
     table = _new_table(protocol, title, labels, source_labels + target_labels + averages,
                        ["accuracy"], paper_names, averages)
@@ -371,10 +371,10 @@ def transfer_table(runs, protocol, requested_seeds):
         expected = expected_seeds(method_runs, requested_seeds)
         by_source = _group(_of_steps(method_runs, "xd_train"), lambda run: run.key.dataset)
         by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.key.dataset)
-        for dataset, column in zip(sources, source_labels):
+        for dataset, column in zip(sources, source_labels, strict=True):
             table.cells[(label, column, "accuracy")] = metric_cell(
                 by_source.get(dataset, []), "accuracy", expected)
-        for dataset, column in zip(targets, target_labels):
+        for dataset, column in zip(targets, target_labels, strict=True):
             table.cells[(label, column, "accuracy")] = metric_cell(
                 by_target.get(dataset, []), "accuracy", expected)
         target_cells = {c: table.cells[(label, c, "accuracy")] for c in target_labels}
@@ -603,16 +603,15 @@ def plot_hm(table, path):
 
 def is_experiment_folder(folder):
     """True for a folder of seed runs (the classic single-experiment form)."""
-    return any((sub / LOG_FILE).is_file() or (sub / RESULTS_FILE).is_file()
-               for sub in Path(folder).iterdir() if sub.is_dir())
+    return any(result_file(sub) is not None for sub in Path(folder).iterdir() if sub.is_dir())
 
 
 def classic_metrics(run_folder, test_log):
-    results = Path(run_folder) / RESULTS_FILE
-    if results.is_file():
-        return json.loads(results.read_text())
-    log = Path(run_folder) / LOG_FILE
-    return read_log_metrics(log, test_log=True if test_log else None) if log.is_file() else {}
+    """(the file read, its metrics) of a seed folder; (None, {}) when it has no result file."""
+    path = result_file(run_folder)
+    if path is None:
+        return None, {}
+    return path, read_result_file(path, test_log=True if test_log else None)
 
 
 def classic_summary(directory, test_log=False, use_ci95=False):
@@ -621,12 +620,12 @@ def classic_summary(directory, test_log=False, use_ci95=False):
     collected = {"accuracy": [], "error": []}
     for folder in sorted(p for p in Path(directory).iterdir()
                          if p.is_dir() and not p.name.startswith(".")):
-        metrics = classic_metrics(folder, test_log)
+        path, metrics = classic_metrics(folder, test_log)
         if "accuracy" not in metrics:
             print(f"missing: {folder} has no result (unfinished or failed run)")
             continue
         found = {key: float(metrics[key]) for key in collected if key in metrics}
-        print(f"file: {folder / LOG_FILE}. "
+        print(f"file: {path}. "
               + " ".join(f"{key}: {value:.2f}%." for key, value in found.items()))
         for key, value in found.items():
             collected[key].append(value)

@@ -88,7 +88,7 @@ def format_prediction(image, probabilities, classnames, topk):
     values, indices = probabilities.topk(min(topk, len(classnames)))
     lines = [str(image)]
     lines += [f"  {value:7.2%}  {classnames[index]}"
-              for value, index in zip(values.tolist(), indices.tolist())]
+              for value, index in zip(values.tolist(), indices.tolist(), strict=True)]
     return "\n".join(lines)
 
 
@@ -113,7 +113,7 @@ def main(argv=None):
         _, probabilities = predictor.predict(images)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
-    for image, row in zip(images, probabilities):
+    for image, row in zip(images, probabilities, strict=True):
         print(format_prediction(image, row, predictor.classnames, args.topk))
 
 

@@ -13,10 +13,11 @@ import torch
 
 import datasets  # importing registers every dataset; datasets.extend_cfg adds their keys
 import trainers  # importing registers every trainer; trainers.extend_cfg adds their keys
-from dassl.config import ConfigError, get_cfg_default
+from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import UserError, collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+from dassl.utils.run_files import CONFIG_FILE
 
 
 def build_parser():
@@ -82,17 +83,9 @@ def setup_cfg(args):
 
 
 def check_registered(cfg):
-    """Fail early, naming the choices, when the trainer or dataset is not registered."""
-    if cfg.TRAINER.NAME not in TRAINER_REGISTRY:
-        raise ConfigError(
-            f'unknown trainer "{cfg.TRAINER.NAME}". Registered trainers: '
-            f"{', '.join(TRAINER_REGISTRY.registered_names())}"
-        )
-    if cfg.DATASET.NAME not in DATASET_REGISTRY:
-        raise ConfigError(
-            f'unknown dataset "{cfg.DATASET.NAME}" (DATASET.NAME, set by --dataset-config-file). '
-            f"Registered datasets: {', '.join(DATASET_REGISTRY.registered_names())}"
-        )
+    """Fail before anything is built, naming the choices, when the trainer or dataset is unknown."""
+    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    DATASET_REGISTRY.get(cfg.DATASET.NAME)
 
 
 def print_args(args, cfg):
@@ -110,7 +103,7 @@ def print_args(args, cfg):
 def save_config(cfg):
     """The resolved config next to the log, so the run can be reproduced from it."""
     mkdir_if_missing(cfg.OUTPUT_DIR)
-    with open(osp.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+    with open(osp.join(cfg.OUTPUT_DIR, CONFIG_FILE), "w") as f:
         f.write(cfg.dump())
 
 

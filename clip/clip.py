@@ -34,7 +34,7 @@ def load(name_or_path, device="cpu", jit=False, download_root=None):
     """
     if jit:
         warnings.warn("clip.load(jit=True) is not supported: building the model from the "
-                      "archive's weights instead (same results)")
+                      "archive's weights instead (same results)", stacklevel=2)
     device = torch.device(device)
     path = model_file(name_or_path, download_root)
     try:

@@ -53,6 +53,8 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = LayerNorm(d_model)
 
     def attention(self, x, attn_mask=None):
+        # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a no-op
+        # when the mask already has x's dtype and device.
         if attn_mask is not None:
             attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
         return self.attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
@@ -82,8 +84,6 @@ class Transformer(nn.Module):
             raise ValueError(MISSING_CAUSAL_MASK)
         if attn_mask is not None:
             _check_mask_fits(x, attn_mask)
-            # Cast once here rather than in every block.
-            attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
         for block in self.resblocks:
             x = block(x, attn_mask)
         return x

@@ -64,7 +64,7 @@ def _download(url, root=None):
         if os.path.isfile(target):
             if digest_mismatch(target, expected) is None:
                 return target
-            warnings.warn(f"{target} does not match its SHA-256 {expected}; downloading it again")
+            warnings.warn(f"{target} does not match its SHA-256 {expected}; downloading it again", stacklevel=2)
             os.remove(target)
         try:
             return download(url, target, expected, "sha256")

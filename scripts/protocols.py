@@ -25,6 +25,7 @@ holds a checkpoint, else it starts afresh. Released weights (reproduce.sh, repro
 evaluated into folders of their own, the config folder named <CFG>_released, so they never
 overwrite or mix with the runs trained here.
 """
+import functools
 import json
 import os
 import re
@@ -38,6 +39,15 @@ from pathlib import Path
 import yaml
 
 from dassl.config import get_cfg_default
+from dassl.utils.run_files import (
+    BEST_MODEL_NAME,
+    CHECKPOINT_POINTER,
+    CONFIG_FILE,
+    EPOCH_CHECKPOINT_PREFIX,
+    LOG_FILE,
+    RESULTS_FILE,
+    TRAIN_END_MESSAGE,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHOTS = 16
@@ -50,18 +60,19 @@ XD_SOURCE = "imagenet"
 XD_TARGETS = tuple(name for name in BASE2NEW_DATASETS if name != XD_SOURCE)
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
-# The paper's column names (also the DATASET.NAME registry names).
-DISPLAY_NAMES = {
-    "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets",
-    "stanford_cars": "StanfordCars", "oxford_flowers": "OxfordFlowers", "food101": "Food101",
-    "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
-    "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
-    "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
-}
+
+DATASET_CONFIGS = REPO_ROOT / "configs" / "datasets"
 
 
+@functools.cache
 def display_name(dataset):
-    return DISPLAY_NAMES.get(dataset, dataset)
+    """The paper's column name of a dataset: the DATASET.NAME of configs/datasets/<dataset>.yaml
+    (its registry name), or `dataset` itself when there is no such config."""
+    path = DATASET_CONFIGS / f"{dataset}.yaml"
+    if not path.is_file():
+        return dataset
+    config = yaml.safe_load(path.read_text()) or {}
+    return config.get("DATASET", {}).get("NAME") or dataset
 
 
 @dataclass(frozen=True)
@@ -243,11 +254,8 @@ def parse_run_dir(path):
 
 # ----------------------------------------------------------------------------- run results
 
-RESULTS_FILE = "results.json"
-LOG_FILE = "log.txt"
 CONSOLE_FILE = "console.txt"  # train.py's terminal output when a sweep runs jobs side by side
 _METRIC_LINE = re.compile(r"^\* (accuracy|base_accuracy|new_accuracy|macro_f1|error): ([\d.eE+-]+)%$")
-TRAIN_END_SIGNAL = "Finished training"
 TEST_START_SIGNAL = "=> result"
 EVAL_ONLY_LINE = "eval_only: True"
 
@@ -256,15 +264,15 @@ def read_log_metrics(log_file, test_log=None):
     """Metrics of the final test in a Dassl log.txt (the upstream parse_test_res.py rule).
 
     Only lines after the end signal count, and the last value of each metric wins: in a
-    training log the signal is "Finished training" (so per-epoch validation results are
+    training log the signal is "Finish training" (so per-epoch validation results are
     ignored); in an evaluation-only log it is "=> result". test_log=None picks the signal
     from the log itself (train.py prints its arguments, "eval_only: True" among them), so
     forgetting --test-log no longer finds nothing, and an unfinished training log finds nothing.
     """
     lines = [line.strip() for line in Path(log_file).read_text(errors="replace").splitlines()]
     if test_log is None:
-        test_log = TRAIN_END_SIGNAL not in lines and EVAL_ONLY_LINE in lines
-    signal = TEST_START_SIGNAL if test_log else TRAIN_END_SIGNAL
+        test_log = TRAIN_END_MESSAGE not in lines and EVAL_ONLY_LINE in lines
+    signal = TEST_START_SIGNAL if test_log else TRAIN_END_MESSAGE
     metrics, started = {}, False
     for line in lines:
         started = started or line == signal
@@ -274,18 +282,29 @@ def read_log_metrics(log_file, test_log=None):
     return metrics
 
 
+def result_file(folder):
+    """The file a run folder's final numbers are read from: results.json, else log.txt (runs of
+    the CoOp / MaPLe codebases); None when it has neither."""
+    for name in (RESULTS_FILE, LOG_FILE):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def read_result_file(path, test_log=None):
+    """The metrics in a results.json, or in a log.txt (see read_log_metrics for test_log)."""
+    path = Path(path)
+    if path.name == RESULTS_FILE:
+        return json.loads(path.read_text())
+    return read_log_metrics(path, test_log)
+
+
 def read_run_metrics(folder):
     """Final-test metrics of a run folder: results.json, else the log; None while unfinished."""
-    folder = Path(folder)
-    results = folder / RESULTS_FILE
-    if results.is_file():
-        return json.loads(results.read_text())
-    log = folder / LOG_FILE
-    if log.is_file():
-        metrics = read_log_metrics(log)
-        if "accuracy" in metrics:
-            return metrics
-    return None
+    path = result_file(folder)
+    metrics = read_result_file(path) if path is not None else {}
+    return metrics if "accuracy" in metrics else None
 
 
 def is_finished(folder):
@@ -295,7 +314,7 @@ def is_finished(folder):
 # ----------------------------------------------------------------------------- configs
 
 def dataset_config_file(dataset):
-    path = REPO_ROOT / "configs" / "datasets" / f"{dataset}.yaml"
+    path = DATASET_CONFIGS / f"{dataset}.yaml"
     if not path.is_file():
         raise ProtocolError(f"unknown dataset {dataset!r}: no {path}{_known_configs(path)}")
     return path
@@ -316,7 +335,7 @@ def _known_configs(path):
 def config_value(key, overrides, *config_files):
     """The value KEY ("OPTIM.MAX_EPOCH") takes in a run: the last override, else the first
     config file that sets it, else Dassl's default."""
-    pairs = list(zip(overrides[::2], overrides[1::2]))
+    pairs = list(zip(overrides[::2], overrides[1::2], strict=True))
     for name, value in reversed(pairs):
         if name == key:
             return yaml.safe_load(value)
@@ -333,20 +352,17 @@ def config_value(key, overrides, *config_files):
     return node
 
 
-_CHECKPOINT = re.compile(r"model\.pth\.tar-(\d+)")
-BEST_CHECKPOINT = "model-best.pth.tar"
-CHECKPOINT_POINTER = "checkpoint"  # names a registered model's latest model.pth.tar-<epoch>
-SAVED_CONFIG = "config.yaml"  # the resolved config train.py writes next to log.txt
+_CHECKPOINT = re.compile(re.escape(EPOCH_CHECKPOINT_PREFIX) + r"(\d+)")
 
 
 def saved_epochs(model_dir):
     """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
-    return sorted({int(m.group(1)) for p in Path(model_dir).glob("*/model.pth.tar-*")
+    return sorted({int(m.group(1)) for p in Path(model_dir).glob(f"*/{EPOCH_CHECKPOINT_PREFIX}*")
                    if (m := _CHECKPOINT.fullmatch(p.name))})
 
 
 def _epoch_checkpoints(folder):
-    return [p for p in folder.glob("model.pth.tar-*") if _CHECKPOINT.fullmatch(p.name)]
+    return [p for p in folder.glob(f"{EPOCH_CHECKPOINT_PREFIX}*") if _CHECKPOINT.fullmatch(p.name)]
 
 
 def model_folders(run_folder):
@@ -356,7 +372,7 @@ def model_folders(run_folder):
     if not run_folder.is_dir():
         return []
     return sorted(folder for folder in run_folder.iterdir() if folder.is_dir() and (
-        (folder / CHECKPOINT_POINTER).is_file() or (folder / BEST_CHECKPOINT).is_file()
+        (folder / CHECKPOINT_POINTER).is_file() or (folder / BEST_MODEL_NAME).is_file()
         or _epoch_checkpoints(folder)))
 
 
@@ -378,12 +394,12 @@ def choose_load_epoch(model_dir, config_file, overrides, env):
     """
     if env.get("LOAD_EPOCH"):
         return int(env["LOAD_EPOCH"])
-    configs = (Path(model_dir) / SAVED_CONFIG, config_file)
-    has_best = any(Path(model_dir).glob(f"*/{BEST_CHECKPOINT}"))
+    configs = (Path(model_dir) / CONFIG_FILE, config_file)
+    has_best = any(Path(model_dir).glob(f"*/{BEST_MODEL_NAME}"))
     if config_value("TEST.FINAL_MODEL", overrides, *configs) == "best_val":
         if not has_best:
             raise ProtocolError(f"the config tests the best-validation model but {model_dir} has "
-                                f"no */{BEST_CHECKPOINT}; set LOAD_EPOCH=N to load an epoch")
+                                f"no */{BEST_MODEL_NAME}; set LOAD_EPOCH=N to load an epoch")
         return None
     max_epoch = int(config_value("OPTIM.MAX_EPOCH", overrides, *configs))
     epochs = saved_epochs(model_dir)
@@ -395,7 +411,8 @@ def choose_load_epoch(model_dir, config_file, overrides, env):
         return epochs[-1]
     if has_best:
         return None
-    raise ProtocolError(f"no checkpoint (*/model.pth.tar-N or */{BEST_CHECKPOINT}) in {model_dir}")
+    raise ProtocolError(f"no checkpoint (*/{EPOCH_CHECKPOINT_PREFIX}N or */{BEST_MODEL_NAME}) in "
+                        f"{model_dir}")
 
 
 # ----------------------------------------------------------------------------- commands

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from dassl.config import ConfigError
 from dassl.data.datasets import DatasetBase, DatasetError, Datum, build_dataset
 from dassl.data.datasets import base_dataset
 from datasets.base_new import split_base_new_labels
@@ -269,7 +270,7 @@ def test_bad_subsample_value_and_unknown_name(tmp_path):
     make_eurosat(tmp_path, n_classes=2, n_train=2, n_val=1, n_test=1)
     with pytest.raises(DatasetError, match="SUBSAMPLE_CLASSES"):
         build(tmp_path, subsample="half")
-    with pytest.raises(DatasetError, match="EuroSAT"):  # the message lists the registered names
+    with pytest.raises(ConfigError, match="EuroSAT"):  # the message lists the registered names
         build(tmp_path, name="EuroSat")
 
 

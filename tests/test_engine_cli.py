@@ -38,9 +38,20 @@ def test_list_trainers(capsys):
     assert "EngineToyTrainer" in capsys.readouterr().out.split("\n")
 
 
-def test_unknown_trainer_lists_registered_names(tmp_path):
-    with pytest.raises(SystemExit, match="EngineToyTrainer"):
-        _run(["--trainer", "NoSuchTrainer", "--output-dir", str(tmp_path), "DATASET.NAME", "EngineToyColors"])
+@pytest.mark.parametrize("args, known, expected", [
+    (["--trainer", "NoSuchTrainer", "DATASET.NAME", "EngineToyColors"], "EngineToyTrainer",
+     'error: Unknown trainer "NoSuchTrainer" (TRAINER.NAME / --trainer). Registered trainers: '),
+    (["--trainer", "EngineToyTrainer", "DATASET.NAME", "NoSuchSet"], "EngineToyColors",
+     'error: Unknown dataset "NoSuchSet" (DATASET.NAME, set by --dataset-config-file). '
+     "Registered datasets: "),
+])
+def test_unknown_trainer_or_dataset_lists_registered_names(tmp_path, args, known, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        _run(["--output-dir", str(tmp_path), *args])
+    message = str(exit_info.value.code)
+    assert message.startswith(expected)
+    assert known in message[len(expected):].split(", ")
+    assert not os.listdir(tmp_path)  # refused before the run started
 
 
 def test_train_then_eval_only(tmp_path):
@@ -123,6 +134,15 @@ def test_eval_only_with_a_wrong_model_dir_says_what_the_folder_holds(toy, tmp_pa
                               "DATASET.NAME", "EngineToyColors"), capsys)
     assert f'model not found at "{run / "model" / "model.pth.tar-5"}"' in message
     assert f'"{run / "model"}" holds model.pth.tar-2' in message and "--load-epoch" in message
+
+
+def test_a_corrupt_checkpoint_is_a_one_line_error(toy, tmp_path, capsys):
+    checkpoint = tmp_path / "run" / "model" / "model.pth.tar-2"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"copy interrupted")
+    message = _user_error(toy("--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "2",
+                              "DATASET.NAME", "EngineToyColors"), capsys)
+    assert message.startswith(f'error: Cannot read checkpoint "{checkpoint}" safely')
 
 
 def test_eval_only_without_model_dir_is_refused_for_a_trainer_with_weights(toy, capsys):

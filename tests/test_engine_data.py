@@ -4,8 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dassl.config import ConfigError
 from dassl.data import DataManager, DatasetWrapper
-from dassl.data.datasets import Datum
+from dassl.data.datasets import DatasetBase, Datum
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform
 from tests.helpers.engine import TOY_CLASSES, toy_cfg
 
@@ -38,8 +39,30 @@ def test_train_transforms_produce_input_size(tmp_path):
         cfg = toy_cfg(tmp_path, tmp_path, **{"INPUT.SIZE": (24, 24), "INPUT.TRANSFORMS": tuple(choices)})
         assert build_transform(cfg, is_train=True)(image).shape == (3, 24, 24)
     cfg = toy_cfg(tmp_path, tmp_path, **{"INPUT.TRANSFORMS": ("warp_drive",)})
-    with pytest.raises(ValueError, match="random_resized_crop"):
+    with pytest.raises(ConfigError, match="random_resized_crop"):
         build_transform(cfg)
+
+
+def test_an_unknown_interpolation_is_refused_by_every_resize(tmp_path):
+    """The test transform and DatasetWrapper's img0 resize read INPUT.INTERPOLATION alike."""
+    cfg = toy_cfg(tmp_path, tmp_path, **{"INPUT.INTERPOLATION": "lanczos"})
+    data = [Datum(impath=str(tmp_path / "img.png"))]
+    for build in (lambda: build_transform(cfg, is_train=False), lambda: DatasetWrapper(cfg, data)):
+        with pytest.raises(ConfigError, match=r"INPUT.INTERPOLATION \"lanczos\" is not one of"):
+            build()
+
+
+def test_k_transforms_without_a_transform_is_a_config_error(tmp_path):
+    cfg = toy_cfg(tmp_path, tmp_path, **{"DATALOADER.K_TRANSFORMS": 2})
+    with pytest.raises(ConfigError, match="K_TRANSFORMS=2 needs a transform"):
+        DatasetWrapper(cfg, [], transform=None, is_train=True)
+
+
+def test_a_domain_the_dataset_lacks_is_a_config_error():
+    dataset = DatasetBase(train_x=[Datum(impath="a.png")])
+    dataset.domains = ["photo", "sketch"]
+    with pytest.raises(ConfigError, match="painting"):
+        dataset.check_input_domains(["photo"], ["painting"])
 
 
 def test_random_resized_crop_uses_rrcrop_scale(tmp_path):

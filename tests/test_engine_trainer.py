@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-import dassl.engine.trainer as trainer_module
+import dassl.utils.torchtools as torchtools
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, DatasetError
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import read_json, set_random_seed
@@ -72,9 +72,16 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, data_root):
 def test_resume_without_restoring_rng_would_differ(tmp_path, data_root, monkeypatch):
     """Guards the test above: the shuffling and flips after resuming depend on the RNG state."""
     uninterrupted = _train(EngineToyTrainer, toy_cfg(data_root, tmp_path / "full", **RESUME_SETTINGS))
-    monkeypatch.setattr(trainer_module, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(torchtools, "set_rng_state", lambda state: None)
     resumed = _interrupt_and_resume(tmp_path, data_root, RESUME_SETTINGS)
     assert not torch.equal(resumed.model.weight, uninterrupted.model.weight)
+
+
+def test_a_failed_run_closes_its_tensorboard_writer(tmp_path, data_root):
+    trainer = InterruptedToyTrainer(toy_cfg(data_root, tmp_path / "out"))
+    with pytest.raises(Interrupted):
+        trainer.train()
+    assert trainer._writer is None  # closed: its event file is complete and released
 
 
 @pytest.mark.parametrize("in_place", [True, False])

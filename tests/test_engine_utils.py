@@ -10,13 +10,18 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from dassl.config import get_cfg_default
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.config import ConfigError
 from dassl.utils import (
+    CheckpointError,
     MetricMeter,
     PickledObjectState,
     Registry,
+    UserError,
     close_logger,
+    get_rng_state,
     load_checkpoint,
     read_json,
+    resume_from_checkpoint,
     save_checkpoint,
     setup_logger,
     write_json,
@@ -96,8 +101,70 @@ def test_upstream_scheduler_state_restores_our_warmup_schedule(tmp_path):
 def test_arbitrary_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "payload": Registry("x")}, path)
-    with pytest.raises(RuntimeError, match="safely"):
+    with pytest.raises(CheckpointError, match="safely") as error:
         load_checkpoint(str(path))
+    # train.py prints user errors in one line; callers catching RuntimeError still do
+    assert isinstance(error.value, UserError) and isinstance(error.value, RuntimeError)
+
+
+def test_a_corrupt_checkpoint_is_a_user_error(tmp_path):
+    path = tmp_path / "model.pth.tar-1"
+    path.write_bytes(b"interrupted copy")
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(str(path))
+
+
+def _prompted_model():
+    """A frozen part and a learned part, like CLIP with a prompt learner."""
+    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+
+
+def _optimizer_and_scheduler(model):
+    optimizer = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+
+def _train_one_step(model, optimizer, scheduler):
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+
+
+def test_resume_from_checkpoint_reads_our_learner_only_checkpoints(tmp_path):
+    """Our trainers save the learned tensors only, and the RNG states inside engine_state."""
+    torch.manual_seed(0)
+    model = _prompted_model()
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    _train_one_step(model, optimizer, scheduler)
+    learned = {f"1.{key}": value for key, value in model[1].state_dict().items()}
+    save_checkpoint({"state_dict": learned, "epoch": 1, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(),
+                     "engine_state": {"rng_state": get_rng_state()}}, str(tmp_path))
+    draws_after_saving = torch.rand(3)
+
+    resumed = _prompted_model()
+    frozen = {key: value.clone() for key, value in resumed[0].state_dict().items()}
+    resumed_optimizer, resumed_scheduler = _optimizer_and_scheduler(resumed)
+    assert resume_from_checkpoint(str(tmp_path), resumed, resumed_optimizer, resumed_scheduler) == 1
+
+    assert torch.equal(torch.rand(3), draws_after_saving)  # the RNG continues where it was
+    for key, value in model[1].state_dict().items():
+        assert torch.equal(resumed[1].state_dict()[key], value)
+    for key, value in frozen.items():  # tensors the checkpoint does not hold are kept
+        assert torch.equal(resumed[0].state_dict()[key], value)
+    assert resumed_scheduler.last_epoch == 1 and resumed_optimizer.param_groups[0]["lr"] == 0.05
+    assert resumed_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+def test_resume_from_checkpoint_reads_upstream_checkpoints(tmp_path):
+    model = _write_upstream_checkpoint(tmp_path / "model.pth.tar-2", epochs_done=2)
+    (tmp_path / "checkpoint").write_text("model.pth.tar-2\n")
+    resumed = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(resumed.parameters(), lr=0.002, momentum=0.9)
+    assert resume_from_checkpoint(str(tmp_path), resumed, optimizer) == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value)
+    assert len(optimizer.state_dict()["state"]) == 2  # momentum buffers of weight and bias
 
 
 def test_save_checkpoint_is_atomic_and_records_latest(tmp_path):
@@ -175,15 +242,22 @@ def test_json_round_trip(tmp_path):
 
 
 def test_registry_lists_names_of_unknown_key():
-    registry = Registry("THING")
+    registry = Registry("thing", config_key="MODEL.THING")
 
     @registry.register()
     class Alpha:
         pass
 
+    @registry.register()
+    class Gamma:
+        pass
+
     assert registry.get("Alpha") is Alpha
-    with pytest.raises(KeyError, match="Alpha"):
+    with pytest.raises(ConfigError) as error:
         registry.get("Beta")
+    assert str(error.value) == 'Unknown thing "Beta" (MODEL.THING). Registered things: Alpha, Gamma'
+    with pytest.raises(ConfigError, match=r'Unknown thing "x"\. Registered things: \(none\)'):
+        Registry("thing").get("x")
     with pytest.raises(KeyError, match="already registered"):
         registry.register(Alpha)
 

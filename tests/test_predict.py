@@ -9,6 +9,9 @@ from PIL import Image
 
 import clip
 import train
+import trainers
+from dassl.config import ConfigError
+from dassl.engine import TRAINER_REGISTRY
 from tests.helpers.datasets import make_eurosat
 from tests.helpers.trainers import (fp16_exact_values, run_script, run_train_py, tiny_opts,
                                     train_py_args, write_checkpoint, write_tiny_clip)
@@ -147,3 +150,13 @@ def test_the_command_line_names_a_missing_image(run):
     result = run_cli(run, "--classnames", "forest", "river", "--", "no_such_photo.jpg")
     assert result.returncode != 0
     assert 'image not found: "no_such_photo.jpg"' in result.stderr
+
+
+def test_an_unknown_trainer_is_a_config_error_naming_the_trainers(run):
+    with pytest.raises(ConfigError, match=r'Unknown trainer "BMP" .*Registered trainers: .*BMIP'):
+        load_predictor(CONFIG, str(run[0] / "train"), "BMP", ["forest"], opts=bmip_opts(run[1]))
+
+
+def test_the_predictor_module_is_not_imported_as_a_trainer():
+    assert "trainers.predict" not in [module.__name__ for module in trainers.MODULES]
+    assert "BMIP" in TRAINER_REGISTRY.registered_names()

@@ -12,6 +12,10 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 import parse_test_res
+import train
+from dassl.utils import close_logger
+from scripts import protocols
+from tests.helpers.engine import TOY_CLASSES  # noqa: F401  (registers the toy trainer and dataset)
 from tests.helpers.protocols import (b2n_dir, write_results, write_test_log, write_training_log,
                                      write_unfinished, xd_test_dir, xd_train_dir)
 
@@ -272,3 +276,40 @@ def test_train_base_and_test_base_of_one_config_warn_once(tmp_path):
     assert "train_base" in warning and "test_base" in warning
     assert [line.strip() for line in warning.splitlines()[1:]] == [str(f) for f in folders]
     assert f"{hm(90, 70):.2f} ± 0.00 (2)" in out  # the tables use test_base, as the warning says
+
+
+def test_a_log_written_by_the_engine_parses_without_results_json(tmp_path):
+    """A run of the CoOp / MaPLe codebases leaves log.txt only: its final test (after the line
+    the engine prints when training ends) is read; the validation results printed each epoch
+    before it are not."""
+    run = b2n_dir(tmp_path / "output", "train_base", "eurosat", "EngineToyTrainer", "toy", 1)
+    (tmp_path / "data").mkdir()
+    try:
+        train.main(["--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "EngineToyTrainer",
+                    "--output-dir", str(run), "DATASET.NAME", "EngineToyColors",
+                    "INPUT.SIZE", "(8, 8)", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "2",
+                    "TEST.FINAL_MODEL", "best_val", "USE_CUDA", "False"])
+    finally:
+        close_logger()
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").unlink()
+    log = (run / "log.txt").read_text()
+    assert log.count("* accuracy:") == 3  # two validation passes, then the final test
+
+    logged = round(results["accuracy"], 1)  # the log prints one decimal
+    assert protocols.read_run_metrics(run)["accuracy"] == logged
+    returncode, out = run_main(run.parent)
+    assert returncode == 0 and f"file: {run / 'log.txt'}." in out
+    assert f"* accuracy: {logged:.2f}% +- 0.00%" in out
+
+
+def test_classic_form_names_the_file_it_read(tree):
+    folder = tree / "base2new/train_base/eurosat/shots_16/BMIP" / BMIP
+    _, out = run_main(folder)
+    assert f"file: {folder / 'seed1' / 'results.json'}. accuracy: 90.00%." in out
+
+
+def test_column_names_come_from_the_dataset_configs():
+    assert protocols.display_name("dtd") == "DescribableTextures"
+    assert protocols.display_name("my_dataset_example") == "UserDataset"  # configs/datasets/
+    assert protocols.display_name("no_such_dataset") == "no_such_dataset"

@@ -1,11 +1,16 @@
-"""Trainers: importing the package imports every module in it, so each trainer registers itself
-in dassl's TRAINER_REGISTRY (no import to forget); `extend_cfg(cfg)` adds every trainer's
+"""Trainers: importing the package imports every trainer module in it, so each trainer registers
+itself in dassl's TRAINER_REGISTRY (no import to forget); `extend_cfg(cfg)` adds every trainer's
 TRAINER.<NAME>.* defaults."""
 import importlib
 import pkgutil
 
+# Modules of the package that are not trainers: `predict` builds trainers for inference (and
+# imports this package to register them).
+_NOT_TRAINERS = {"predict"}
+
 MODULES = [importlib.import_module(f"{__name__}.{info.name}")
-           for info in pkgutil.iter_modules(__path__)]
+           for info in pkgutil.iter_modules(__path__)
+           if info.name not in _NOT_TRAINERS]
 
 
 def extend_cfg(cfg):

@@ -16,20 +16,20 @@ class list works with no dataset folder. Images go through the config's test tra
 (`build_transform(cfg, is_train=False)`: smaller edge resized to INPUT.SIZE, centre crop,
 INPUT.PIXEL_MEAN / PIXEL_STD), the one `train.py --eval-only` uses.
 """
+import contextlib
 import os
 import os.path as osp
-from types import SimpleNamespace
 
 import torch
 from PIL import Image
 
+import datasets
+import trainers
 from dassl.config import get_cfg_default
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import UserError, read_image
-
-# The resolved config every train.py run writes next to its checkpoints.
-RUN_CONFIG_NAME = "config.yaml"
+from dassl.utils.run_files import CONFIG_FILE
 
 
 class PredictorError(UserError, ValueError):
@@ -38,10 +38,6 @@ class PredictorError(UserError, ValueError):
 
 def default_cfg():
     """Dassl's defaults with every trainer's and dataset's keys, as train.py starts from."""
-    # Imported here: the trainers package imports this module while it is being initialised.
-    import datasets
-    import trainers
-
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
     datasets.extend_cfg(cfg)
@@ -63,10 +59,10 @@ def predictor_cfg(config_file, trainer, opts=(), device=None):
 
 def run_config_file(model_dir):
     """The resolved config of the training run in `model_dir` (written by train.py)."""
-    path = osp.join(model_dir or "", RUN_CONFIG_NAME)
+    path = osp.join(model_dir or "", CONFIG_FILE)
     if not osp.isfile(path):
         raise FileNotFoundError(
-            f'no config file given and no {RUN_CONFIG_NAME} in the model folder "{model_dir}": '
+            f'no config file given and no {CONFIG_FILE} in the model folder "{model_dir}": '
             "pass the method config the model was trained with (--config-file)")
     return path
 
@@ -94,6 +90,18 @@ class UserClasses:
         self.num_classes = len(self.classnames)
 
 
+class ClassNamesOnly:
+    """Stands where the trainer reads its DataManager: the caller's class names, no loaders."""
+
+    train_loader_x = train_loader_u = val_loader = test_loader = None
+
+    def __init__(self, classnames, num_source_domains):
+        self.dataset = UserClasses(classnames)
+        self.num_classes = self.dataset.num_classes
+        self.lab2cname = self.dataset.lab2cname
+        self.num_source_domains = num_source_domains
+
+
 class ClassNamesInsteadOfDataset:
     """Mixin placed before a registered trainer: `build_data_loader` builds no data loaders and
     gives `build_model` the class names in `user_classnames`."""
@@ -101,20 +109,12 @@ class ClassNamesInsteadOfDataset:
     user_classnames = ()
 
     def build_data_loader(self):
-        classes = UserClasses(self.user_classnames)
-        self.dm = SimpleNamespace(dataset=classes, num_classes=classes.num_classes,
-                                  lab2cname=classes.lab2cname)
-        self.train_loader_x = self.train_loader_u = self.val_loader = self.test_loader = None
-        self.num_classes = classes.num_classes
-        self.num_source_domains = len(self.cfg.DATASET.SOURCE_DOMAINS)
-        self.lab2cname = classes.lab2cname
+        self.use_data_manager(ClassNamesOnly(self.user_classnames,
+                                             len(self.cfg.DATASET.SOURCE_DOMAINS)))
 
 
 def build_trainer_for_classnames(cfg, classnames):
     """The trainer of cfg.TRAINER.NAME, built for `classnames` instead of a dataset."""
-    if cfg.TRAINER.NAME not in TRAINER_REGISTRY:
-        raise PredictorError(f'unknown trainer "{cfg.TRAINER.NAME}"; registered trainers: '
-                             f"{', '.join(TRAINER_REGISTRY.registered_names())}")
     trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     subclass = type(f"{trainer_class.__name__}ForPrediction",
                     (ClassNamesInsteadOfDataset, trainer_class),
@@ -141,15 +141,24 @@ def load_predictor(config_file, model_dir, trainer, classnames, load_epoch=None,
     if config_file is None:
         config_file = run_config_file(model_dir)
     cfg = predictor_cfg(config_file, trainer, opts, device)
-    built = build_trainer_for_classnames(cfg, classnames)
-    if built.get_model_names() and not model_dir:
-        raise PredictorError(f"trainer {trainer} needs the folder of a training run "
-                             "(model_dir) to load its prompts from")
-    built.load_model(model_dir, epoch=load_epoch)
+    with default_cuda_device(device):
+        built = build_trainer_for_classnames(cfg, classnames)
+        if built.get_model_names() and not model_dir:
+            raise PredictorError(f"trainer {trainer} needs the folder of a training run "
+                                 "(model_dir) to load its prompts from")
+        built.load_model(model_dir, epoch=load_epoch)
     if device is not None:
         built.device = torch.device(device)
-        built.model.to(built.device)
     return Predictor(built, test_time_transform(cfg), cfg.DATALOADER.TEST.BATCH_SIZE)
+
+
+def default_cuda_device(device):
+    """For "cuda:N", a context in which the trainer's "cuda" device is GPU N, so that it builds
+    everything there; nothing for other devices."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return torch.cuda.device(device.index)
+    return contextlib.nullcontext()
 
 
 def test_time_transform(cfg):

@@ -11,11 +11,7 @@ import os.path as osp
 import yaml
 from yacs.config import CfgNode
 
-from dassl.utils import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config file, override or value that the config cannot take."""
+from dassl.utils import ConfigError
 
 
 def full_keys(node, prefix=""):
@@ -53,7 +49,7 @@ class CheckedCfgNode(CfgNode):
                 f"config overrides come in KEY VALUE pairs, got an odd number of words ({len(cfg_list)}): "
                 f"{' '.join(map(str, cfg_list))}"
             )
-        for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2], strict=True):
             self._merge_one(key, value, " on the command line")
 
     def _leaves_of(self, loaded, node=None, prefix=""):

@@ -2,12 +2,12 @@
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import Compose, InterpolationMode, Normalize, Resize, ToTensor
+from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
-from dassl.utils import read_image
+from dassl.utils import ConfigError, read_image
 
 from .samplers import build_sampler
-from .transforms import INTERPOLATION_MODES, build_transform
+from .transforms import build_transform, interpolation_mode
 
 
 def build_data_loader(
@@ -151,12 +151,11 @@ class DatasetWrapper(Dataset):
         self.return_img0 = cfg.DATALOADER.RETURN_IMG0
 
         if self.k_tfm > 1 and transform is None:
-            raise ValueError(
+            raise ConfigError(
                 f"DATALOADER.K_TRANSFORMS={self.k_tfm} needs a transform, but none is set "
                 "(INPUT.NO_TRANSFORM is True)"
             )
-        interpolation = INTERPOLATION_MODES.get(cfg.INPUT.INTERPOLATION, InterpolationMode.BILINEAR)
-        steps = [Resize(list(cfg.INPUT.SIZE), interpolation=interpolation), ToTensor()]
+        steps = [Resize(list(cfg.INPUT.SIZE), interpolation=interpolation_mode(cfg)), ToTensor()]
         if "normalize" in cfg.INPUT.TRANSFORMS:
             steps.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = Compose(steps)

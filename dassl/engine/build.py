@@ -1,17 +1,11 @@
-from dassl.config import ConfigError
 from dassl.utils import Registry
 
-TRAINER_REGISTRY = Registry("TRAINER")
+TRAINER_REGISTRY = Registry("trainer", config_key="TRAINER.NAME / --trainer")
 
 
 def build_trainer(cfg):
     """Instantiate the trainer registered under ``cfg.TRAINER.NAME``."""
-    name = cfg.TRAINER.NAME
-    if name not in TRAINER_REGISTRY:
-        raise ConfigError(
-            f'Unknown trainer "{name}" (TRAINER.NAME / --trainer); registered trainers: '
-            f"{', '.join(TRAINER_REGISTRY.registered_names()) or '(none)'}"
-        )
+    trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     if cfg.VERBOSE:
-        print(f"Loading trainer: {name}")
-    return TRAINER_REGISTRY.get(name)(cfg)
+        print(f"Loading trainer: {cfg.TRAINER.NAME}")
+    return trainer_class(cfg)

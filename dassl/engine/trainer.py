@@ -25,13 +25,21 @@ from dassl.utils import (
     MetricMeter,
     console_stream,
     get_rng_state,
+    latest_checkpoint_path,
     load_checkpoint,
+    load_state_dict_leniently,
     mkdir_if_missing,
+    read_latest_checkpoint,
+    restore_training_state,
     save_checkpoint,
-    set_rng_state,
     write_json,
 )
-from dassl.utils.torchtools import BEST_MODEL_NAME
+from dassl.utils.run_files import (
+    BEST_MODEL_NAME,
+    RESULTS_FILE,
+    TRAIN_END_MESSAGE,
+    epoch_checkpoint_name,
+)
 
 PRECISIONS = ("fp16", "fp32", "amp")
 FINAL_MODELS = ("last_step", "best_val")
@@ -104,13 +112,7 @@ class TrainerBase:
 
     def load_state_dict_into(self, name, state_dict, epoch):
         """Put a checkpoint's ``state_dict`` into model ``name`` (override for stricter rules)."""
-        result = self._models[name].load_state_dict(state_dict, strict=False)
-        if result.unexpected_keys:
-            print(
-                f"Warning: keys in the checkpoint that model {name} does not have: "
-                f"{result.unexpected_keys}"
-            )
-        return result
+        return load_state_dict_leniently(self._models[name], state_dict, name)
 
     def _engine_state(self, rolling=False):
         """Loop state beyond the weights that a resumed run needs to continue identically."""
@@ -145,26 +147,18 @@ class TrainerBase:
     def resume_model_if_exist(self, directory):
         """Continue from the latest checkpoint in ``directory``; return the epoch to start at."""
         names = self.get_model_names()
-        pointers = [osp.join(directory, name, "checkpoint") for name in names]
-        if not all(osp.exists(pointer) for pointer in pointers):
+        if any(latest_checkpoint_path(osp.join(directory, name)) is None for name in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f'Found checkpoint at "{directory}" (will resume training)')
         start_epoch, engine_state = 0, None
-        for name, pointer in zip(names, pointers):
-            with open(pointer) as f:
-                fpath = osp.join(directory, name, f.readline().strip())
-            print(f'Loading checkpoint from "{fpath}"')
-            checkpoint = load_checkpoint(fpath)
+        for name in names:
+            checkpoint = read_latest_checkpoint(osp.join(directory, name))
             self.load_state_dict_into(name, checkpoint["state_dict"], checkpoint["epoch"])
-            if self._optims[name] is not None and checkpoint.get("optimizer"):
-                self._optims[name].load_state_dict(checkpoint["optimizer"])
-            if self._scheds[name] is not None and checkpoint.get("scheduler"):
-                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            start_epoch = restore_training_state(checkpoint, self._optims[name], self._scheds[name])
             engine_state = checkpoint.get("engine_state")
             if engine_state:
-                self._restore_engine_state(engine_state)
-            start_epoch = checkpoint["epoch"]
+                self._restore_loop_state(engine_state)
             print(f"Resumed {name} at epoch {start_epoch}")
         if engine_state and engine_state.get("rolling") and self._is_output_dir(directory):
             self._rolling_epoch = start_epoch
@@ -176,8 +170,9 @@ class TrainerBase:
         output_dir = getattr(self, "output_dir", None)
         return output_dir is not None and osp.abspath(directory) == osp.abspath(output_dir)
 
-    def _restore_engine_state(self, state):
-        set_rng_state(state["rng_state"])
+    def _restore_loop_state(self, state):
+        """The early-stopping counters and AMP scaler of ``engine_state`` (the RNG states are
+        restored by ``restore_training_state``)."""
         self.best_result = state["best_result"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
         if self.scaler is not None and state.get("scaler"):
@@ -186,12 +181,10 @@ class TrainerBase:
     def _checkpoint_file(self, directory, name, epoch):
         """The file ``load_model`` reads: epoch N, else the best model, else the latest epoch."""
         if epoch is not None:
-            return osp.join(directory, name, f"model.pth.tar-{epoch}")
+            return osp.join(directory, name, epoch_checkpoint_name(epoch))
         best = osp.join(directory, name, BEST_MODEL_NAME)
-        pointer = osp.join(directory, name, "checkpoint")
-        if not osp.exists(best) and osp.exists(pointer):
-            with open(pointer) as f:
-                latest = osp.join(directory, name, f.readline().strip())
+        latest = latest_checkpoint_path(osp.join(directory, name))
+        if not osp.exists(best) and latest is not None:
             print(f"Note: no {BEST_MODEL_NAME} in {osp.dirname(best)}; loading the latest, {latest}")
             return latest
         return best
@@ -260,15 +253,19 @@ class TrainerBase:
     def train(self, start_epoch, max_epoch):
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
-        self.before_train()
-        # self.epoch + 1 is always the number of epochs done, also when none ran.
-        self.epoch = self.start_epoch - 1
-        while self.epoch + 1 < self.max_epoch and not self.should_stop:
-            self.epoch += 1
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-        self.after_train()
+        try:
+            self.before_train()
+            # self.epoch + 1 is always the number of epochs done, also when none ran.
+            self.epoch = self.start_epoch - 1
+            while self.epoch + 1 < self.max_epoch and not self.should_stop:
+                self.epoch += 1
+                self.before_epoch()
+                self.run_epoch()
+                self.after_epoch()
+            self.after_train()
+        finally:
+            # Also when training fails: the writer holds an open event file.
+            self.close_writer()
 
     def before_train(self):
         pass
@@ -396,7 +393,10 @@ class SimpleTrainer(TrainerBase):
 
     def build_data_loader(self):
         """Create the DataManager; override to pass custom transforms or a dataset wrapper."""
-        dm = DataManager(self.cfg)
+        self.use_data_manager(DataManager(self.cfg))
+
+    def use_data_manager(self, dm):
+        """Take the loaders, class names and counts that the hooks read from ``dm``."""
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
         self.val_loader = dm.val_loader
@@ -455,7 +455,7 @@ class SimpleTrainer(TrainerBase):
             )
 
     def after_train(self):
-        print("Finish training")
+        print(TRAIN_END_MESSAGE)
         if not self.cfg.TEST.NO_TEST:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 print("Deploy the model with the best val performance")
@@ -467,7 +467,6 @@ class SimpleTrainer(TrainerBase):
             self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
-        self.close_writer()
 
     def _best_model_dir(self):
         """OUTPUT_DIR, or the RESUME folder when the best epoch came before the interruption."""
@@ -500,7 +499,7 @@ class SimpleTrainer(TrainerBase):
         if self._rolling_epoch is None:
             return
         for name in self.get_model_names():
-            path = osp.join(self.output_dir, name, f"model.pth.tar-{self._rolling_epoch}")
+            path = osp.join(self.output_dir, name, epoch_checkpoint_name(self._rolling_epoch))
             if osp.exists(path):
                 os.remove(path)
 
@@ -593,7 +592,7 @@ class SimpleTrainer(TrainerBase):
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL
         record["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        path = osp.join(self.output_dir, "results.json")
+        path = osp.join(self.output_dir, RESULTS_FILE)
         write_json(record, path)
         print(f"Results written to {path}")
 
@@ -615,7 +614,8 @@ class TrainerX(SimpleTrainer):
         self.num_batches = len(self.train_loader_x)
 
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for batch_idx, batch in enumerate(self.train_loader_x):
+            self.batch_idx = batch_idx
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)

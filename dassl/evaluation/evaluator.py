@@ -6,7 +6,7 @@ import torch
 
 from dassl.utils import Registry, mkdir_if_missing
 
-EVALUATOR_REGISTRY = Registry("EVALUATOR")
+EVALUATOR_REGISTRY = Registry("evaluator", config_key="TEST.EVALUATOR")
 
 
 def build_evaluator(cfg, **kwargs):
@@ -32,7 +32,7 @@ def macro_f1_score(y_true, y_pred):
     ``labels=unique(y_true)``). Per class F1 = 2TP / (2TP + FP + FN) = 2TP / (#true + #predicted)."""
     true_counts = Counter(y_true)
     pred_counts = Counter(y_pred)
-    true_positives = Counter(t for t, p in zip(y_true, y_pred) if t == p)
+    true_positives = Counter(t for t, p in zip(y_true, y_pred, strict=True) if t == p)
     scores = [
         2 * true_positives[label] / (true_counts[label] + pred_counts[label])
         for label in true_counts
@@ -43,7 +43,7 @@ def macro_f1_score(y_true, y_pred):
 def confusion_matrix_normalized(y_true, y_pred, num_classes):
     """Rows: true labels, columns: predictions, each row divided by its count (sklearn "true")."""
     cmat = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    for t, p in zip(y_true, y_pred):
+    for t, p in zip(y_true, y_pred, strict=True):
         cmat[t, p] += 1
     row_sums = cmat.sum(dim=1, keepdim=True)
     return torch.where(row_sums > 0, cmat / row_sums.clamp(min=1), cmat)
@@ -79,12 +79,12 @@ class Classification(EvaluatorBase):
 
     @property
     def correct(self):
-        return sum(1 for t, p in zip(self._y_true, self._y_pred) if t == p)
+        return sum(1 for t, p in zip(self._y_true, self._y_pred, strict=True) if t == p)
 
     def per_class_accuracy(self):
         """OrderedDict label -> (correct, total, accuracy in percent), sorted by label."""
         counts = {}
-        for t, p in zip(self._y_true, self._y_pred):
+        for t, p in zip(self._y_true, self._y_pred, strict=True):
             correct, total = counts.get(t, (0, 0))
             counts[t] = (correct + int(t == p), total + 1)
         return OrderedDict(
@@ -95,7 +95,7 @@ class Classification(EvaluatorBase):
     def base_new_counts(self):
         """(correct, total) over images of base classes and over images of new classes."""
         base, new = [0, 0], [0, 0]
-        for t, p in zip(self._y_true, self._y_pred):
+        for t, p in zip(self._y_true, self._y_pred, strict=True):
             group = base if t in self._base_labels else new
             group[0] += int(t == p)
             group[1] += 1
@@ -132,7 +132,7 @@ class Classification(EvaluatorBase):
 
     def _evaluate_base_new(self):
         results = OrderedDict()
-        for name, (correct, total) in zip(("base", "new"), self.base_new_counts()):
+        for name, (correct, total) in zip(("base", "new"), self.base_new_counts(), strict=True):
             if total == 0:
                 print(f"* {name}_accuracy: n/a (no images of {name} classes)")
                 continue

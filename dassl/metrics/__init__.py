@@ -1,1 +1,3 @@
 from .accuracy import compute_accuracy
+
+__all__ = ["compute_accuracy"]

@@ -29,7 +29,7 @@ class _WarmupScheduler:
         raise NotImplementedError
 
     def _set_lrs(self, lrs):
-        for group, lr in zip(self.optimizer.param_groups, lrs):
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self._last_lr = list(lrs)
 

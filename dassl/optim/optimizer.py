@@ -37,7 +37,7 @@ def build_optimizer(model, optim_cfg, param_groups=None):
     if name not in AVAILABLE_OPTIMIZERS:
         raise ConfigError(f'OPTIM.NAME "{name}" is not supported; choose one of {list(AVAILABLE_OPTIMIZERS)}')
     if param_groups is not None and optim_cfg.STAGED_LR:
-        warnings.warn("OPTIM.STAGED_LR is ignored because param_groups were given explicitly")
+        warnings.warn("OPTIM.STAGED_LR is ignored because param_groups were given explicitly", stacklevel=2)
     if param_groups is None:
         if optim_cfg.STAGED_LR:
             param_groups = _staged_param_groups(model, optim_cfg)

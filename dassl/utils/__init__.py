@@ -1,8 +1,8 @@
 from .download import DownloadFailed, digest_mismatch, download, folder_lock
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .logger import close_logger, console_stream, setup_logger
 from .meters import AverageMeter, MetricMeter
-from .registry import Registry, check_availability
+from .registry import Registry
 from .tools import (
     ImageError,
     ImageNotFoundError,
@@ -17,13 +17,58 @@ from .tools import (
     write_json,
 )
 from .torchtools import (
+    CheckpointError,
     CheckpointNotFoundError,
     PickledObjectState,
     count_num_param,
     get_rng_state,
+    latest_checkpoint_path,
     load_checkpoint,
     load_pretrained_weights,
+    load_state_dict_leniently,
+    read_latest_checkpoint,
+    restore_training_state,
     resume_from_checkpoint,
     save_checkpoint,
     set_rng_state,
 )
+
+__all__ = [
+    "atomic_write",
+    "AverageMeter",
+    "check_isfile",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "close_logger",
+    "collect_env_info",
+    "ConfigError",
+    "console_stream",
+    "count_num_param",
+    "digest_mismatch",
+    "download",
+    "DownloadFailed",
+    "folder_lock",
+    "get_rng_state",
+    "ImageError",
+    "ImageNotFoundError",
+    "latest_checkpoint_path",
+    "listdir_nohidden",
+    "load_checkpoint",
+    "load_pretrained_weights",
+    "load_state_dict_leniently",
+    "MetricMeter",
+    "mkdir_if_missing",
+    "PickledObjectState",
+    "read_image",
+    "read_json",
+    "read_latest_checkpoint",
+    "Registry",
+    "restore_training_state",
+    "resume_from_checkpoint",
+    "save_checkpoint",
+    "set_random_seed",
+    "set_rng_state",
+    "setup_logger",
+    "UserError",
+    "write_json",
+]

@@ -21,6 +21,10 @@ class UserError(Exception):
         super().__init__(_message_without_worker_traceback(type(self), str(message)))
 
 
+class ConfigError(UserError, ValueError):
+    """A config file, override or value that the config cannot take."""
+
+
 def _message_without_worker_traceback(error_class, message):
     """The original message of an error re-raised from a DataLoader worker (the text after the
     last "<module>.<Class>: " of the traceback), or ``message`` itself otherwise."""

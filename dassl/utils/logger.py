@@ -4,6 +4,7 @@ import os.path as osp
 import sys
 import time
 
+from .run_files import LOG_FILE
 from .tools import mkdir_if_missing
 
 _active_tees = []
@@ -39,7 +40,7 @@ class _Tee:
 def _log_path(output):
     if output.endswith(".txt") or output.endswith(".log"):
         return output
-    return osp.join(output, "log.txt")
+    return osp.join(output, LOG_FILE)
 
 
 def _keep_old_log(fpath):

@@ -1,4 +1,5 @@
 """Name -> object registry, as Dassl's trainers, datasets and evaluators use it."""
+from .errors import ConfigError
 
 
 class Registry:
@@ -6,16 +7,20 @@ class Registry:
 
     Usage::
 
-        TRAINER_REGISTRY = Registry("TRAINER")
+        TRAINER_REGISTRY = Registry("trainer", config_key="TRAINER.NAME")
 
         @TRAINER_REGISTRY.register()
         class CoOp(TrainerX): ...
 
         TRAINER_REGISTRY.get("CoOp")
+
+    ``name`` says what is registered (it names the choices when a name is unknown);
+    ``config_key``, the config key that selects one.
     """
 
-    def __init__(self, name):
+    def __init__(self, name, config_key=None):
         self._name = name
+        self._config_key = config_key
         self._obj_map = {}
 
     def _do_register(self, name, obj, force=False):
@@ -37,10 +42,12 @@ class Registry:
         return obj
 
     def get(self, name):
+        """The object registered as ``name``; a ConfigError naming the choices if there is none."""
         if name not in self._obj_map:
-            raise KeyError(
-                f'"{name}" is not registered in the {self._name} registry; '
-                f"registered names: {', '.join(self.registered_names()) or '(none)'}"
+            key = f" ({self._config_key})" if self._config_key else ""
+            raise ConfigError(
+                f'Unknown {self._name} "{name}"{key}. Registered {self._name}s: '
+                f"{', '.join(self.registered_names()) or '(none)'}"
             )
         return self._obj_map[name]
 
@@ -52,9 +59,3 @@ class Registry:
 
     def __repr__(self):
         return f"Registry({self._name!r}, {self.registered_names()})"
-
-
-def check_availability(requested, available):
-    """Raise a ValueError naming the choices when ``requested`` is not one of ``available``."""
-    if requested not in available:
-        raise ValueError(f'"{requested}" is not available; choose one of {list(available)}')

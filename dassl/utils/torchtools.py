@@ -13,14 +13,16 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .run_files import BEST_MODEL_NAME, CHECKPOINT_POINTER, epoch_checkpoint_name
 from .tools import atomic_write, mkdir_if_missing
-
-
-BEST_MODEL_NAME = "model-best.pth.tar"
 
 
 class CheckpointNotFoundError(UserError, FileNotFoundError):
     """A checkpoint file (or the run folder that should hold it) does not exist."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file that cannot be read safely or does not fit the model."""
 
 
 class PickledObjectState:
@@ -78,7 +80,7 @@ def load_checkpoint(fpath):
         try:
             return torch.load(fpath, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise RuntimeError(
+            raise CheckpointError(
                 f'Cannot read checkpoint "{fpath}" safely (torch.load weights_only=True): {error}\n'
                 "The file holds objects other than tensors, containers and the optimizer / "
                 "scheduler classes upstream Dassl pickles. If you trust the file, re-save its "
@@ -97,7 +99,7 @@ def _strip_module_prefix(state_dict):
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
     """Write ``state`` to ``save_dir/model_name`` (default ``model.pth.tar-<epoch>``) atomically.
 
-    Also records the file name in ``save_dir/checkpoint`` (read by ``resume_from_checkpoint``),
+    Also records the file name in ``save_dir/checkpoint`` (read by ``latest_checkpoint_path``),
     except for ``model-best.pth.tar``: resuming continues from the latest epoch, not the best one.
     When ``is_best``, the file is also copied to ``model-best.pth.tar``.
     """
@@ -106,14 +108,14 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
         state = dict(state)
         state["state_dict"] = _strip_module_prefix(state["state_dict"])
     if not model_name:
-        model_name = f"model.pth.tar-{state['epoch']}"
+        model_name = epoch_checkpoint_name(state["epoch"])
     fpath = osp.join(save_dir, model_name)
     with atomic_write(fpath, binary=True) as f:
         torch.save(state, f)
     print(f"Checkpoint saved to {fpath}")
 
     if model_name != BEST_MODEL_NAME:
-        with atomic_write(osp.join(save_dir, "checkpoint")) as f:
+        with atomic_write(osp.join(save_dir, CHECKPOINT_POINTER)) as f:
             f.write(f"{osp.basename(fpath)}\n")
 
     if is_best:
@@ -123,24 +125,66 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
         print(f'Best checkpoint saved to "{best_fpath}"')
 
 
-def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
-    """Restore the checkpoint named in ``fdir/checkpoint``; return the epoch to start from."""
-    with open(osp.join(fdir, "checkpoint"), "r") as f:
-        fpath = osp.join(fdir, f.readline().strip())
+def latest_checkpoint_path(fdir):
+    """The checkpoint that ``fdir/checkpoint`` names (the latest epoch saved), or None when
+    ``fdir`` has no such pointer file."""
+    pointer = osp.join(fdir, CHECKPOINT_POINTER)
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        return osp.join(fdir, f.readline().strip())
+
+
+def read_latest_checkpoint(fdir):
+    """The checkpoint dict of the latest epoch saved in the model folder ``fdir``."""
+    fpath = latest_checkpoint_path(fdir)
+    if fpath is None:
+        raise CheckpointNotFoundError(
+            f'no "{CHECKPOINT_POINTER}" file in "{fdir}": pass the folder of one model of a run '
+            "(e.g. <output>/prompt_learner), which names its latest checkpoint there"
+        )
     print(f'Loading checkpoint from "{fpath}"')
-    checkpoint = load_checkpoint(fpath)
-    model.load_state_dict(checkpoint["state_dict"])
-    print("Loaded model weights")
+    return load_checkpoint(fpath)
+
+
+def load_state_dict_leniently(model, state_dict, name="model"):
+    """Load the tensors ``state_dict`` has into ``model``; the model's other tensors keep their
+    values (a prompt learner's checkpoint holds the learned tensors only). Keys the model does
+    not have are reported."""
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.unexpected_keys:
+        print(
+            f"Warning: keys in the checkpoint that model {name} does not have: "
+            f"{result.unexpected_keys}"
+        )
+    return result
+
+
+def restore_training_state(checkpoint, optimizer=None, scheduler=None):
+    """Put a checkpoint's optimizer, scheduler and random number generator states back; return
+    its epoch (the number of epochs done, where training continues)."""
     if optimizer is not None and checkpoint.get("optimizer"):
         optimizer.load_state_dict(checkpoint["optimizer"])
         print("Loaded optimizer")
     if scheduler is not None and checkpoint.get("scheduler"):
         scheduler.load_state_dict(checkpoint["scheduler"])
         print("Loaded scheduler")
-    if checkpoint.get("rng_state") is not None:
-        set_rng_state(checkpoint["rng_state"])
+    # Upstream Dassl's checkpoints have no RNG states; ours keep them in the engine's state.
+    rng_state = (checkpoint.get("engine_state") or {}).get("rng_state")
+    if rng_state is not None:
+        set_rng_state(rng_state)
         print("Restored random number generator states")
-    start_epoch = checkpoint["epoch"]
+    return checkpoint["epoch"]
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Restore the latest checkpoint of the model folder ``fdir`` (Dassl's API); return the
+    epoch to start from. Reads upstream Dassl's checkpoints and ours (which may hold the
+    learned tensors only)."""
+    checkpoint = read_latest_checkpoint(fdir)
+    load_state_dict_leniently(model, checkpoint["state_dict"])
+    print("Loaded model weights")
+    start_epoch = restore_training_state(checkpoint, optimizer, scheduler)
     print(f"Previous epoch: {start_epoch}")
     return start_epoch
 
@@ -179,7 +223,7 @@ def load_pretrained_weights(model, weight_path):
         else:
             discarded.append(key)
     if not matched:
-        raise RuntimeError(
+        raise CheckpointError(
             f'No weight in "{weight_path}" matches the model by name and shape: '
             "check that the file belongs to this architecture"
         )

@@ -6,6 +6,8 @@ Dassl log.txt only (existing MaPLe / CoOp runs), with the log lines upstream Das
 import json
 from pathlib import Path
 
+from dassl.utils.run_files import TRAIN_END_MESSAGE
+
 
 def b2n_dir(root, part, dataset, trainer, config, seed, shots=16):
     """part: train_base | test_base | test_new (base2new/) or test_all (openworld/)."""
@@ -45,7 +47,7 @@ def write_training_log(folder, accuracy, val_accuracies=(), finished=True):
     for value in val_accuracies:
         lines += ["Evaluate on the *val* set", *_result_lines(value)]
     if finished:
-        lines += ["Finished training", "Do evaluation on test set", *_result_lines(accuracy),
+        lines += [TRAIN_END_MESSAGE, "Do evaluation on test set", *_result_lines(accuracy),
                   "Elapsed: 0:01:00"]
     (folder / "log.txt").write_text("\n".join(lines) + "\n")
     return folder

@@ -7,7 +7,7 @@ behind (``split_fewshot/shot_K-seed_S.pkl``) pickle ``Datum`` objects under
 import random
 from collections import defaultdict
 
-from dassl.utils.errors import UserError
+from dassl.utils.errors import ConfigError, UserError
 
 
 class DatasetError(UserError):
@@ -281,7 +281,7 @@ class DatasetBase:
     def is_input_domain_valid(self, input_domains):
         for domain in input_domains:
             if domain not in self.domains:
-                raise ValueError(f"Input domain must belong to {self.domains}, but got [{domain}]")
+                raise ConfigError(f"Input domain must belong to {self.domains}, but got [{domain}]")
 
     def generate_fewshot_dataset(self, *data_sources, num_shots=-1, repeat=False):
         """A ``num_shots``-per-class subset of each data source (see ``sample_few_shot``).

@@ -3,9 +3,7 @@ import importlib
 
 from dassl.utils import Registry
 
-from .base_dataset import DatasetError
-
-DATASET_REGISTRY = Registry("DATASET")
+DATASET_REGISTRY = Registry("dataset", config_key="DATASET.NAME, set by --dataset-config-file")
 
 
 def _register_project_datasets():
@@ -22,11 +20,7 @@ def build_dataset(cfg):
     name = cfg.DATASET.NAME
     if name not in DATASET_REGISTRY:
         _register_project_datasets()
-    if name not in DATASET_REGISTRY:
-        raise DatasetError(
-            f'Unknown dataset "{name}" (DATASET.NAME). Registered datasets: '
-            f"{', '.join(DATASET_REGISTRY.registered_names())}. See DATASETS.md."
-        )
+    dataset_class = DATASET_REGISTRY.get(name)
     if cfg.VERBOSE:
         print(f"Loading dataset: {name}")
-    return DATASET_REGISTRY.get(name)(cfg)
+    return dataset_class(cfg)

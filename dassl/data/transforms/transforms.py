@@ -23,6 +23,8 @@ from torchvision.transforms import (
     ToTensor,
 )
 
+from dassl.utils import ConfigError
+
 INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
@@ -62,14 +64,15 @@ class GaussianNoise:
 def _check_choices(choices):
     unknown = [choice for choice in choices if choice not in AVAILABLE_CHOICES]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown transform(s) {unknown} in INPUT.TRANSFORMS; available: {list(AVAILABLE_CHOICES)}"
         )
 
 
-def _interpolation(cfg):
+def interpolation_mode(cfg):
+    """The torchvision interpolation that ``INPUT.INTERPOLATION`` names."""
     if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
-        raise ValueError(
+        raise ConfigError(
             f'INPUT.INTERPOLATION "{cfg.INPUT.INTERPOLATION}" is not one of {list(INTERPOLATION_MODES)}'
         )
     return INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
@@ -93,7 +96,7 @@ def build_transform(cfg, is_train=True, choices=None):
 
 def _build_transform_train(cfg, choices, normalize):
     print("Building transform_train")
-    interpolation = _interpolation(cfg)
+    interpolation = interpolation_mode(cfg)
     input_size = list(cfg.INPUT.SIZE)
     steps = []
 
@@ -141,7 +144,7 @@ def _build_transform_train(cfg, choices, normalize):
 
 def _build_transform_test(cfg, choices, normalize):
     print("Building transform_test")
-    interpolation = _interpolation(cfg)
+    interpolation = interpolation_mode(cfg)
     input_size = list(cfg.INPUT.SIZE)
     print(f"+ resize the smaller edge to {max(input_size)}")
     print(f"+ {input_size[0]}x{input_size[1]} center crop")
