@@ -11,8 +11,10 @@ missing; missing seeds and unfinished runs are listed under the tables. Released
 evaluated by reproduce.sh (config folders <CFG>_released) are a method of their own, e.g.
 "MaPLe (released)", never averaged with the runs trained here. Numbers come from
 results.json, or from the "* accuracy:" lines of log.txt for older runs. The spread is the
-population std over seeds (numpy's default, as in the upstream script), or the 95% interval
-1.96 * std / sqrt(n) with --ci95.
+population std over seeds (numpy's default, as in the upstream script), or with --ci95 the
+half-width of the 95% confidence interval of the mean, t(0.975, n-1) * s / sqrt(n) (Student's t,
+s the sample std). Averages cover the paper's datasets only; other datasets (user datasets) are
+shown in rows of their own but left out of the averages.
 
 The classic form of the CoOp / MaPLe script still works on one experiment folder (whose seed
 folders hold the logs), or on a folder of experiments with --multi-exp:
@@ -31,17 +33,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scipy import stats
 from tabulate import tabulate
 
-from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, RELEASED_SUFFIX, XD_SOURCE,
-                               XD_TARGETS, display_name, parse_run_dir, read_result_file,
-                               read_run_metrics, result_file)
+from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, RELEASED_SUFFIX, TRAINERS,
+                               XD_SOURCE, XD_TARGETS, display_name, parse_run_dir,
+                               read_result_file, read_run_metrics, result_file)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
 OOD_AVERAGE = "OOD Average"
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
+# Beyond this many methods, dataset-major tables print one row per dataset and method.
+MAX_METHODS_SIDE_BY_SIDE = 3
 
 # Where the paper prints the number of a cell: (our table, metric, average row?) -> its tables.
 PAPER_TABLES = {
@@ -103,7 +108,12 @@ def population_std(values):
 
 
 def ci95(values):
-    return 1.96 * population_std(values) / math.sqrt(len(values))
+    """Half-width of the 95% confidence interval of the mean: t(0.975, n-1) * s / sqrt(n), s the
+    sample std; None for a single value (no interval)."""
+    if len(values) < 2:
+        return None
+    t_quantile = float(stats.t.ppf(0.975, len(values) - 1))
+    return t_quantile * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def harmonic_mean(base, new):
@@ -133,6 +143,10 @@ class Cell:
     def missing(self):
         return sorted(set(self.expected) - set(self.values) - set(self.unfinished))
 
+    @property
+    def incomplete_average(self):
+        return self.is_average and len(self.datasets) < self.datasets_expected
+
 
 def seed_cell(values, expected, unfinished):
     numbers = [values[seed] for seed in sorted(values)]
@@ -154,19 +168,27 @@ def metric_cell(runs, metric, expected):
 
 
 def hm_cell(base, new):
-    """HM of the mean base and new accuracies; its spread from the per-seed HMs."""
-    if base is None or new is None or base.mean is None or new.mean is None:
+    """HM of the mean base and mean new accuracy over the seeds that have both (so one seed's
+    base is never paired with other seeds' new); its spread from those seeds' HMs. None when no
+    seed has both."""
+    if base is None or new is None:
         return None
-    per_seed = {seed: harmonic_mean(base.values[seed], new.values[seed])
-                for seed in base.values if seed in new.values}
-    numbers = [per_seed[seed] for seed in sorted(per_seed)]
-    spread = (population_std(numbers), ci95(numbers)) if numbers else (None, None)
-    return Cell(harmonic_mean(base.mean, new.mean), per_seed, base.expected, {}, *spread)
+    shared = sorted(set(base.values) & set(new.values))
+    if not shared:
+        return None
+    per_seed = {seed: harmonic_mean(base.values[seed], new.values[seed]) for seed in shared}
+    numbers = list(per_seed.values())
+    mean_base = statistics.fmean(base.values[seed] for seed in shared)
+    mean_new = statistics.fmean(new.values[seed] for seed in shared)
+    expected = tuple(sorted(set(base.expected) | set(new.expected)))
+    return Cell(harmonic_mean(mean_base, mean_new), per_seed, expected, {},
+                population_std(numbers), ci95(numbers))
 
 
 def average_cell(cells, expected_count):
     """Mean over the datasets (keys of CELLS) that have a number; None when none has."""
-    present = {name: cell for name, cell in cells.items() if cell is not None and cell.mean is not None}
+    present = {name: cell for name, cell in cells.items()
+               if cell is not None and cell.mean is not None}
     if not present:
         return None
     return Cell(statistics.fmean(cell.mean for cell in present.values()),
@@ -200,26 +222,47 @@ class Table:
 
 def method_labels(methods):
     """Label (trainer, config) by the trainer ("MaPLe", "MaPLe (released)" for released
-    weights), with the config where a trainer has several of the kind."""
+    weights); the paper's ablation configs by their Table 5 name ("BMIP (Addition)"). Where a
+    trainer has several other configs of the kind, its default config keeps the trainer's name
+    and the others are "trainer/config"."""
     order = {name: index for index, name in enumerate(TRAINER_ORDER)}
     methods = sorted(set(methods), key=lambda m: (order.get(m[0], len(order)), m))
     kinds = [(trainer, config.endswith(RELEASED_SUFFIX)) for trainer, config in methods]
+    ablations = load_paper_results().method_of_config
+    defaults = {(spec.name, config) for spec in TRAINERS.values()
+                for config in (spec.config, spec.xd_config)}
 
     def label(method, kind):
-        if kinds.count(kind) > 1:
-            return f"{method[0]}/{method[1]}"
-        return f"{method[0]} (released)" if kind[1] else method[0]
+        trainer, config = method
+        plain = config.removesuffix(RELEASED_SUFFIX)
+        suffix = " (released)" if kind[1] else ""
+        if plain in ablations:
+            return f"{trainer} ({ablations[plain]}){suffix}"
+        if kinds.count(kind) == 1 or (trainer, plain) in defaults:
+            return trainer + suffix
+        return f"{trainer}/{config}"
 
-    return {method: label(method, kind) for method, kind in zip(methods, kinds, strict=True)}
+    labels = {method: label(method, kind) for method, kind in zip(methods, kinds, strict=True)}
+    if len(set(labels.values())) < len(labels):  # e.g. a default and a cross-dataset config
+        return {method: f"{method[0]}/{method[1]}" for method in methods}
+    return labels
 
 
 def ordered_datasets(names, preferred):
     return [name for name in preferred if name in names] + sorted(set(names) - set(preferred))
 
 
-def protocol_size(names, protocol_datasets):
-    """How many datasets an average should cover: the paper's list plus any others present."""
-    return len(set(names) | set(protocol_datasets))
+def paper_cells(cells, names, protocol_datasets):
+    """The cells (keyed by column name; NAMES maps dataset -> column) of the paper's datasets:
+    what an average covers. User datasets are shown but not averaged."""
+    return {names[d]: cells.get(names[d]) for d in protocol_datasets if d in names}
+
+
+def user_datasets_note(datasets, protocol_datasets):
+    others = [display_name(d) for d in datasets if d not in protocol_datasets]
+    if not others:
+        return []
+    return [f"Not in the paper's datasets, so left out of the averages: {', '.join(others)}."]
 
 
 def expected_seeds(runs, requested):
@@ -290,12 +333,14 @@ def base2new_table(runs, requested_seeds):
     table = _new_table("base2new", "Base-to-new generalisation: accuracy on the base and on the "
                        "new classes, HM their harmonic mean", labels, names + [AVERAGE],
                        ["base", "new", "HM"], {n: n for n in names + [AVERAGE]}, [AVERAGE])
+    columns = dict(zip(datasets, names, strict=True))
     for method, label in labels.items():
-        for dataset, name in zip(datasets, names, strict=True):
+        for dataset, name in columns.items():
             for metric, cell in cells.get((method, dataset), {}).items():
                 table.cells[(label, name, metric)] = cell
-        size = protocol_size(datasets, BASE2NEW_DATASETS)
-        base, new = (average_cell({n: table.cells.get((label, n, metric)) for n in names}, size)
+        size = len(BASE2NEW_DATASETS)
+        base, new = (average_cell(paper_cells({n: table.cells.get((label, n, metric))
+                                                for n in names}, columns, BASE2NEW_DATASETS), size)
                      for metric in ("base", "new"))
         table.cells[(label, AVERAGE, "base")] = base
         table.cells[(label, AVERAGE, "new")] = new
@@ -303,9 +348,15 @@ def base2new_table(runs, requested_seeds):
             both = tuple(n for n in base.datasets if n in new.datasets)
             table.cells[(label, AVERAGE, "HM")] = Cell(harmonic_mean(base.mean, new.mean),
                                                        datasets=both, datasets_expected=size)
+    table.notes.append(HM_NOTE)
     table.notes.append("Average row: mean base and mean new accuracy over the datasets; its HM is "
                        "the HM of those two means (as the BMIP authors' README computes it).")
+    table.notes += user_datasets_note(datasets, BASE2NEW_DATASETS)
     return table
+
+
+HM_NOTE = ("HM cells: the HM of the mean base and the mean new accuracy over the seeds that have "
+           "both (their count in brackets); ± over those seeds' HMs.")
 
 
 OPENWORLD_METRICS = {"Acc": "accuracy", "Acc base": "base_accuracy", "Acc new": "new_accuracy"}
@@ -335,9 +386,12 @@ def openworld_table(runs, requested_seeds):
                                                                  key, expected)
         for metric in metrics:
             table.cells[(label, AVERAGE, metric)] = average_cell(
-                {n: table.cells[(label, n, metric)] for n in names},
-                protocol_size(datasets, BASE2NEW_DATASETS))
+                paper_cells({n: table.cells[(label, n, metric)] for n in names},
+                            dict(zip(datasets, names, strict=True)), BASE2NEW_DATASETS),
+                len(BASE2NEW_DATASETS))
+    table.notes.append(HM_NOTE)
     table.notes.append("Average row: mean of the dataset rows (the HM column too, as in Table 1).")
+    table.notes += user_datasets_note(datasets, BASE2NEW_DATASETS)
     return table
 
 
@@ -349,10 +403,12 @@ def transfer_table(runs, protocol, requested_seeds):
     methods = {run.method for run in targets_runs}
     source_runs = [run for run in _of_steps(runs, "xd_train") if run.method in methods]
     labels = method_labels(methods)
-    sources = ordered_datasets({run.key.dataset for run in source_runs}, [XD_SOURCE])
+    # The source column stays when its runs are missing: shown as missing, counted in averages.
+    sources = ordered_datasets({run.key.dataset for run in source_runs} or {XD_SOURCE},
+                               [XD_SOURCE])
     protocol_targets = XD_TARGETS if protocol == "xd" else DG_TARGETS
     targets = ordered_datasets({run.key.dataset for run in targets_runs}, protocol_targets)
-    targets_expected = protocol_size(targets, protocol_targets)
+    targets_expected = len(protocol_targets)
     source_labels = [f"{display_name(s)} (source)" for s in sources]
     target_labels = [display_name(t) for t in targets]
     averages = [AVERAGE, OOD_AVERAGE] if protocol == "dg" else [AVERAGE]
@@ -372,22 +428,29 @@ def transfer_table(runs, protocol, requested_seeds):
         by_source = _group(_of_steps(method_runs, "xd_train"), lambda run: run.key.dataset)
         by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.key.dataset)
         for dataset, column in zip(sources, source_labels, strict=True):
-            table.cells[(label, column, "accuracy")] = metric_cell(
-                by_source.get(dataset, []), "accuracy", expected)
+            table.cells[(label, column, "accuracy")] = (metric_cell(
+                by_source.get(dataset, []), "accuracy", expected) or missing_cell(expected))
         for dataset, column in zip(targets, target_labels, strict=True):
             table.cells[(label, column, "accuracy")] = metric_cell(
                 by_target.get(dataset, []), "accuracy", expected)
-        target_cells = {c: table.cells[(label, c, "accuracy")] for c in target_labels}
+        target_cells = paper_cells({c: table.cells[(label, c, "accuracy")] for c in target_labels},
+                                   dict(zip(targets, target_labels, strict=True)), protocol_targets)
         if protocol == "xd":
             table.cells[(label, AVERAGE, "accuracy")] = average_cell(target_cells,
                                                                      targets_expected)
         else:
-            every = {c: table.cells[(label, c, "accuracy")] for c in source_labels + target_labels}
+            every = {c: table.cells[(label, c, "accuracy")] for c in source_labels}
             table.cells[(label, AVERAGE, "accuracy")] = average_cell(
-                every, len(source_labels) + targets_expected)
+                {**every, **target_cells}, len(source_labels) + targets_expected)
             table.cells[(label, OOD_AVERAGE, "accuracy")] = average_cell(target_cells,
                                                                          targets_expected)
+    table.notes += user_datasets_note(targets, protocol_targets)
     return table
+
+
+def missing_cell(expected):
+    """A cell with no runs at all, which the table shows as missing (not as an empty column)."""
+    return Cell(None, {}, tuple(expected), {})
 
 
 def build_tables(runs, requested_seeds=()):
@@ -461,9 +524,10 @@ def _cell_fields(cell):
 def _paper_fields(entry, cell):
     if entry is None:
         return {"paper_mean": None, "paper_std": None, "paper_source": None, "diff": None}
-    mean = cell.mean if cell is not None else None
+    comparable = cell is not None and cell.mean is not None and not cell.incomplete_average
     return {"paper_mean": entry["mean"], "paper_std": entry.get("std"),
-            "paper_source": entry["table"], "diff": None if mean is None else mean - entry["mean"]}
+            "paper_source": entry["table"],
+            "diff": cell.mean - entry["mean"] if comparable else None}
 
 
 LIST_FIELDS = ("seeds", "missing_seeds", "unfinished_seeds", "datasets")
@@ -511,10 +575,10 @@ def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
     if cell is None:
         return empty
     if cell.mean is None:
-        return "unfinished" if cell.unfinished else empty
+        return "unfinished" if cell.unfinished else "missing" if cell.expected else empty
     if cell.is_average:
         text = f"{cell.mean:.2f}"
-        if len(cell.datasets) < cell.datasets_expected:
+        if cell.incomplete_average:
             text += f" ({len(cell.datasets)}/{cell.datasets_expected} datasets)"
     else:
         spread = cell.ci95 if use_ci95 else cell.std
@@ -525,7 +589,9 @@ def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
         text = f"{cell.mean:.2f}{spread_text} ({seeds})"
     if paper_value is not None:
         delta = r"$\Delta$" if latex else "Δ"
-        text += f" [paper {paper_value:.2f}, {delta} {cell.mean - paper_value:+.2f}]"
+        # An average over fewer datasets than the paper's is not comparable with it.
+        difference = empty if cell.incomplete_average else f"{cell.mean - paper_value:+.2f}"
+        text += f" [paper {paper_value:.2f}, {delta} {difference}]"
     return text
 
 
@@ -536,7 +602,11 @@ def table_rows(table, paper=None, use_ci95=False, latex=False):
         return format_cell(table.cells.get((method, dataset, metric)),
                            entry["mean"] if entry else None, use_ci95, latex)
 
-    if table.datasets_as_rows:
+    if table.datasets_as_rows and len(table.methods) > MAX_METHODS_SIDE_BY_SIDE:
+        headers = ["Dataset", "Method", *table.metrics]
+        rows = [[dataset, method] + [cell_text(method, dataset, metric) for metric in table.metrics]
+                for dataset in table.datasets for method in table.methods]
+    elif table.datasets_as_rows:
         headers = ["Dataset"] + [f"{method} {metric}" for method in table.methods
                                  for metric in table.metrics]
         rows = [[dataset] + [cell_text(method, dataset, metric) for method in table.methods
@@ -639,7 +709,8 @@ def classic_summary(directory, test_log=False, use_ci95=False):
         if values:
             spread = ci95(values) if use_ci95 else population_std(values)
             summary[key] = statistics.fmean(values)
-            print(f"* {key}: {summary[key]:.2f}% +- {spread:.2f}%")
+            spread_text = "n/a (one seed)" if spread is None else f"{spread:.2f}%"
+            print(f"* {key}: {summary[key]:.2f}% +- {spread_text}")
     print("===")
     return summary
 
@@ -647,6 +718,11 @@ def classic_summary(directory, test_log=False, use_ci95=False):
 def classic_main(args):
     if not args.multi_exp:
         return 0 if classic_summary(args.directory, args.test_log, args.ci95) else 1
+    if is_experiment_folder(args.directory):
+        print(f"error: {args.directory} looks like a single experiment (its seed folders hold the "
+              "results); drop --multi-exp, or give the folder that holds several experiments",
+              file=sys.stderr)
+        return 2
     averages = {}
     for experiment in sorted(p for p in Path(args.directory).iterdir()
                              if p.is_dir() and not p.name.startswith(".")):
@@ -668,7 +744,8 @@ def parse_arguments(argv):
     parser.add_argument("directory", help="an output folder (or, classic form, one experiment)")
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--ci95", action="store_true",
-                        help="95%% confidence interval (1.96 std / sqrt(n)) instead of the std")
+                        help="the 95%% confidence interval's half-width instead of the std: "
+                        "t(0.975, n-1) * s / sqrt(n) (Student's t, s the sample std, n seeds)")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's numbers (configs/paper_results.json) beside ours")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
@@ -717,5 +794,17 @@ def main(argv=None):
     return 0
 
 
+def run_from_command_line():
+    """main(), quiet when the reader of the output stops early (`| head`)."""
+    try:
+        returncode = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        returncode = 1
+    return returncode
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_from_command_line())

@@ -16,12 +16,14 @@ pieces. The environment it reads:
     SOURCE      xd_test: the xd_train source whose model is tested (default: imagenet)
     LOAD_EPOCH  evaluate this epoch's checkpoint instead of the last (or best-validation) one
     FORCE=1     run again even when finished: a training run starts from scratch (its checkpoint
-                folders and results.json are deleted first; logs are kept), an evaluation is
-                evaluated again
+                folders, results.json and tensorboard event files are deleted first; logs are
+                kept), an evaluation is evaluated again
     PYTHON      the interpreter of the .sh wrappers (default: python)
 
 A finished run (a final result) is skipped; an unfinished training run resumes when its folder
-holds a checkpoint, else it starts afresh. Released weights (reproduce.sh, reproduce_xd.sh) are
+holds a checkpoint, else it starts afresh. An evaluation counts as finished only while its result
+is newer than the model it evaluated: after the training run is trained again (FORCE=1), its
+evaluations run again too. Released weights (reproduce.sh, reproduce_xd.sh) are
 evaluated into folders of their own, the config folder named <CFG>_released, so they never
 overwrite or mix with the runs trained here.
 """
@@ -34,6 +36,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -311,6 +314,31 @@ def is_finished(folder):
     return read_run_metrics(folder) is not None
 
 
+def result_time(folder):
+    """(the "timestamp" of the run's results.json as POSIX seconds or None, the result file's
+    mtime). The recorded timestamp survives copying a tree, which resets mtimes."""
+    path = result_file(folder)
+    recorded = read_result_file(path).get("timestamp") if path.name == RESULTS_FILE else None
+    return (datetime.fromisoformat(recorded).timestamp() if recorded else None,
+            path.stat().st_mtime)
+
+
+def model_changed(evaluation_folder, model_folder):
+    """True when the finished evaluation in EVALUATION_FOLDER evaluated a model that is gone:
+    the training run in MODEL_FOLDER lost its final result (trained again, or being trained
+    again) or finished after the evaluation. Compares the recorded timestamps when both runs
+    have one, else the result files' mtimes."""
+    if not Path(model_folder).is_dir():
+        return False  # nothing to compare with (the training run was moved away)
+    if not is_finished(model_folder):
+        return True
+    (model_stamp, model_mtime), (stamp, mtime) = result_time(model_folder), result_time(
+        evaluation_folder)
+    if model_stamp is not None and stamp is not None:
+        return model_stamp > stamp
+    return model_mtime > mtime
+
+
 # ----------------------------------------------------------------------------- configs
 
 def dataset_config_file(dataset):
@@ -496,9 +524,11 @@ def script_invocation(job):
 
 
 # What run_job does with a job, as --dry-run shows it.
-SKIP, START, RESUME, RETRAIN, REEVALUATE = "skip", "start", "resume", "retrain", "reevaluate"
+SKIP, START, RESUME, RETRAIN, REEVALUATE, STALE = (
+    "skip", "start", "resume", "retrain", "reevaluate", "stale")
 ACTION_LABELS = {START: "start", RESUME: "resume", RETRAIN: "retrain (FORCE=1)",
-                 REEVALUATE: "re-evaluate (FORCE=1)", SKIP: "skip (finished)"}
+                 REEVALUATE: "re-evaluate (FORCE=1)", STALE: "re-evaluate (model changed)",
+                 SKIP: "skip (finished)"}
 
 
 def is_forced(env):
@@ -506,29 +536,43 @@ def is_forced(env):
 
 
 def planned_action(job, env):
-    """What run_job will do: skip a finished run; with FORCE=1 train from scratch (deleting the
-    old checkpoints) or evaluate again; else resume from a checkpoint, or start."""
+    """What run_job will do: skip a finished run; evaluate again when the model changed since
+    the evaluation; with FORCE=1 train from scratch (deleting the old checkpoints) or evaluate
+    again; else resume from a checkpoint, or start."""
     out = run_dir(env.output, job)
     forced = is_forced(env)
-    if not forced and is_finished(out):
+    finished = is_finished(out)
+    if finished and job.evaluates_only and not forced:
+        model_dir = model_dir_of(job, env)
+        stale = not job.released and model_dir is not None and model_changed(out, model_dir)
+        return STALE if stale else SKIP
+    if finished and not forced:
         return SKIP
     if job.evaluates_only:
-        return REEVALUATE if forced and is_finished(out) else START
+        return REEVALUATE if finished else START
     if forced and (model_folders(out) or (out / RESULTS_FILE).is_file()):
         return RETRAIN
     return RESUME if can_resume(out) else START
 
 
+TENSORBOARD_FOLDER = "tensorboard"  # the engine's SummaryWriter folder in a run folder
+EVENT_FILE_PATTERN = "events.out.tfevents.*"
+
+
 def clear_for_retraining(run_folder):
     """Delete what makes a run finished or resumable (its registered models' folders and
-    results.json), so train.py trains from scratch; logs and config.yaml stay (train.py keeps
-    the old log.txt under a timestamped name). Returns the deleted paths."""
+    results.json), so train.py trains from scratch, and the old run's tensorboard event files, so
+    its curves do not mix with the new run's; logs and config.yaml stay (train.py keeps the old
+    log.txt under a timestamped name). Returns the deleted paths."""
     deleted = model_folders(run_folder)
     for folder in deleted:
         if folder.is_symlink():
             folder.unlink()
         else:
             shutil.rmtree(folder)
+    for events in sorted(Path(run_folder).glob(f"{TENSORBOARD_FOLDER}/{EVENT_FILE_PATTERN}")):
+        events.unlink()
+        deleted.append(events)
     results = Path(run_folder) / RESULTS_FILE
     if results.is_file():
         results.unlink()
@@ -549,8 +593,8 @@ def run_job(job, env, console=False):
     check_model_available(job, env)
     if action == RETRAIN:
         deleted = clear_for_retraining(out)
-        print(f"FORCE=1: deleted {', '.join(path.name for path in deleted)} in {out}")
-    elif action == REEVALUATE:
+        print(f"FORCE=1: deleted {', '.join(str(p.relative_to(out)) for p in deleted)} in {out}")
+    elif action in (REEVALUATE, STALE):
         # A failed evaluation must not leave the old result looking current.
         (out / RESULTS_FILE).unlink(missing_ok=True)
     command = train_command(job, env, resume=action == RESUME)

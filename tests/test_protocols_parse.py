@@ -7,7 +7,11 @@ import csv
 import io
 import json
 import math
+import re
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +25,7 @@ from tests.helpers.protocols import (b2n_dir, write_results, write_test_log, wri
 
 BMIP = "BMIP_ctx2_dp9_lr2"
 MAPLE = "vit_b16_c2_ep5_batch4_2ctx"
+REPO = Path(__file__).resolve().parent.parent
 BMIP_XD = "BMIP_ctx2_dp9_lr2_cross_datasets"
 
 
@@ -136,17 +141,36 @@ def test_requested_seeds_mark_missing_ones(tree):
     assert "MaPLe · EuroSAT · base: missing seed(s) 3" in out
 
 
+# Student's t quantiles t(0.975, df) from a printed table (df = seeds - 1).
+T_975 = {1: 12.706204736174698, 2: 4.302652729749464}
+
+
 def test_ci95(tree):
     _, out = run_main(tree, "--ci95")
-    assert f"92.00 ± {1.96 * math.sqrt(8 / 3) / math.sqrt(3):.2f} (3)" in out  # 1.85
+    # Seeds 90, 92, 94: sample std 2, so t(0.975, 2) * 2 / sqrt(3) = 4.97.
+    assert f"92.00 ± {T_975[2] * 2 / math.sqrt(3):.2f} (3)" in out
+    # MaPLe's two seeds 80, 84: sample std 2 * sqrt(2), t(0.975, 1) * 2 * sqrt(2) / sqrt(2) = 25.41.
+    assert f"82.00 ± {T_975[1] * 2:.2f} (2)" in out
+    assert parse_test_res.ci95([70.0]) is None  # one seed: no interval
+
+
+def test_help_states_the_interval_formula():
+    with pytest.raises(SystemExit), redirect_stdout(io.StringIO()) as out:
+        parse_test_res.main(["--help"])
+    assert "t(0.975, n-1) * s / sqrt(n)" in " ".join(out.getvalue().split())
 
 
 def test_paper_numbers_beside_ours(tree):
     _, out = run_main(tree, "--paper")
     assert "80.78 ± 1.44 (3) [paper 86.10, Δ -5.32]" in out          # Table 1, EuroSAT HM
-    assert "77.00 (2/11 datasets) [paper 83.47, Δ -6.47]" in out     # README base average
+    # Averages over fewer datasets than the paper's get no difference.
+    assert "77.00 (2/11 datasets) [paper 83.47, Δ —]" in out         # README base average
     assert "71.00 ± 0.82 (3) [paper 70.86, Δ +0.14]" in out          # Table 2 ImageNet
-    assert "64.00 (1/4 datasets) [paper 60.40, Δ +3.60]" in out      # Table 3 OOD average
+    assert "64.00 (1/4 datasets) [paper 60.40, Δ —]" in out          # Table 3 OOD average
+    _, out = run_main(tree, "--paper", "--format", "json")
+    [average] = [row for row in json.loads(out)["records"] if row["table"] == "dg"
+                 and row["dataset"] == "OOD Average" and row["method"] == "BMIP"]
+    assert average["paper_mean"] == 60.40 and average["diff"] is None
 
 
 def test_json_round_trip(tree, tables):
@@ -203,7 +227,7 @@ def test_classic_single_experiment(tree):
 
 def test_classic_ci95_and_multi_exp(tree, tmp_path):
     _, out = run_main(tree / "base2new/train_base/eurosat/shots_16/BMIP" / BMIP, "--ci95")
-    assert f"* accuracy: 92.00% +- {1.96 * math.sqrt(8 / 3) / math.sqrt(3):.2f}%" in out
+    assert f"* accuracy: 92.00% +- {T_975[2] * 2 / math.sqrt(3):.2f}%" in out
     for experiment, accuracies in (("exp-1", (80, 84)), ("exp-2", (90, 91, 92))):
         for seed, accuracy in enumerate(accuracies, start=1):
             write_training_log(tmp_path / experiment / f"seed{seed}", accuracy)
@@ -218,13 +242,25 @@ def test_nothing_found_is_a_message_not_a_crash(tmp_path):
 
 
 def test_hm_of_seeds_that_do_not_overlap(tmp_path):
-    """Base from seed 1 only, new from seed 2 only: HM of the means, no per-seed spread."""
+    """Base from seed 1 only, new from seed 2 only: no seed has both, so no HM."""
     write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 1), 80.0)
     write_results(b2n_dir(tmp_path, "test_new", "eurosat", "BMIP", BMIP, 2), 60.0)
     returncode, out = run_main(tmp_path)
     assert returncode == 0
-    assert f"{hm(80, 60):.2f} (0/2)" in out
+    [row] = [line for line in out.splitlines() if line.startswith("EuroSAT")]
+    assert row.split()[-1] == "—"  # the HM column
     assert "BMIP · EuroSAT · base: missing seed(s) 2" in out
+
+
+def test_hm_pairs_base_and_new_of_the_same_seeds(tables, tree):
+    """DTD: base of seeds 1-3 (60, 62, 64), new of seeds 1-2 (50, 52): the HM uses seeds 1-2."""
+    cell = tables["base2new"].cells[("BMIP", "DescribableTextures", "HM")]
+    assert cell.mean == pytest.approx(hm(61, 51))
+    assert cell.std == pytest.approx(abs(hm(60, 50) - hm(62, 52)) / 2)
+    _, out = run_main(tree)
+    assert f"{hm(61, 51):.2f} ± {abs(hm(60, 50) - hm(62, 52)) / 2:.2f} (2/3)" in out
+    assert ("HM cells: the HM of the mean base and the mean new accuracy over the seeds that "
+            "have both (their count in brackets); ± over those seeds' HMs.") in out
 
 
 def test_ablation_config_compares_with_table_5(tmp_path):
@@ -234,10 +270,71 @@ def test_ablation_config_compares_with_table_5(tmp_path):
     write_results(b2n_dir(tmp_path, "test_all", "eurosat", "BMIP", config, 1), 50.0)
     write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 1), 70.0)
     _, out = run_main(tmp_path, "--paper")
-    assert f"BMIP/{config} HM" in out  # two BMIP configs: labelled by config
+    assert "BMIP (Addition) HM" in out and "BMIP HM" in out  # the paper's name of the ablation
     # Table 5 (Addition): HM 78.40, Acc 71.42 as 11-dataset averages of the open-world table.
-    assert f"{hm(80, 60):.2f} (1/11 datasets) [paper 78.40, Δ {hm(80, 60) - 78.40:+.2f}]" in out
-    assert "50.00 (1/11 datasets) [paper 71.42, Δ -21.42]" in out
+    assert f"{hm(80, 60):.2f} (1/11 datasets) [paper 78.40, Δ —]" in out
+    assert "50.00 (1/11 datasets) [paper 71.42, Δ —]" in out
+
+
+def test_many_methods_print_one_row_per_dataset_and_method(tmp_path):
+    configs = ("BMIP_ctx2_dp9_lr2_add", "BMIP_ctx2_dp9_lr2_attention", "BMIP_ctx2_dp9_lr2_joint",
+               "BMIP_ctx2_dp9_lr2_per_layer_proj")
+    for index, config in enumerate((BMIP, *configs)):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", config, 1), 80.0 + index)
+        write_results(b2n_dir(tmp_path, "test_new", "eurosat", "BMIP", config, 1), 60.0)
+    _, out = run_main(tmp_path)
+    lines = out.splitlines()
+    assert lines[2].split() == ["Dataset", "Method", "base", "new", "HM"]
+    rows = [line for line in lines if line.startswith("EuroSAT")]
+    assert [re.split(r"\s{2,}", row)[1] for row in rows] == [
+        "BMIP", "BMIP (Addition)", "BMIP (Attention)", "BMIP (Joint)",
+        "BMIP/BMIP_ctx2_dp9_lr2_per_layer_proj"]
+    assert rows[1].split()[3:5] == ["81.00", "±"]
+
+
+def test_domain_generalisation_average_counts_a_missing_source(tmp_path):
+    for target, accuracy in (("imagenetv2", 64.0), ("imagenet_a", 50.0)):
+        write_results(xd_test_dir(tmp_path, target, "BMIP", BMIP_XD, 1), accuracy)
+    table = parse_test_res.transfer_table(parse_test_res.find_runs(tmp_path), "dg", ())
+    assert table.datasets[0] == "ImageNet (source)"
+    average = table.cells[("BMIP", "Average", "accuracy")]
+    assert (average.mean, len(average.datasets), average.datasets_expected) == (57.0, 2, 5)
+    _, out = run_main(tmp_path)
+    [row] = [line for line in out.splitlines() if line.startswith("BMIP")]
+    assert row.split()[1] == "missing" and "57.00 (2/5 datasets)" in row
+    assert "dg · BMIP · ImageNet (source) · accuracy: missing seed(s) 1" in out
+
+
+def test_user_datasets_are_shown_but_not_averaged(tmp_path):
+    for dataset, base in (("eurosat", 80.0), ("my_flowers", 40.0)):
+        write_results(b2n_dir(tmp_path, "train_base", dataset, "BMIP", BMIP, 1), base)
+        write_results(b2n_dir(tmp_path, "test_new", dataset, "BMIP", BMIP, 1), base - 20)
+    table = parse_test_res.build_tables(parse_test_res.find_runs(tmp_path))[0]
+    assert table.cells[("BMIP", "my_flowers", "base")].mean == 40.0
+    average = table.cells[("BMIP", "Average", "base")]
+    assert (average.mean, average.datasets, average.datasets_expected) == (80.0, ("EuroSAT",), 11)
+    _, out = run_main(tmp_path, "--paper")
+    assert "80.00 (1/11 datasets) [paper 83.47, Δ —]" in out
+    assert "Not in the paper's datasets, so left out of the averages: my_flowers." in out
+
+
+def test_multi_exp_on_a_single_experiment_says_to_drop_it(tree):
+    folder = tree / "base2new/train_base/eurosat/shots_16/MaPLe" / MAPLE
+    stderr = io.StringIO()
+    returncode, out = run_main(folder, "--multi-exp", stderr=stderr)
+    assert returncode == 2 and "missing" not in out
+    assert "looks like a single experiment" in stderr.getvalue()
+    assert "drop --multi-exp" in stderr.getvalue()
+
+
+def test_a_closed_pipe_ends_quietly(tree):
+    # The reader closes at once (like `| head` after its lines): writing fails with EPIPE.
+    process = subprocess.Popen([sys.executable, str(REPO / "parse_test_res.py"), str(tree)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert stderr == ""
 
 
 def test_released_weights_are_a_method_of_their_own(tmp_path):

@@ -3,6 +3,7 @@
 Expected folders are spelled out literally from SPEC.md §3 (MaPLe's layout), not built with
 run_dir, so a change of layout fails here.
 """
+import os
 import re
 import subprocess
 import sys
@@ -348,6 +349,7 @@ def test_force_retrains_a_finished_run_from_scratch(env, monkeypatch, capsys):
     assert protocols.run_job(job, forced) == 0
     [(command, _, names)] = calls
     assert names == ["config.yaml", "log.txt", "tensorboard"]  # models and result deleted
+    assert list((out / "tensorboard").iterdir()) == []  # the old run's curves too
     assert "--resume" not in command and "--eval-only" not in command
     printed = capsys.readouterr().out
     assert f"retrain (FORCE=1): {out}" in printed
@@ -403,3 +405,81 @@ def test_default_configs_exist_and_trainers_are_registered():
         assert spec.name in TRAINER_REGISTRY.registered_names(), spec.name
         for config in (spec.config, spec.xd_config):
             assert (spec.config_dir / f"{config}.yaml").is_file(), (spec.name, config)
+
+
+def _timestamped_result(folder, accuracy, timestamp):
+    return write_results(folder, accuracy, timestamp=timestamp)
+
+
+def test_evaluations_of_a_retrained_model_run_again(env, monkeypatch, capsys):
+    train_job = Job("maple", "base2new_train", "eurosat", 1)
+    train = _saved_model(_timestamped_result(protocols.run_dir(env.output, train_job), 80.0,
+                                             "2025-01-01T10:00:00+00:00"), "model.pth.tar-5")
+    (train / "config.yaml").write_text("OPTIM:\n  MAX_EPOCH: 5\n")
+    evaluations = [Job("maple", step, "eurosat", 1) for step in ("base2new_test", "openworld_test")]
+    for job in evaluations:
+        _timestamped_result(protocols.run_dir(env.output, job), 60.0, "2025-01-01T11:00:00+00:00")
+    assert [protocols.planned_action(job, env) for job in evaluations] == ["skip", "skip"]
+    # FORCE=1 on the training run deletes its result: the evaluations are of a deleted model.
+    protocols.clear_for_retraining(train)
+    assert [protocols.planned_action(job, env) for job in evaluations] == ["stale", "stale"]
+    # Trained again (its result is newer than the evaluations, whatever the files' mtimes).
+    _timestamped_result(train, 82.0, "2025-01-02T10:00:00+00:00")
+    _saved_model(train, "model.pth.tar-5")
+    chain = [train_job, *evaluations]
+    lines = sweep.dry_run_lines([chain], env)
+    assert [line.split("  ")[1].strip() for line in lines[1:4]] == [
+        "skip (finished)", "re-evaluate (model changed)", "re-evaluate (model changed)"]
+    out = protocols.run_dir(env.output, evaluations[0])
+    calls = _record_commands(monkeypatch, out)
+    assert protocols.run_job(evaluations[0], env) == 0
+    assert calls[0][2] == ["log.txt"]  # the stale result is gone before evaluating
+    assert f"re-evaluate (model changed): {out}" in capsys.readouterr().out
+    # An evaluation newer than the model stays finished.
+    _timestamped_result(out, 61.0, "2025-01-02T11:00:00+00:00")
+    assert protocols.planned_action(evaluations[0], env) == "skip"
+
+
+def test_cross_dataset_evaluations_follow_their_source_model(env):
+    train = protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 1))
+    evaluation = Job("bmip", "xd_test", "imagenet_a", 1)
+    _timestamped_result(protocols.run_dir(env.output, evaluation), 50.0, "2025-01-01T11:00:00+00:00")
+    _timestamped_result(train, 70.0, "2025-01-01T12:00:00+00:00")
+    assert protocols.planned_action(evaluation, env) == "stale"
+    # Runs without a recorded timestamp (legacy logs) compare the result files' mtimes.
+    legacy = protocols.run_dir(env.output, Job("bmip", "xd_test", "eurosat", 1))
+    write_results(legacy, 40.0)
+    old = train.joinpath("results.json").stat().st_mtime - 100
+    os.utime(legacy / "results.json", (old, old))
+    write_results(train, 70.0)
+    assert protocols.planned_action(Job("bmip", "xd_test", "eurosat", 1), env) == "stale"
+    os.utime(legacy / "results.json", (old + 200, old + 200))
+    assert protocols.planned_action(Job("bmip", "xd_test", "eurosat", 1), env) == "skip"
+
+
+# MaPLe's script names (multimodal-prompt-learning/scripts/<method>/*_<method>.sh): all take
+# DATASET SEED, reproduce* also WEIGHTSPATH; xd_train's DATASET is the source (imagenet).
+MAPLE_SCRIPT_NAMES = {
+    "maple": {"base2new_train_maple": "base2new_train", "base2new_test_maple": "base2new_test",
+              "xd_train_maple": "xd_train", "xd_test_maple": "xd_test",
+              "reproduce_maple": "reproduce", "reproduce_maple_xd": "reproduce_xd"},
+    "ivlp": {"base2new_train_ivlp": "base2new_train", "base2new_test_ivlp": "base2new_test",
+             "xd_train_ivlp": "xd_train", "xd_test_ivlp": "xd_test", "reproduce_ivlp": "reproduce"},
+    "vpt": {"base2new_train_vpt": "base2new_train", "base2new_test_vpt": "base2new_test",
+            "xd_train_vpt": "xd_train", "xd_test_vpt": "xd_test", "reproduce_vpt": "reproduce"},
+}
+
+
+@pytest.mark.parametrize("trainer", sorted(MAPLE_SCRIPT_NAMES))
+def test_maple_script_names_run_ours_with_the_same_arguments(trainer, tmp_path):
+    for alias, step in MAPLE_SCRIPT_NAMES[trainer].items():
+        path = REPO / "scripts" / trainer / f"{alias}.sh"
+        arguments = ["imagenet", "2"] + (["weights/imagenet"] if alias.startswith("reproduce") else [])
+        # PYTHON=echo prints the command protocol.sh would run instead of running it.
+        result = subprocess.run(["bash", str(path), *arguments], capture_output=True, text=True,
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHON": "echo"})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["-m", "scripts.protocols", trainer, step, *arguments]
+        if not alias.startswith("reproduce"):  # (reproduce checks that the weights exist)
+            [job] = protocols.jobs_from_arguments(trainer, step, arguments, {})
+            assert (job.dataset, job.seed) == ("imagenet", 2)

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# The MaPLe codebase's name (scripts/maple/base2new_test_maple.sh) for base2new_test.sh, same arguments.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/base2new_test.sh" "$@"
