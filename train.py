@@ -16,7 +16,15 @@ import trainers  # importing registers every trainer; trainers.extend_cfg adds t
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import UserError, collect_env_info, mkdir_if_missing, set_random_seed, setup_logger
+from dassl.engine.resume import check_resume_config
+from dassl.utils import (
+    UserError,
+    collect_env_info,
+    keep_old_file,
+    mkdir_if_missing,
+    set_random_seed,
+    setup_logger,
+)
 from dassl.utils.run_files import CONFIG_FILE
 
 
@@ -66,6 +74,10 @@ def reset_cfg(cfg, args):
         cfg.MODEL.HEAD.NAME = args.head
 
 
+def _file_stem(path):
+    return osp.splitext(osp.basename(path))[0]
+
+
 def setup_cfg(args):
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
@@ -77,7 +89,9 @@ def setup_cfg(args):
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
     if not cfg.RUN.CONFIG_NAME and args.config_file:
-        cfg.RUN.CONFIG_NAME = osp.splitext(osp.basename(args.config_file))[0]
+        cfg.RUN.CONFIG_NAME = _file_stem(args.config_file)
+    if not cfg.RUN.DATASET_CONFIG_NAME and args.dataset_config_file:
+        cfg.RUN.DATASET_CONFIG_NAME = _file_stem(args.dataset_config_file)
     cfg.freeze()
     return cfg
 
@@ -101,9 +115,12 @@ def print_args(args, cfg):
 
 
 def save_config(cfg):
-    """The resolved config next to the log, so the run can be reproduced from it."""
+    """The resolved config next to the log, so the run can be reproduced from it. The config of
+    an earlier run in the same folder is kept, renamed with a timestamp like its log."""
     mkdir_if_missing(cfg.OUTPUT_DIR)
-    with open(osp.join(cfg.OUTPUT_DIR, CONFIG_FILE), "w") as f:
+    path = osp.join(cfg.OUTPUT_DIR, CONFIG_FILE)
+    keep_old_file(path)
+    with open(path, "w") as f:
         f.write(cfg.dump())
 
 
@@ -124,6 +141,9 @@ def main(argv=None):
 
 def start_run(cfg, args):
     """Log to OUTPUT_DIR/log.txt, seed, and record the arguments, config and environment."""
+    if trains(args):
+        # Before anything in OUTPUT_DIR changes, so a refused resume leaves the run as it was.
+        check_resume_config(cfg)
     setup_logger(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
@@ -136,6 +156,10 @@ def start_run(cfg, args):
     print(f"** System info **\n{collect_env_info()}\n")
 
 
+def trains(args):
+    return not args.eval_only and not args.no_train
+
+
 def run(cfg, args):
     trainer = build_trainer(cfg)
     if args.eval_only:
@@ -143,7 +167,7 @@ def run(cfg, args):
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return
-    if not args.no_train:
+    if trains(args):
         trainer.train()
 
 

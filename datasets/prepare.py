@@ -2,6 +2,7 @@
 
     python -m datasets.prepare eurosat --root $DATA           # download, extract, arrange, verify
     python -m datasets.prepare eurosat --root $DATA --verify  # check a folder laid out by hand
+    python -m datasets.prepare configs/datasets/my_flowers.yaml --root $DATA --verify  # your own data
     python -m datasets.prepare --list
 
 The dataset is assembled in ``<root>/.prepare/staging/<folder>`` and moved to ``<root>/<folder>``
@@ -19,6 +20,7 @@ import sys
 import yaml
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
+from dassl.utils import UserError
 
 import datasets
 from datasets.download import fetch, place
@@ -59,11 +61,13 @@ def resolve(name):
     raise DatasetError(f'unknown dataset "{name}"; choose one of: {choices} (or see --list).')
 
 
-def dataset_config(cls, root):
+def dataset_config(cls, root, config_file=None):
     from dassl.config import get_cfg_default
 
     cfg = get_cfg_default()
     datasets.extend_cfg(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
     cfg.DATASET.ROOT = root
     cfg.DATASET.NAME = cls.__name__
     cfg.DATASET.NUM_SHOTS = -1
@@ -71,9 +75,10 @@ def dataset_config(cls, root):
     return cfg
 
 
-def count_images(cls, root):
-    """Build the dataset from ``<root>/<folder>`` and count its classes and images."""
-    dataset = cls(dataset_config(cls, root))
+def count_images(cls, root, config_file=None):
+    """Build the dataset from ``<root>/<folder>`` (or the folder ``config_file`` names) and count
+    its classes and images."""
+    dataset = cls(dataset_config(cls, root, config_file))
     counts = {"classes": dataset.num_classes}
     if cls.test_only:
         counts["test"] = len(dataset.test)
@@ -181,6 +186,36 @@ def verify_only(cls, root):
     return counts
 
 
+def dataset_config_file(name):
+    """The dataset config YAML ``name`` stands for: a path to one, or configs/datasets/<name>.yaml
+    (e.g. a copy of my_dataset_example.yaml for your own data); None when there is none."""
+    path = name if name.endswith((".yaml", ".yml")) else os.path.join(CONFIG_DIR, f"{name}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def config_dataset_class(config_file):
+    """The dataset class that ``config_file``'s DATASET.NAME registers."""
+    with open(config_file) as f:
+        registry_name = ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
+    if not registry_name:
+        raise DatasetError(f"{config_file} sets no DATASET.NAME, so it is not a dataset config.")
+    return DATASET_REGISTRY.get(registry_name)
+
+
+def verify_config_file(config_file, root):
+    """Check the dataset a config YAML describes. One the tool downloads is checked against its
+    published counts; your own data (nothing to download) is built as train.py builds it, which
+    checks its layout, and its classes and images are counted."""
+    cls = config_dataset_class(config_file)
+    if cls in preparable_datasets().values():
+        return verify_only(cls, root)
+    root = os.path.abspath(os.path.expanduser(root))
+    counts = count_images(cls, root, config_file)
+    print(f"{config_file} ({cls.__name__}): " + ", ".join(f"{value} {key}" for key, value in counts.items())
+          + " - layout OK")
+    return counts
+
+
 def list_datasets():
     """One line per dataset: config name (what the tool and the scripts take), DATASET.NAME,
     folder, and whether it needs manual steps."""
@@ -197,7 +232,8 @@ def list_datasets():
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m datasets.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", nargs="?", help="dataset: config name (eurosat), registry name or folder")
+    parser.add_argument("name", nargs="?", help="dataset: config name (eurosat), registry name or folder; "
+                        "with --verify also a dataset config YAML (your own data)")
     parser.add_argument("--root", help="the data folder (DATASET.ROOT / --root of train.py)")
     parser.add_argument("--verify", action="store_true", help="only check an existing folder and mark it complete")
     parser.add_argument("--mirror", help="base URL serving every file by its name, instead of the original addresses")
@@ -216,12 +252,16 @@ def main(argv=None):
         list_datasets()
         return 0
     try:
+        config_file = dataset_config_file(args.name)
+        if args.verify and config_file:
+            verify_config_file(config_file, args.root)
+            return 0
         cls = resolve(args.name)
         if args.verify:
             verify_only(cls, args.root)
         else:
             prepare(cls, args.root, mirror=args.mirror, archives_dir=args.archives, keep_archives=args.keep_archives)
-    except DatasetError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -267,3 +267,30 @@ def test_every_dataset_has_its_docs_section_and_a_way_to_get_each_file():
         assert cls.docs_section in headings, name
         for source in cls.sources:
             assert source.public_address or cls.manual_steps, (name, source.filename)
+
+
+def write_user_dataset(root, per_class=10):
+    for label, classname in enumerate(("rose", "tulip", "daisy")):
+        for index in range(per_class):
+            write_image(str(root / "my_flowers" / "images" / classname / f"{index}.png"), label, index)
+
+
+def test_verify_checks_your_own_data_from_its_config(tmp_path, monkeypatch, capsys):
+    """A user dataset has nothing to download: --verify takes its config (a path, or a name under
+    configs/datasets/), builds it as train.py does, and counts its classes and images."""
+    write_user_dataset(tmp_path / "data")
+    config = tmp_path / "my_flowers.yaml"
+    config.write_text('DATASET:\n  NAME: "UserDataset"\n  USER:\n    DIR: "my_flowers"\n')
+    assert run(str(config), "--root", tmp_path / "data", "--verify") == 0
+    # 10 images per class split 50% / 20% / 30%
+    assert f"{config} (UserDataset): 3 classes, 15 train, 6 val, 9 test - layout OK" in capsys.readouterr().out
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "my_flowers.yaml").write_text(config.read_text())
+    monkeypatch.setattr(prepare, "CONFIG_DIR", str(configs))
+    assert run("my_flowers", "--root", tmp_path / "data", "--verify") == 0
+
+    (tmp_path / "empty").mkdir()
+    assert run(str(config), "--root", tmp_path / "empty", "--verify") == 1
+    assert "my_flowers" in capsys.readouterr().err

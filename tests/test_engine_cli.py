@@ -271,3 +271,55 @@ def test_checkpoint_of_the_same_method_with_other_depth_gets_no_method_hint():
     with pytest.raises(CheckpointMismatchError) as error:
         load_learner_state(maple(2), learner_state_dict(maple(3)), method="MaPLe")
     assert str(error.value).startswith("checkpoint does not fit the model built from the config")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming, and the record of the run
+
+
+def test_resuming_with_other_training_settings_is_refused_and_changes_nothing(toy, tmp_path, capsys):
+    """A finished (or killed) run re-run with another schedule would resume and finish a run that
+    never happened; it is refused, naming the keys, before anything in the folder changes."""
+    out = tmp_path / "out"
+    _run(toy("DATASET.NAME", "EngineToyColors"))
+    saved_config = (out / "config.yaml").read_text()
+    files_before = sorted(os.listdir(out))
+
+    message = _user_error(toy("DATASET.NAME", "EngineToyColors", "OPTIM.MAX_EPOCH", "3", "OPTIM.LR", "0.5",
+                              "DATALOADER.NUM_WORKERS", "1"), capsys)
+    assert f'"{out}" holds checkpoints of a run trained with other settings' in message
+    assert "  OPTIM.LR: 0.01 -> 0.5\n  OPTIM.MAX_EPOCH: 2 -> 3\n" in message
+    assert "NUM_WORKERS" not in message  # how data is loaded does not change what is trained
+    assert "Use a new --output-dir, or remove the checkpoints to start over" in message
+    assert "FORCE=1" in message
+    assert (out / "config.yaml").read_text() == saved_config
+    assert sorted(os.listdir(out)) == files_before
+
+
+def test_resuming_with_the_same_settings_keeps_the_first_config(toy, tmp_path, capsys):
+    out = tmp_path / "out"
+    _run(toy("DATASET.NAME", "EngineToyColors"))
+    first_config = (out / "config.yaml").read_text()
+    _run(toy("DATASET.NAME", "EngineToyColors", "TRAIN.PRINT_FREQ", "1"))
+    assert "Resumed model at epoch 2" in capsys.readouterr().out
+    kept = [name for name in os.listdir(out) if name.startswith("config.yaml-")]
+    assert len(kept) == 1 and (out / kept[0]).read_text() == first_config
+    assert "PRINT_FREQ: 1\n" in (out / "config.yaml").read_text()
+
+
+def test_results_json_names_a_user_dataset_and_its_config(tmp_path):
+    from tests.helpers.datasets import write_image
+
+    for label, classname in enumerate(("rose", "tulip")):
+        for index in range(10):
+            write_image(str(tmp_path / "data" / "my_flowers" / "images" / classname / f"{index}.png"), label, index)
+    dataset_config = tmp_path / "flowers_cfg.yaml"
+    dataset_config.write_text('DATASET:\n  NAME: "UserDataset"\n  USER:\n    DIR: "my_flowers"\n')
+    method_config = tmp_path / "toy_ep2.yaml"
+    method_config.write_text(TOY_CONFIG)
+    _run(["--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "EngineToyTrainer",
+          "--dataset-config-file", str(dataset_config), "--config-file", str(method_config),
+          "--output-dir", str(tmp_path / "out")])
+    results = read_json(str(tmp_path / "out" / "results.json"))
+    assert (results["dataset"], results["dataset_name"], results["dataset_config"]) == (
+        "UserDataset", "my_flowers", "flowers_cfg")

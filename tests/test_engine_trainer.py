@@ -275,3 +275,46 @@ def test_amp_path_uses_the_grad_scaler_and_checkpoints_it(tmp_path, data_root):
     assert not torch.equal(trainer.model.weight, before)
     checkpoint = torch.load(tmp_path / "out" / "model" / "model.pth.tar-1", weights_only=True)
     assert checkpoint["engine_state"]["scaler"]["scale"] == trainer.scaler.get_scale()
+
+
+def test_load_model_without_pointer_or_best_takes_the_highest_epoch(tmp_path, data_root, capsys):
+    """Released weights: model.pth.tar-N files only, no `checkpoint` pointer, no model-best."""
+    trainer = EngineToyTrainer(toy_cfg(data_root, tmp_path / "out"))
+    folder = tmp_path / "released" / "model"
+    os.makedirs(folder)
+    for epoch in (2, 10, 5):  # 10 > 5 although "10" < "5" as text
+        state = {"weight": torch.full_like(trainer.model.weight, float(epoch)), "bias": torch.zeros(3)}
+        torch.save({"state_dict": state, "epoch": epoch}, folder / f"model.pth.tar-{epoch}")
+    (folder / "model.pth.tar-old").write_bytes(b"")  # not an epoch checkpoint
+    trainer.load_model(str(tmp_path / "released"))
+    assert torch.equal(trainer.model.weight, torch.full_like(trainer.model.weight, 10.0))
+    assert f"loading the latest, {folder / 'model.pth.tar-10'}" in capsys.readouterr().out
+
+
+class BaseNewToyColors(DatasetBase):
+    """The toy colours with labels 0 and 1 as the base classes, as an "all" split has them."""
+
+    def __init__(self, cfg):
+        splits = write_toy_images(cfg.DATASET.ROOT)
+        super().__init__(train_x=splits["train"], val=splits["val"], test=splits["test"])
+        self.base_labels = {0, 1}
+
+
+@pytest.mark.parametrize("protocol, subsample, scores_base_and_new", [
+    ("", "all", True),            # plain train.py run over all classes
+    ("openworld", "all", True),
+    ("xd", "all", False),         # trained on another dataset's classes: base / new mean nothing
+    ("dg", "all", False),
+    ("base2new", "all", False),
+])
+def test_base_and_new_accuracies_only_for_open_world_tests(tmp_path, data_root, monkeypatch, capsys,
+                                                           protocol, subsample, scores_base_and_new):
+    monkeypatch.setitem(DATASET_REGISTRY._obj_map, "BaseNewToyColors", BaseNewToyColors)
+    cfg = toy_cfg(data_root, tmp_path / "out", **{"DATASET.NAME": "BaseNewToyColors", "RUN.PROTOCOL": protocol,
+                                                  "DATASET.SUBSAMPLE_CLASSES": subsample})
+    trainer = EngineToyTrainer(cfg)
+    trainer.test()
+    printed = capsys.readouterr().out
+    assert ("* base_accuracy:" in printed) == scores_base_and_new
+    assert ("* new_accuracy:" in printed) == scores_base_and_new
+    assert ("base_accuracy" in read_json(str(tmp_path / "out" / "results.json"))) == scores_base_and_new

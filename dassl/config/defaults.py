@@ -156,3 +156,5 @@ _C.RUN = CN()
 _C.RUN.PROTOCOL = ""
 # Configuration name; train.py fills it with the stem of --config-file when empty
 _C.RUN.CONFIG_NAME = ""
+# Dataset configuration name; train.py fills it with the stem of --dataset-config-file when empty
+_C.RUN.DATASET_CONFIG_NAME = ""

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
+from dassl.engine.resume import resume_directory
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
@@ -36,6 +37,7 @@ from dassl.utils import (
 )
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
+    EPOCH_CHECKPOINT_PREFIX,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
     epoch_checkpoint_name,
@@ -68,6 +70,19 @@ def _describe_missing_model(directory, model_path):
     lines.append("Pass --model-dir of a training run of this trainer (the folder holding "
                  f"{osp.basename(model_folder)}/) and --load-epoch of an epoch saved there.")
     return "\n".join(lines)
+
+
+def _highest_epoch_checkpoint(folder):
+    """``folder/model.pth.tar-N`` with the largest N, or None when there is none."""
+    if not osp.isdir(folder):
+        return None
+    suffixes = (
+        file_name[len(EPOCH_CHECKPOINT_PREFIX):]
+        for file_name in os.listdir(folder)
+        if file_name.startswith(EPOCH_CHECKPOINT_PREFIX)
+    )
+    epochs = [int(suffix) for suffix in suffixes if suffix.isdigit()]
+    return osp.join(folder, epoch_checkpoint_name(max(epochs))) if epochs else None
 
 
 class TrainerBase:
@@ -179,15 +194,20 @@ class TrainerBase:
             self.scaler.load_state_dict(state["scaler"])
 
     def _checkpoint_file(self, directory, name, epoch):
-        """The file ``load_model`` reads: epoch N, else the best model, else the latest epoch."""
+        """The file ``load_model`` reads: epoch N, else the best model, else the latest epoch
+        (the one the ``checkpoint`` pointer names, else the highest ``model.pth.tar-N``, as in
+        released weights that come without the pointer)."""
         if epoch is not None:
             return osp.join(directory, name, epoch_checkpoint_name(epoch))
         best = osp.join(directory, name, BEST_MODEL_NAME)
-        latest = latest_checkpoint_path(osp.join(directory, name))
-        if not osp.exists(best) and latest is not None:
-            print(f"Note: no {BEST_MODEL_NAME} in {osp.dirname(best)}; loading the latest, {latest}")
-            return latest
-        return best
+        if osp.exists(best):
+            return best
+        folder = osp.join(directory, name)
+        latest = latest_checkpoint_path(folder) or _highest_epoch_checkpoint(folder)
+        if latest is None:
+            return best
+        print(f"Note: no {BEST_MODEL_NAME} in {folder}; loading the latest, {latest}")
+        return latest
 
     def load_model(self, directory, epoch=None):
         """Load each registered model from ``directory/<name>/``: ``model.pth.tar-<epoch>``, or
@@ -365,10 +385,19 @@ class SimpleTrainer(TrainerBase):
 
         self.build_data_loader()
         self.build_model()
-        self.evaluator = build_evaluator(
-            cfg, lab2cname=self.lab2cname, base_labels=getattr(self.dm.dataset, "base_labels", None)
-        )
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname, base_labels=self._open_world_base_labels())
         self._validating = False
+
+    def _open_world_base_labels(self):
+        """The dataset's base labels when the test scores base and new classes apart: in the
+        open-world protocol, or in a plain run (no RUN.PROTOCOL) over all classes. Cross-dataset
+        and domain-generalisation tests (RUN.PROTOCOL xd / dg) also see all classes, but were
+        trained on another dataset's classes, so base / new accuracies would mean nothing."""
+        protocol = self.cfg.RUN.PROTOCOL
+        plain_run_over_all_classes = not protocol and self.cfg.DATASET.SUBSAMPLE_CLASSES == "all"
+        if protocol == "openworld" or plain_run_over_all_classes:
+            return getattr(self.dm.dataset, "base_labels", None)
+        return None
 
     def check_cfg(self, cfg):
         """Override to reject configs the trainer cannot run (called before anything is built)."""
@@ -430,8 +459,7 @@ class SimpleTrainer(TrainerBase):
             )
         if self.selects_on_validation:
             self._check_validation_is_not_test()
-        directory = self.cfg.RESUME or self.output_dir
-        self.start_epoch = self.resume_model_if_exist(directory)
+        self.start_epoch = self.resume_model_if_exist(resume_directory(self.cfg))
         # A resumed run that had already stopped early does not train further.
         self.should_stop = self._patience_exhausted()
         writer_dir = osp.join(self.output_dir, "tensorboard")
@@ -565,6 +593,9 @@ class SimpleTrainer(TrainerBase):
         record = {
             "protocol": cfg.RUN.PROTOCOL,
             "dataset": cfg.DATASET.NAME,
+            # The dataset's own name (a UserDataset's folder or SPLIT_NAME), else its registry name.
+            "dataset_name": getattr(self.dm.dataset, "name", None) or cfg.DATASET.NAME,
+            "dataset_config": cfg.RUN.DATASET_CONFIG_NAME,
             "trainer": cfg.TRAINER.NAME,
             "config": cfg.RUN.CONFIG_NAME,
             "seed": cfg.SEED,

@@ -1,6 +1,6 @@
 from .download import DownloadFailed, digest_mismatch, download, folder_lock
 from .errors import ConfigError, UserError
-from .logger import close_logger, console_stream, setup_logger
+from .logger import close_logger, console_stream, keep_old_file, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry
 from .tools import (
@@ -51,6 +51,7 @@ __all__ = [
     "get_rng_state",
     "ImageError",
     "ImageNotFoundError",
+    "keep_old_file",
     "latest_checkpoint_path",
     "listdir_nohidden",
     "load_checkpoint",

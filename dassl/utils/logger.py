@@ -43,8 +43,9 @@ def _log_path(output):
     return osp.join(output, LOG_FILE)
 
 
-def _keep_old_log(fpath):
-    """Rename an existing log to ``<name>-YYYY-MM-DD-HH-MM-SS`` so a new run never overwrites it."""
+def keep_old_file(fpath):
+    """Rename an existing file (a log, a config) to ``<name>-YYYY-MM-DD-HH-MM-SS`` so a new run
+    never overwrites it."""
     if not osp.exists(fpath):
         return
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(os.path.getmtime(fpath)))
@@ -86,7 +87,7 @@ def setup_logger(output=None):
     close_logger()
     fpath = _log_path(output)
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    _keep_old_log(fpath)
+    keep_old_file(fpath)
     log_file = open(fpath, "w")
     for stream_name in ("stdout", "stderr"):
         tee = _Tee(getattr(sys, stream_name), log_file)

@@ -1,0 +1,109 @@
+"""Whether a run may resume: the settings it continues with must train what it started training.
+
+A run killed at epoch 57 of 400 and restarted with other settings (OPTIM.MAX_EPOCH 3, OPTIM.LR
+0.5) would otherwise resume silently, finish a schedule that never ran, and leave a config.yaml
+describing that schedule. ``check_resume_config`` compares the resolved config with the
+config.yaml saved by the run being resumed and refuses when a key that changes what is trained
+differs. The keys in ``RESUME_SAFE_KEYS`` may differ: they say where files are, how fast data is
+loaded, what is printed, or how the final model is scored, not what is learned.
+"""
+import os
+import os.path as osp
+
+from yacs.config import CfgNode
+
+from dassl.config import full_keys
+from dassl.utils import UserError, latest_checkpoint_path
+from dassl.utils.run_files import CONFIG_FILE
+
+# Exact keys, or sections ending in "." (every key below them).
+RESUME_SAFE_KEYS = (
+    "OUTPUT_DIR",
+    "RESUME",
+    "DATASET.ROOT",  # the same data moved to another disk
+    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.TEST.",
+    "TRAIN.PRINT_FREQ",
+    "TEST.EVALUATOR",
+    "TEST.PER_CLASS_RESULT",
+    "TEST.COMPUTE_CMAT",
+    "TEST.SPLIT",
+    "VERBOSE",
+    "USE_CUDA",
+    "RUN.CONFIG_NAME",  # names of the config files; their contents are compared key by key
+    "RUN.DATASET_CONFIG_NAME",
+)
+
+
+class ResumeConfigError(UserError):
+    """The settings of a resumed run differ from those its checkpoints were trained with."""
+
+
+def resume_directory(cfg):
+    """The folder a training run resumes from: RESUME when given, else OUTPUT_DIR."""
+    return cfg.RESUME or cfg.OUTPUT_DIR
+
+
+def holds_checkpoint(directory):
+    """True when a model folder of ``directory`` names a latest checkpoint (the run resumes)."""
+    if not osp.isdir(directory):
+        return False
+    return any(
+        latest_checkpoint_path(osp.join(directory, name)) is not None
+        for name in os.listdir(directory)
+        if osp.isdir(osp.join(directory, name))
+    )
+
+
+def _is_safe(key):
+    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE_KEYS)
+
+
+def _flat_values(node):
+    values = {}
+    for key in full_keys(node):
+        value = node
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return values
+
+
+def config_differences(saved, current):
+    """``(key, saved value, current value)`` for each training key the two configs set
+    differently. Keys one of them lacks (added or removed by a code update) are not compared."""
+    # Through YAML, as the saved one went, so that a tuple equals its saved list.
+    current = CfgNode.load_cfg(current.dump())
+    saved_values, current_values = _flat_values(saved), _flat_values(current)
+    return [
+        (key, saved_values[key], current_values[key])
+        for key in sorted(saved_values.keys() & current_values.keys())
+        if not _is_safe(key) and saved_values[key] != current_values[key]
+    ]
+
+
+def check_resume_config(cfg):
+    """Raise ResumeConfigError when ``cfg`` would resume a run trained with other settings.
+
+    Call it before anything writes to OUTPUT_DIR. Nothing to compare (no checkpoint, or a run
+    folder without config.yaml, e.g. one of upstream Dassl) passes.
+    """
+    directory = resume_directory(cfg)
+    if not holds_checkpoint(directory):
+        return
+    saved_path = osp.join(directory, CONFIG_FILE)
+    if not osp.isfile(saved_path):
+        print(f'Note: no {CONFIG_FILE} in "{directory}" to check the resumed settings against')
+        return
+    with open(saved_path) as f:
+        saved = CfgNode.load_cfg(f)
+    differences = config_differences(saved, cfg)
+    if not differences:
+        return
+    listed = "\n".join(f"  {key}: {old!r} -> {new!r}" for key, old, new in differences)
+    raise ResumeConfigError(
+        f'"{directory}" holds checkpoints of a run trained with other settings; resuming it with '
+        f"these would train something else than {saved_path} describes. Differing keys (saved -> "
+        f"now):\n{listed}\nUse a new --output-dir, or remove the checkpoints to start over (the "
+        "protocol scripts' FORCE=1 does that); to continue the run, repeat its settings."
+    )
