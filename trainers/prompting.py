@@ -63,6 +63,8 @@ The pieces:
   and, when the text side does not depend on the image, cached during an evaluation
   (``eval()`` + ``torch.no_grad()``); any ``train()`` / ``eval()`` call or checkpoint load drops
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
+  ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
+  prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
   engine's ``self.precision``, build the learner, freeze CLIP, register ``MODEL_NAME``),
   ``forward_backward`` (cross-entropy under ``self.autocast()``), ``model_inference``, and the
@@ -82,6 +84,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 import clip
@@ -105,6 +108,12 @@ LEARNER_PREFIX = "prompt_learner."
 # Class prompts encoded at once (PromptedCLIP, CoCoOp, zero-shot CLIP): bounds memory for
 # datasets with many classes.
 TEXT_CHUNK_SIZE = 256
+
+
+def extend_cfg(cfg):
+    # Recompute each CLIP block in backward instead of keeping its activations: less memory with
+    # many classes (every class prompt runs through the text tower), about one more forward pass.
+    cfg.MODEL.GRAD_CHECKPOINTING = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,9 +314,19 @@ def append(x, tokens):
 # Prompted encoders: CLIP's own modules, run block by block
 # ---------------------------------------------------------------------------------------------
 
+def run_block(block, x, checkpointed, **kwargs):
+    """CLIP's `block` on x; `checkpointed` and grad enabled: its activations are recomputed in
+    backward rather than kept (prompts are written outside, so the callbacks run once)."""
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False, **kwargs)
+    return block(x, **kwargs)
+
+
 class PromptedTextEncoder(nn.Module):
     """CLIP's text tower (same attribute names as upstream's TextEncoder, so checkpoint keys
     `text_encoder.*` name the same tensors)."""
+
+    grad_checkpointing = False  # set by PromptedCLIP (training only)
 
     def __init__(self, clip_model):
         super().__init__()
@@ -347,7 +366,7 @@ class PromptedTextEncoder(nn.Module):
                 tokens = deep(LayerInput(i, x, block, n_prompts, mask, eot))
                 if tokens is not None:
                     x = write_after_sos(x, tokens, n_prompts)
-            x = block(x, attn_mask=mask)
+            x = run_block(block, x, self.grad_checkpointing, attn_mask=mask)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
 
@@ -355,6 +374,8 @@ class PromptedTextEncoder(nn.Module):
 class PromptedImageEncoder(nn.Module):
     """CLIP's ViT image tower (same attribute names as CLIP's `visual`, so upstream checkpoint
     keys `image_encoder.*` name the same tensors)."""
+
+    grad_checkpointing = False  # set by PromptedCLIP (training only)
 
     def __init__(self, visual):
         super().__init__()
@@ -390,7 +411,7 @@ class PromptedImageEncoder(nn.Module):
                 tokens = deep(LayerInput(i, x, block, n_prompts, None))
                 if tokens is not None:
                     x = write_at_end(x, tokens, n_prompts)
-            x = block(x)
+            x = run_block(block, x, self.grad_checkpointing)
         return self.ln_post(x[:, 0]) @ self.proj
 
 
@@ -480,6 +501,7 @@ class PromptedCLIP(nn.Module):
     logit_scale), so upstream full-model checkpoint keys name the same tensors."""
 
     text_chunk_size = TEXT_CHUNK_SIZE
+    grad_checkpointing = False
 
     def __init__(self, clip_model, prompt_learner):
         super().__init__()
@@ -498,8 +520,15 @@ class PromptedCLIP(nn.Module):
         super().train(mode)
         self.image_encoder.eval()
         self.text_encoder.eval()
+        for encoder in (self.image_encoder, self.text_encoder):
+            encoder.grad_checkpointing = self.grad_checkpointing and mode
         self.clear_text_cache()
         return self
+
+    def set_grad_checkpointing(self, enable=True):
+        """Checkpoint CLIP's blocks in training (MODEL.GRAD_CHECKPOINTING); never at eval."""
+        self.grad_checkpointing = enable
+        self.train(self.training)
 
     def clear_text_cache(self):
         self._cached_text_features = None
@@ -684,6 +713,9 @@ class PromptTrainer(TrainerX):
         check_input_size(cfg, clip_model)
         learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
         self.model = self.build_custom_clip(clip_model, learner)
+        if cfg.MODEL.GRAD_CHECKPOINTING:
+            print("Gradient checkpointing: CLIP's blocks are recomputed in backward")
+            self.model.set_grad_checkpointing()
         if cfg.MODEL.INIT_WEIGHTS:
             checkpoint = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)
             state_dict = checkpoint.get("state_dict", checkpoint)
