@@ -457,23 +457,27 @@ def test_cross_dataset_evaluations_follow_their_source_model(env):
     assert protocols.planned_action(Job("bmip", "xd_test", "eurosat", 1), env) == "skip"
 
 
-# MaPLe's script names (multimodal-prompt-learning/scripts/<method>/*_<method>.sh): all take
+# MaPLe's script names (multimodal-prompt-learning/scripts/<folder>/*_<method>.sh): all take
 # DATASET SEED, reproduce* also WEIGHTSPATH; xd_train's DATASET is the source (imagenet).
+# Keyed by (MaPLe's folder, our trainer).
 MAPLE_SCRIPT_NAMES = {
-    "maple": {"base2new_train_maple": "base2new_train", "base2new_test_maple": "base2new_test",
-              "xd_train_maple": "xd_train", "xd_test_maple": "xd_test",
-              "reproduce_maple": "reproduce", "reproduce_maple_xd": "reproduce_xd"},
-    "ivlp": {"base2new_train_ivlp": "base2new_train", "base2new_test_ivlp": "base2new_test",
-             "xd_train_ivlp": "xd_train", "xd_test_ivlp": "xd_test", "reproduce_ivlp": "reproduce"},
-    "vpt": {"base2new_train_vpt": "base2new_train", "base2new_test_vpt": "base2new_test",
-            "xd_train_vpt": "xd_train", "xd_test_vpt": "xd_test", "reproduce_vpt": "reproduce"},
+    ("maple", "maple"): {
+        "base2new_train_maple": "base2new_train", "base2new_test_maple": "base2new_test",
+        "xd_train_maple": "xd_train", "xd_test_maple": "xd_test",
+        "reproduce_maple": "reproduce", "reproduce_maple_xd": "reproduce_xd"},
+    ("independent-vlp", "ivlp"): {
+        "base2new_train_ivlp": "base2new_train", "base2new_test_ivlp": "base2new_test",
+        "xd_train_ivlp": "xd_train", "xd_test_ivlp": "xd_test", "reproduce_ivlp": "reproduce"},
+    ("vpt", "vpt"): {
+        "base2new_train_vpt": "base2new_train", "base2new_test_vpt": "base2new_test",
+        "xd_train_vpt": "xd_train", "xd_test_vpt": "xd_test", "reproduce_vpt": "reproduce"},
 }
 
 
-@pytest.mark.parametrize("trainer", sorted(MAPLE_SCRIPT_NAMES))
-def test_maple_script_names_run_ours_with_the_same_arguments(trainer, tmp_path):
-    for alias, step in MAPLE_SCRIPT_NAMES[trainer].items():
-        path = REPO / "scripts" / trainer / f"{alias}.sh"
+@pytest.mark.parametrize("folder, trainer", sorted(MAPLE_SCRIPT_NAMES))
+def test_maple_script_names_run_ours_with_the_same_arguments(folder, trainer, tmp_path):
+    for alias, step in MAPLE_SCRIPT_NAMES[folder, trainer].items():
+        path = REPO / "scripts" / folder / f"{alias}.sh"
         arguments = ["imagenet", "2"] + (["weights/imagenet"] if alias.startswith("reproduce") else [])
         # PYTHON=echo prints the command protocol.sh would run instead of running it.
         result = subprocess.run(["bash", str(path), *arguments], capture_output=True, text=True,

@@ -1,3 +1,0 @@
-#!/usr/bin/env bash
-# The MaPLe codebase's name (scripts/independent-vlp/base2new_train_ivlp.sh) for base2new_train.sh, same arguments.
-exec bash "$(dirname "${BASH_SOURCE[0]}")/base2new_train.sh" "$@"
