@@ -22,7 +22,6 @@ from .splits import (
     load_mat,
     read_legacy_pickle,
     read_split,
-    relocate,
     require_dir,
     require_file,
     rows_from_items,
@@ -164,8 +163,8 @@ class ImageNet(BenchmarkDataset):
         legacy, portable = self.image_list_paths()
         if os.path.isfile(legacy):
             print(f"Reading the image list from {legacy}")
-            data = read_legacy_pickle(legacy)
-            train, test = (relocate(data[key], self.dataset_dir, legacy) for key in ("train", "test"))
+            data = read_legacy_pickle(legacy, self.dataset_dir)
+            train, test = data["train"], data["test"]
         elif os.path.isfile(portable):
             print(f"Reading the image list from {portable}")
             train, test = read_split(portable, self.image_dir, keys=("train", "test"))

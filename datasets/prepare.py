@@ -12,7 +12,6 @@ kept in ``<root>/.prepare/downloads`` until then, and an interrupted one resumes
 """
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -20,7 +19,7 @@ import sys
 import yaml
 
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
-from dassl.utils import UserError
+from dassl.utils import UserError, write_json
 
 import datasets
 from datasets.download import fetch, place
@@ -39,14 +38,18 @@ def preparable_datasets():
     }
 
 
+def config_registry_name(config_file):
+    """The DATASET.NAME a dataset config YAML sets (None when it sets none)."""
+    with open(config_file) as f:
+        return ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
+
+
 def config_names():
     """Registry name -> config name (the stem of configs/datasets/<name>.yaml, DATASETS.md)."""
     names = {}
     for filename in sorted(os.listdir(CONFIG_DIR)):
         if filename.endswith(".yaml"):
-            with open(os.path.join(CONFIG_DIR, filename)) as f:
-                registry_name = ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
-            names.setdefault(registry_name, filename[: -len(".yaml")])
+            names.setdefault(config_registry_name(os.path.join(CONFIG_DIR, filename)), filename[: -len(".yaml")])
     return names
 
 
@@ -111,8 +114,7 @@ def write_marker(dataset_dir, cls, counts):
         "counts": counts,
         "prepared_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with open(os.path.join(dataset_dir, MARKER), "w") as f:
-        json.dump(marker, f, indent=2)
+    write_json(marker, os.path.join(dataset_dir, MARKER))
 
 
 def prepare(cls, root, mirror=None, archives_dir=None, keep_archives=False):
@@ -195,8 +197,7 @@ def dataset_config_file(name):
 
 def config_dataset_class(config_file):
     """The dataset class that ``config_file``'s DATASET.NAME registers."""
-    with open(config_file) as f:
-        registry_name = ((yaml.safe_load(f) or {}).get("DATASET") or {}).get("NAME")
+    registry_name = config_registry_name(config_file)
     if not registry_name:
         raise DatasetError(f"{config_file} sets no DATASET.NAME, so it is not a dataset config.")
     return DATASET_REGISTRY.get(registry_name)

@@ -283,8 +283,7 @@ def load_fewshot_cache(dataset_dir, num_shots, seed):
         return None
     print(f"Loading preprocessed few-shot data from {path}")
     if path.endswith(".pkl"):
-        data = read_legacy_pickle(path)
-        return {key: relocate(items, dataset_dir, path) for key, items in data.items()}
+        return read_legacy_pickle(path, dataset_dir)
     return _read_portable_cache(path, dataset_dir)
 
 
@@ -315,8 +314,9 @@ class _LegacyCacheUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset cache")
 
 
-def read_legacy_pickle(path):
-    """Read a CoOp-era cache: a pickled dict of lists of ``Datum`` (absolute image paths)."""
+def read_legacy_pickle(path, dataset_dir):
+    """Read a CoOp-era cache: a pickled dict of lists of ``Datum``, their absolute image paths
+    re-rooted onto ``dataset_dir`` when written on another machine (see ``relocate``)."""
     try:
         with open(path, "rb") as f:
             data = _LegacyCacheUnpickler(f).load()
@@ -330,7 +330,7 @@ def read_legacy_pickle(path):
         for items in data.values()
     ):
         raise DatasetError(f'"{path}" is not a dict of Datum lists; delete it to have it re-created.')
-    return data
+    return {key: relocate(items, dataset_dir, path) for key, items in data.items()}
 
 
 def relocate(items, dataset_dir, source):
