@@ -125,8 +125,7 @@ def load_clip(backbone_name, precision="fp32"):
 
     `precision` is the engine's resolved one (fp16 | fp32 | amp; fp16 never on CPU): weights are
     fp16 only for "fp16", fp32 otherwise."""
-    model, _ = clip.load(backbone_name, device="cpu")
-    model = model.float().eval()
+    model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
     if precision == "fp16":
         convert_weights_to_fp16(model)
     return model
