@@ -252,10 +252,11 @@ def ordered_datasets(names, preferred):
     return [name for name in preferred if name in names] + sorted(set(names) - set(preferred))
 
 
-def paper_cells(cells, names, protocol_datasets):
-    """The cells (keyed by column name; NAMES maps dataset -> column) of the paper's datasets:
-    what an average covers. User datasets are shown but not averaged."""
-    return {names[d]: cells.get(names[d]) for d in protocol_datasets if d in names}
+def paper_cells(table, label, metric, columns, protocol_datasets):
+    """LABEL's METRIC cells (keyed by column; COLUMNS maps dataset -> column) of the paper's
+    datasets: what an average covers. User datasets are shown but not averaged."""
+    return {columns[d]: table.cells.get((label, columns[d], metric))
+            for d in protocol_datasets if d in columns}
 
 
 def user_datasets_note(datasets, protocol_datasets):
@@ -339,9 +340,8 @@ def base2new_table(runs, requested_seeds):
             for metric, cell in cells.get((method, dataset), {}).items():
                 table.cells[(label, name, metric)] = cell
         size = len(BASE2NEW_DATASETS)
-        base, new = (average_cell(paper_cells({n: table.cells.get((label, n, metric))
-                                                for n in names}, columns, BASE2NEW_DATASETS), size)
-                     for metric in ("base", "new"))
+        base, new = (average_cell(paper_cells(table, label, metric, columns, BASE2NEW_DATASETS),
+                                  size) for metric in ("base", "new"))
         table.cells[(label, AVERAGE, "base")] = base
         table.cells[(label, AVERAGE, "new")] = new
         if base is not None and new is not None:
@@ -376,18 +376,18 @@ def openworld_table(runs, requested_seeds):
                        "beside the accuracy with all classes as candidates, over all test images "
                        "(Acc) and over base-class / new-class images", labels, names + [AVERAGE],
                        metrics, {n: n for n in names + [AVERAGE]}, [AVERAGE])
+    columns = dict(zip(datasets, names, strict=True))
     for method, label in labels.items():
         expected = expected_seeds(by_method[method], requested_seeds)
         by_dataset = _group(by_method[method], lambda run: run.key.dataset)
-        for dataset, name in zip(datasets, names, strict=True):
+        for dataset, name in columns.items():
             table.cells[(label, name, "HM")] = b2n.get((method, dataset), {}).get("HM")
             for metric, key in OPENWORLD_METRICS.items():
                 table.cells[(label, name, metric)] = metric_cell(by_dataset.get(dataset, []),
                                                                  key, expected)
         for metric in metrics:
             table.cells[(label, AVERAGE, metric)] = average_cell(
-                paper_cells({n: table.cells[(label, n, metric)] for n in names},
-                            dict(zip(datasets, names, strict=True)), BASE2NEW_DATASETS),
+                paper_cells(table, label, metric, columns, BASE2NEW_DATASETS),
                 len(BASE2NEW_DATASETS))
     table.notes.append(HM_NOTE)
     table.notes.append("Average row: mean of the dataset rows (the HM column too, as in Table 1).")
@@ -422,6 +422,7 @@ def transfer_table(runs, protocol, requested_seeds):
     paper_names.update({name: name for name in averages})
     table = _new_table(protocol, title, labels, source_labels + target_labels + averages,
                        ["accuracy"], paper_names, averages)
+    target_columns = dict(zip(targets, target_labels, strict=True))
     for method, label in labels.items():
         method_runs = [run for run in source_runs + targets_runs if run.method == method]
         expected = expected_seeds(method_runs, requested_seeds)
@@ -430,11 +431,10 @@ def transfer_table(runs, protocol, requested_seeds):
         for dataset, column in zip(sources, source_labels, strict=True):
             table.cells[(label, column, "accuracy")] = (metric_cell(
                 by_source.get(dataset, []), "accuracy", expected) or missing_cell(expected))
-        for dataset, column in zip(targets, target_labels, strict=True):
+        for dataset, column in target_columns.items():
             table.cells[(label, column, "accuracy")] = metric_cell(
                 by_target.get(dataset, []), "accuracy", expected)
-        target_cells = paper_cells({c: table.cells[(label, c, "accuracy")] for c in target_labels},
-                                   dict(zip(targets, target_labels, strict=True)), protocol_targets)
+        target_cells = paper_cells(table, label, "accuracy", target_columns, protocol_targets)
         if protocol == "xd":
             table.cells[(label, AVERAGE, "accuracy")] = average_cell(target_cells,
                                                                      targets_expected)

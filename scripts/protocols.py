@@ -139,6 +139,13 @@ EVALUATION_FOLDER = "evaluation"
 RELEASED_SUFFIX = "_released"
 
 
+def protocol_of(step, dataset):
+    """RUN.PROTOCOL of a step on a dataset: an xd_test on an ImageNet variant is "dg"."""
+    if step == "xd_test" and dataset in DG_TARGETS:
+        return "dg"
+    return STEPS[step].protocol
+
+
 class ProtocolError(Exception):
     """A mistake the user can fix; the message says how."""
 
@@ -178,9 +185,7 @@ class Job:
 
     @property
     def protocol(self):
-        if self.step == "xd_test" and self.dataset in DG_TARGETS:
-            return "dg"
-        return STEPS[self.step].protocol
+        return protocol_of(self.step, self.dataset)
 
     @property
     def evaluates_only(self):
@@ -222,9 +227,7 @@ class RunKey:
 
     @property
     def protocol(self):
-        if self.step == "xd_test" and self.dataset in DG_TARGETS:
-            return "dg"
-        return STEPS[self.step].protocol
+        return protocol_of(self.step, self.dataset)
 
 
 _SEED = re.compile(r"seed(\d+)")
@@ -316,11 +319,14 @@ def is_finished(folder):
 
 def result_time(folder):
     """(the "timestamp" of the run's results.json as POSIX seconds or None, the result file's
-    mtime). The recorded timestamp survives copying a tree, which resets mtimes."""
-    path = result_file(folder)
-    recorded = read_result_file(path).get("timestamp") if path.name == RESULTS_FILE else None
+    mtime); None while the run is unfinished. The recorded timestamp survives copying a tree,
+    which resets mtimes."""
+    metrics = read_run_metrics(folder)
+    if metrics is None:
+        return None
+    recorded = metrics.get("timestamp")  # only results.json records one
     return (datetime.fromisoformat(recorded).timestamp() if recorded else None,
-            path.stat().st_mtime)
+            result_file(folder).stat().st_mtime)
 
 
 def model_changed(evaluation_folder, model_folder):
@@ -330,10 +336,10 @@ def model_changed(evaluation_folder, model_folder):
     have one, else the result files' mtimes."""
     if not Path(model_folder).is_dir():
         return False  # nothing to compare with (the training run was moved away)
-    if not is_finished(model_folder):
+    model_time = result_time(model_folder)
+    if model_time is None:
         return True
-    (model_stamp, model_mtime), (stamp, mtime) = result_time(model_folder), result_time(
-        evaluation_folder)
+    (model_stamp, model_mtime), (stamp, mtime) = model_time, result_time(evaluation_folder)
     if model_stamp is not None and stamp is not None:
         return model_stamp > stamp
     return model_mtime > mtime
