@@ -18,7 +18,8 @@ import os.path as osp
 import sys
 
 from dassl.utils import UserError
-from trainers.predict import check_image_paths, default_cfg, load_predictor
+from trainers import default_cfg
+from trainers.predict import check_image_paths, load_predictor
 
 # Errors caused by the user's files or settings: their message says what to do, so it is printed
 # alone instead of a traceback (a missing image is reported as FileNotFoundError).
@@ -55,21 +56,12 @@ def read_classnames(path):
         return [line.strip() for line in f if line.strip()]
 
 
-def is_config_key(cfg, word):
-    node = cfg
-    for part in word.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def split_images_and_opts(inputs):
     """The image paths and the config overrides after them, which start at the first word that
     is a config key and not a file."""
     cfg = default_cfg()
     for index, word in enumerate(inputs):
-        if not osp.exists(word) and is_config_key(cfg, word):
+        if not osp.exists(word) and cfg.has_key(word):
             return inputs[:index], inputs[index:]
     return inputs, []
 

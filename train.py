@@ -11,9 +11,6 @@ import sys
 
 import torch
 
-import datasets  # importing registers every dataset; datasets.extend_cfg adds their keys
-import trainers  # importing registers every trainer; trainers.extend_cfg adds their keys
-from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.resume import check_resume_config
@@ -26,6 +23,7 @@ from dassl.utils import (
     setup_logger,
 )
 from dassl.utils.run_files import CONFIG_FILE
+from trainers import default_cfg  # importing registers every trainer and dataset
 
 
 def build_parser():
@@ -79,9 +77,7 @@ def _file_stem(path):
 
 
 def setup_cfg(args):
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    datasets.extend_cfg(cfg)
+    cfg = default_cfg()
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
     if args.config_file:

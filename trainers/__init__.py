@@ -1,8 +1,11 @@
 """Trainers: importing the package imports every trainer module in it, so each trainer registers
 itself in dassl's TRAINER_REGISTRY (no import to forget); `extend_cfg(cfg)` adds every trainer's
-TRAINER.<NAME>.* defaults."""
+TRAINER.<NAME>.* defaults; `default_cfg()` is the config train.py and predict.py start from."""
 import importlib
 import pkgutil
+
+import datasets  # importing registers every dataset
+from dassl.config import get_cfg_default
 
 # Modules of the package that are not trainers: `predict` builds trainers for inference (and
 # imports this package to register them).
@@ -18,3 +21,11 @@ def extend_cfg(cfg):
     for module in MODULES:
         if hasattr(module, "extend_cfg"):
             module.extend_cfg(cfg)
+
+
+def default_cfg():
+    """Dassl's defaults with every trainer's and dataset's keys."""
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    datasets.extend_cfg(cfg)
+    return cfg

@@ -23,9 +23,7 @@ import os.path as osp
 import torch
 from PIL import Image
 
-import datasets
-import trainers
-from dassl.config import get_cfg_default
+from trainers import default_cfg
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import UserError, read_image
@@ -34,14 +32,6 @@ from dassl.utils.run_files import CONFIG_FILE
 
 class PredictorError(UserError, ValueError):
     """The arguments of a prediction do not fit together; the message says what to change."""
-
-
-def default_cfg():
-    """Dassl's defaults with every trainer's and dataset's keys, as train.py starts from."""
-    cfg = get_cfg_default()
-    trainers.extend_cfg(cfg)
-    datasets.extend_cfg(cfg)
-    return cfg
 
 
 def predictor_cfg(config_file, trainer, opts=(), device=None):

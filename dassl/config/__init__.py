@@ -1,7 +1,7 @@
-from .checked import CheckedCfgNode, ConfigError, full_keys
+from .checked import CheckedCfgNode, ConfigError, leaf_values
 from .defaults import _C as cfg_default
 
-__all__ = ["CheckedCfgNode", "ConfigError", "cfg_default", "full_keys", "get_cfg_default"]
+__all__ = ["CheckedCfgNode", "ConfigError", "cfg_default", "get_cfg_default", "leaf_values"]
 
 
 def get_cfg_default():

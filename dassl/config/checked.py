@@ -14,15 +14,15 @@ from yacs.config import CfgNode
 from dassl.utils import ConfigError
 
 
-def full_keys(node, prefix=""):
-    """Every leaf key of ``node`` as a dotted path (e.g. "OPTIM.MAX_EPOCH")."""
-    keys = []
+def leaf_values(node, prefix=""):
+    """Every leaf of ``node`` as {dotted key (e.g. "OPTIM.MAX_EPOCH"): value}."""
+    values = {}
     for key, value in node.items():
         if isinstance(value, CfgNode):
-            keys += full_keys(value, f"{prefix}{key}.")
+            values.update(leaf_values(value, f"{prefix}{key}."))
         else:
-            keys.append(prefix + key)
-    return keys
+            values[prefix + key] = value
+    return values
 
 
 class CheckedCfgNode(CfgNode):
@@ -70,16 +70,22 @@ class CheckedCfgNode(CfgNode):
         except ValueError as error:
             raise ConfigError(self._type_mismatch(key, value, where)) from error
 
-    def _check_key(self, key, where):
+    def has_key(self, key):
+        """True when the dotted ``key`` names a key or a section of the config."""
         node = self
         for part in key.split("."):
             if not isinstance(node, CfgNode) or part not in node:
-                raise ConfigError(self._unknown_key(key, where))
+                return False
             node = node[part]
+        return True
+
+    def _check_key(self, key, where):
+        if not self.has_key(key):
+            raise ConfigError(self._unknown_key(key, where))
 
     def _unknown_key(self, key, where):
         message = f"unknown config key {key}{where}"
-        close = difflib.get_close_matches(key, full_keys(self), n=1)
+        close = difflib.get_close_matches(key, list(leaf_values(self)), n=1)
         if close:
             return f"{message}; did you mean {close[0]}?"
         return f"{message}; see dassl/config/defaults.py and the trainers' extend_cfg for the keys"

@@ -12,7 +12,7 @@ import os.path as osp
 
 from yacs.config import CfgNode
 
-from dassl.config import full_keys
+from dassl.config import leaf_values
 from dassl.utils import UserError, latest_checkpoint_path
 from dassl.utils.run_files import CONFIG_FILE
 
@@ -59,22 +59,12 @@ def _is_safe(key):
     return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE_KEYS)
 
 
-def _flat_values(node):
-    values = {}
-    for key in full_keys(node):
-        value = node
-        for part in key.split("."):
-            value = value[part]
-        values[key] = value
-    return values
-
-
 def config_differences(saved, current):
     """``(key, saved value, current value)`` for each training key the two configs set
     differently. Keys one of them lacks (added or removed by a code update) are not compared."""
     # Through YAML, as the saved one went, so that a tuple equals its saved list.
     current = CfgNode.load_cfg(current.dump())
-    saved_values, current_values = _flat_values(saved), _flat_values(current)
+    saved_values, current_values = leaf_values(saved), leaf_values(current)
     return [
         (key, saved_values[key], current_values[key])
         for key in sorted(saved_values.keys() & current_values.keys())

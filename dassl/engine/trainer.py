@@ -197,12 +197,12 @@ class TrainerBase:
         """The file ``load_model`` reads: epoch N, else the best model, else the latest epoch
         (the one the ``checkpoint`` pointer names, else the highest ``model.pth.tar-N``, as in
         released weights that come without the pointer)."""
+        folder = osp.join(directory, name)
         if epoch is not None:
-            return osp.join(directory, name, epoch_checkpoint_name(epoch))
-        best = osp.join(directory, name, BEST_MODEL_NAME)
+            return osp.join(folder, epoch_checkpoint_name(epoch))
+        best = osp.join(folder, BEST_MODEL_NAME)
         if osp.exists(best):
             return best
-        folder = osp.join(directory, name)
         latest = latest_checkpoint_path(folder) or _highest_epoch_checkpoint(folder)
         if latest is None:
             return best

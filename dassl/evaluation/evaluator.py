@@ -110,14 +110,15 @@ class Classification(EvaluatorBase):
         if self.total == 0:
             raise RuntimeError("The evaluator received no samples: is the evaluated split empty?")
         results = OrderedDict()
-        accuracy = 100.0 * self.correct / self.total
+        correct = self.correct
+        accuracy = 100.0 * correct / self.total
         results["accuracy"] = accuracy
         results["error"] = 100.0 - accuracy
         results["macro_f1"] = 100.0 * macro_f1_score(self._y_true, self._y_pred)
         print(
             "=> result\n"
             f"* total: {self.total:,}\n"
-            f"* correct: {self.correct:,}\n"
+            f"* correct: {correct:,}\n"
             f"* accuracy: {accuracy:.1f}%\n"
             f"* error: {results['error']:.1f}%\n"
             f"* macro_f1: {results['macro_f1']:.1f}%"

@@ -38,7 +38,7 @@ class _Tee:
 
 
 def _log_path(output):
-    if output.endswith(".txt") or output.endswith(".log"):
+    if output.endswith((".txt", ".log")):
         return output
     return osp.join(output, LOG_FILE)
 

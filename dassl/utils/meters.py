@@ -49,8 +49,6 @@ class MetricMeter:
         if not isinstance(input_dict, dict):
             raise TypeError("MetricMeter.update() expects a dict of name -> number or scalar tensor")
         for name, value in input_dict.items():
-            if isinstance(value, torch.Tensor):
-                value = value.item()
             self.meters[name].update(value)
 
     def __str__(self):

@@ -90,10 +90,7 @@ def load_checkpoint(fpath):
 
 def _strip_module_prefix(state_dict):
     # Weights saved from nn.DataParallel carry a "module." prefix that a plain model lacks.
-    return OrderedDict(
-        (key[len("module."):] if key.startswith("module.") else key, value)
-        for key, value in state_dict.items()
-    )
+    return OrderedDict((key.removeprefix("module."), value) for key, value in state_dict.items())
 
 
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
