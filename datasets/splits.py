@@ -5,13 +5,12 @@ published, few-shot sampling with its per-seed cache, the sample hash that runs 
 checks that turn a wrong folder into an error naming the path and the DATASETS.md section.
 """
 import hashlib
-import json
 import os
 import pickle
 import random
 
 from dassl.data.datasets.base_dataset import DatasetError, Datum, sample_few_shot, split_by_label
-from dassl.utils import atomic_write, listdir_nohidden, read_json, write_json
+from dassl.utils import listdir_nohidden, read_json, write_json
 
 SPLIT_KEYS = ("train", "val", "test")
 FEWSHOT_FOLDER = "split_fewshot"
@@ -106,19 +105,11 @@ def try_write_json(obj, filepath, compact=False):
     ``compact`` drops the indentation (ImageNet's image list would triple in size with it).
     """
     try:
-        if compact:
-            _write_compact_json(obj, filepath)
-        else:
-            write_json(obj, filepath)
+        write_json(obj, filepath, compact=compact)
     except OSError as error:
         print(f"Warning: could not write {filepath} ({error}); it will be recomputed next time")
         return False
     return True
-
-
-def _write_compact_json(obj, filepath):
-    with atomic_write(filepath) as f:
-        json.dump(obj, f, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------------

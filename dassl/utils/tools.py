@@ -63,10 +63,14 @@ def atomic_write(fpath, binary=False):
         raise
 
 
-def write_json(obj, fpath):
-    """Write ``obj`` as indented JSON; the file appears atomically (see ``atomic_write``)."""
+def write_json(obj, fpath, compact=False):
+    """Write ``obj`` as indented JSON (``compact``: no whitespace, for large files); the file
+    appears atomically (see ``atomic_write``)."""
     with atomic_write(fpath) as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
+        if compact:
+            json.dump(obj, f, separators=(",", ":"))
+        else:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
 def listdir_nohidden(path, sort=False):
