@@ -42,9 +42,9 @@ from pathlib import Path
 import yaml
 
 from dassl.config import get_cfg_default
+from dassl.utils import epoch_checkpoints, holds_checkpoint, latest_checkpoint_path
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
-    CHECKPOINT_POINTER,
     CONFIG_FILE,
     EPOCH_CHECKPOINT_PREFIX,
     LOG_FILE,
@@ -386,35 +386,28 @@ def config_value(key, overrides, *config_files):
     return node
 
 
-_CHECKPOINT = re.compile(re.escape(EPOCH_CHECKPOINT_PREFIX) + r"(\d+)")
+def _subfolders(run_folder):
+    run_folder = Path(run_folder)
+    return [folder for folder in run_folder.iterdir() if folder.is_dir()] if run_folder.is_dir() else []
 
 
 def saved_epochs(model_dir):
     """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
-    return sorted({int(m.group(1)) for p in Path(model_dir).glob(f"*/{EPOCH_CHECKPOINT_PREFIX}*")
-                   if (m := _CHECKPOINT.fullmatch(p.name))})
-
-
-def _epoch_checkpoints(folder):
-    return [p for p in folder.glob(f"{EPOCH_CHECKPOINT_PREFIX}*") if _CHECKPOINT.fullmatch(p.name)]
+    return sorted({epoch for folder in _subfolders(model_dir) for epoch in epoch_checkpoints(folder)})
 
 
 def model_folders(run_folder):
-    """The registered models' folders of a run: sub-folders holding a checkpoint
-    (`checkpoint`, model.pth.tar-<epoch> or model-best.pth.tar)."""
-    run_folder = Path(run_folder)
-    if not run_folder.is_dir():
-        return []
-    return sorted(folder for folder in run_folder.iterdir() if folder.is_dir() and (
-        (folder / CHECKPOINT_POINTER).is_file() or (folder / BEST_MODEL_NAME).is_file()
-        or _epoch_checkpoints(folder)))
+    """The registered models' folders of a run: sub-folders holding a checkpoint to resume from
+    (`checkpoint` or model.pth.tar-<epoch>, see latest_checkpoint_path) or model-best.pth.tar."""
+    return sorted(folder for folder in _subfolders(run_folder) if
+                  latest_checkpoint_path(folder) is not None or (folder / BEST_MODEL_NAME).is_file())
 
 
 def can_resume(run_folder):
-    """True when training can continue from the run folder: a registered model's folder holds
-    the `checkpoint` pointer or an epoch's checkpoint (model-best alone is not a place to resume)."""
-    return any((folder / CHECKPOINT_POINTER).is_file() or _epoch_checkpoints(folder)
-               for folder in model_folders(run_folder))
+    """True when training can continue from the run folder, by the engine's rule (holds_checkpoint:
+    a model's folder holds the `checkpoint` pointer or an epoch's checkpoint; model-best alone is
+    not a place to resume)."""
+    return holds_checkpoint(run_folder)
 
 
 def choose_load_epoch(model_dir, config_file, overrides, env):

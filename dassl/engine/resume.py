@@ -7,13 +7,12 @@ config.yaml saved by the run being resumed and refuses when a key that changes w
 differs. The keys in ``RESUME_SAFE_KEYS`` may differ: they say where files are, how fast data is
 loaded, what is printed, or how the final model is scored, not what is learned.
 """
-import os
 import os.path as osp
 
 from yacs.config import CfgNode
 
 from dassl.config import leaf_values
-from dassl.utils import UserError, latest_checkpoint_path
+from dassl.utils import UserError, holds_checkpoint
 from dassl.utils.run_files import CONFIG_FILE
 
 # Exact keys, or sections ending in "." (every key below them).
@@ -42,17 +41,6 @@ class ResumeConfigError(UserError):
 def resume_directory(cfg):
     """The folder a training run resumes from: RESUME when given, else OUTPUT_DIR."""
     return cfg.RESUME or cfg.OUTPUT_DIR
-
-
-def holds_checkpoint(directory):
-    """True when a model folder of ``directory`` names a latest checkpoint (the run resumes)."""
-    if not osp.isdir(directory):
-        return False
-    return any(
-        latest_checkpoint_path(osp.join(directory, name)) is not None
-        for name in os.listdir(directory)
-        if osp.isdir(osp.join(directory, name))
-    )
 
 
 def _is_safe(key):

@@ -37,7 +37,6 @@ from dassl.utils import (
 )
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
-    EPOCH_CHECKPOINT_PREFIX,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
     epoch_checkpoint_name,
@@ -70,19 +69,6 @@ def _describe_missing_model(directory, model_path):
     lines.append("Pass --model-dir of a training run of this trainer (the folder holding "
                  f"{osp.basename(model_folder)}/) and --load-epoch of an epoch saved there.")
     return "\n".join(lines)
-
-
-def _highest_epoch_checkpoint(folder):
-    """``folder/model.pth.tar-N`` with the largest N, or None when there is none."""
-    if not osp.isdir(folder):
-        return None
-    suffixes = (
-        file_name[len(EPOCH_CHECKPOINT_PREFIX):]
-        for file_name in os.listdir(folder)
-        if file_name.startswith(EPOCH_CHECKPOINT_PREFIX)
-    )
-    epochs = [int(suffix) for suffix in suffixes if suffix.isdigit()]
-    return osp.join(folder, epoch_checkpoint_name(max(epochs))) if epochs else None
 
 
 class TrainerBase:
@@ -160,7 +146,10 @@ class TrainerBase:
             save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
     def resume_model_if_exist(self, directory):
-        """Continue from the latest checkpoint in ``directory``; return the epoch to start at."""
+        """Continue from the latest checkpoint in ``directory``; return the epoch to start at.
+
+        Each model's latest checkpoint is the one its ``checkpoint`` pointer names, else its
+        highest ``model.pth.tar-N`` (``latest_checkpoint_path``, the rule of ``holds_checkpoint``)."""
         names = self.get_model_names()
         if any(latest_checkpoint_path(osp.join(directory, name)) is None for name in names):
             print("No checkpoint found, train from scratch")
@@ -203,7 +192,7 @@ class TrainerBase:
         best = osp.join(folder, BEST_MODEL_NAME)
         if osp.exists(best):
             return best
-        latest = latest_checkpoint_path(folder) or _highest_epoch_checkpoint(folder)
+        latest = latest_checkpoint_path(folder)
         if latest is None:
             return best
         print(f"Note: no {BEST_MODEL_NAME} in {folder}; loading the latest, {latest}")

@@ -4,8 +4,10 @@ Checkpoints are ``torch.save`` dicts with ``state_dict``, ``epoch``, ``optimizer
 (and ``val_result`` for the best-validation model), as upstream Dassl writes them. They are read
 with ``torch.load(weights_only=True)``: a checkpoint is untrusted input.
 """
+import os
 import os.path as osp
 import random
+import re
 import shutil
 from collections import OrderedDict
 
@@ -13,7 +15,12 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .run_files import BEST_MODEL_NAME, CHECKPOINT_POINTER, epoch_checkpoint_name
+from .run_files import (
+    BEST_MODEL_NAME,
+    CHECKPOINT_POINTER,
+    EPOCH_CHECKPOINT_PREFIX,
+    epoch_checkpoint_name,
+)
 from .tools import atomic_write, mkdir_if_missing
 
 
@@ -122,14 +129,43 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
         print(f'Best checkpoint saved to "{best_fpath}"')
 
 
+_EPOCH_CHECKPOINT = re.compile(re.escape(EPOCH_CHECKPOINT_PREFIX) + r"(\d+)")
+
+
+def epoch_checkpoints(model_folder):
+    """``{epoch: path}`` of the ``model.pth.tar-<epoch>`` files in a model's folder (empty when
+    there are none, or no such folder)."""
+    if not osp.isdir(model_folder):
+        return {}
+    return {
+        int(match.group(1)): osp.join(model_folder, file_name)
+        for file_name in os.listdir(model_folder)
+        if (match := _EPOCH_CHECKPOINT.fullmatch(file_name))
+    }
+
+
 def latest_checkpoint_path(fdir):
-    """The checkpoint that ``fdir/checkpoint`` names (the latest epoch saved), or None when
-    ``fdir`` has no such pointer file."""
+    """The checkpoint training resumes from in the model folder ``fdir``: the one that
+    ``fdir/checkpoint`` names (the latest epoch saved), else the highest ``model.pth.tar-N`` (as in
+    released weights, which come without the pointer); None when there is neither."""
     pointer = osp.join(fdir, CHECKPOINT_POINTER)
-    if not osp.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        return osp.join(fdir, f.readline().strip())
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            return osp.join(fdir, f.readline().strip())
+    epochs = epoch_checkpoints(fdir)
+    return epochs[max(epochs)] if epochs else None
+
+
+def holds_checkpoint(run_folder):
+    """True when training can resume from the run folder ``run_folder``: one of its model folders
+    has a latest checkpoint (``latest_checkpoint_path``). A best model alone is not one."""
+    if not osp.isdir(run_folder):
+        return False
+    return any(
+        latest_checkpoint_path(osp.join(run_folder, name)) is not None
+        for name in os.listdir(run_folder)
+        if osp.isdir(osp.join(run_folder, name))
+    )
 
 
 def read_latest_checkpoint(fdir):
@@ -137,8 +173,8 @@ def read_latest_checkpoint(fdir):
     fpath = latest_checkpoint_path(fdir)
     if fpath is None:
         raise CheckpointNotFoundError(
-            f'no "{CHECKPOINT_POINTER}" file in "{fdir}": pass the folder of one model of a run '
-            "(e.g. <output>/prompt_learner), which names its latest checkpoint there"
+            f'no "{CHECKPOINT_POINTER}" file or {EPOCH_CHECKPOINT_PREFIX}N in "{fdir}": pass the '
+            "folder of one model of a run (e.g. <output>/prompt_learner), which holds its checkpoints"
         )
     print(f'Loading checkpoint from "{fpath}"')
     return load_checkpoint(fpath)
