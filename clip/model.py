@@ -289,7 +289,20 @@ class ModifiedResNet(nn.Module):
         return self.attnpool(x)
 
 
+def text_length(eot, context_length, cut_at_eot=True):
+    """How many leading positions of a batch of token sequences the text tower must run: up to
+    the last of their end-of-text positions `eot` [N] (`cut_at_eot`), else all
+    `context_length`."""
+    if not cut_at_eot or eot.numel() == 0:
+        return context_length
+    return int(eot.max()) + 1
+
+
 class CLIP(nn.Module):
+    # Run the text tower on sequences cut after the batch's last EOT token (same features, far
+    # less work for short prompts); False runs all context_length positions.
+    cut_at_eot = True
+
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads,
                  transformer_layers):
@@ -358,8 +371,14 @@ class CLIP(nn.Module):
         return eot @ self.text_projection
 
     def encode_text(self, tokens):
-        x = self.embed_text(tokens) + self.positional_embedding.to(self.dtype)
-        x = self.transformer(x, self.build_attention_mask())
+        """Text features of token ids [N, context_length]. With `cut_at_eot` (the default) the
+        blocks run only up to the batch's last end-of-text token (`text_length`), positions and
+        causal mask cut to match: under the causal mask the tokens after a sequence's EOT cannot
+        change its feature, so the features are the full-length ones."""
+        x = self.embed_text(tokens)
+        length = text_length(tokens.argmax(dim=-1), x.shape[1], self.cut_at_eot)
+        x = x[:, :length] + self.positional_embedding[:length].to(self.dtype)
+        x = self.transformer(x, self.build_attention_mask()[:length, :length])
         return self.text_head(x, tokens)
 
     def forward(self, images, tokens):

@@ -90,8 +90,10 @@ def test_text_statistic_equals_torch_attention_weights_under_the_causal_mask(
         two_head_model, query_chunk, monkeypatch):
     model, x, _ = two_head_model
     block = model.text_encoder.transformer.resblocks[1]
-    mask = model.text_encoder.attn_mask
+    length = x.shape[1]  # the class prompts cut after their last EOT
+    mask = model.text_encoder.attn_mask[:length, :length]
     eot = model.prompt_learner.tokenized_prompts.argmax(dim=-1)
+    assert length == eot.max() + 1
     assert len(set(eot.tolist())) > 1  # class names of different lengths
     weights = torch_attention_weights(block, x, mask)
     n = N_CTX

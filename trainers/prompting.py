@@ -63,7 +63,9 @@ The pieces:
   and, when the text side does not depend on the image, cached during an evaluation
   (``eval()`` + ``torch.no_grad()``); any ``train()`` / ``eval()`` call or checkpoint load drops
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
-  ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
+  The text tower runs the class prompts cut after the last EOT token of the chunk (positions
+  and causal mask cut to match; the same features): ``MODEL.CUT_TEXT_AT_EOT`` False runs all
+  77 positions. ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
   prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
   engine's ``self.precision``, build the learner, freeze CLIP, register ``MODEL_NAME``),
@@ -88,7 +90,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to_fp16
+from clip.model import VisionTransformer, convert_weights_to_fp16, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -114,20 +116,26 @@ def extend_cfg(cfg):
     # Recompute each CLIP block in backward instead of keeping its activations: less memory with
     # many classes (every class prompt runs through the text tower), about one more forward pass.
     cfg.MODEL.GRAD_CHECKPOINTING = False
+    # Run the text tower on the class prompts cut after their last EOT token, not at CLIP's 77
+    # positions: the same features (causal mask), a fraction of the work. False: full length
+    # (for speed comparisons).
+    cfg.MODEL.CUT_TEXT_AT_EOT = True
 
 
 # ---------------------------------------------------------------------------------------------
 # CLIP loading and the class prompts
 # ---------------------------------------------------------------------------------------------
 
-def load_clip(backbone_name, precision="fp32"):
-    """CLIP from an OpenAI model name or a local file, on CPU, in eval mode.
+def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
+    """CLIP from an OpenAI model name or a local file, on CPU, in eval mode; `cut_text_at_eot`
+    (MODEL.CUT_TEXT_AT_EOT) sets its `cut_at_eot`, which the prompted text encoder copies.
 
     `precision` is the engine's resolved one (fp16 | fp32 | amp; fp16 never on CPU): weights are
     fp16 only for "fp16", fp32 otherwise."""
     model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
     if precision == "fp16":
         convert_weights_to_fp16(model)
+    model.cut_at_eot = cut_text_at_eot
     return model
 
 
@@ -329,6 +337,7 @@ class PromptedTextEncoder(nn.Module):
 
     def __init__(self, clip_model):
         super().__init__()
+        self.cut_at_eot = clip_model.cut_at_eot
         self.token_embedding = clip_model.token_embedding
         self.positional_embedding = clip_model.positional_embedding
         self.transformer = clip_model.transformer
@@ -357,9 +366,11 @@ class PromptedTextEncoder(nn.Module):
     def encode_embeddings(self, x, eot, deep=None, n_prompts=0):
         """Text features from input embeddings x [B, L, d] (layer-0 prompts already in place,
         positions not added) read at the EOT positions `eot` [B] (the input of a learner's
-        `text_embeddings`)."""
-        x = x + self.positional_embedding.to(x.dtype)
-        mask = self.attn_mask.to(x.dtype)
+        `text_embeddings`). With `cut_at_eot` the blocks (and deep-prompt callbacks) see the
+        sequences cut after the last EOT of the batch (`clip.model.text_length`)."""
+        length = text_length(eot, x.shape[1], self.cut_at_eot)
+        x = x[:, :length] + self.positional_embedding[:length].to(x.dtype)
+        mask = self.attn_mask[:length, :length].to(x.dtype)
         for i, block in enumerate(self.transformer.resblocks):
             if deep is not None and i > 0:
                 tokens = deep(LayerInput(i, x, block, n_prompts, mask, eot))
@@ -708,7 +719,7 @@ class PromptTrainer(TrainerX):
     def build_model(self):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision)
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision, cfg.MODEL.CUT_TEXT_AT_EOT)
         check_input_size(cfg, clip_model)
         learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
         self.model = self.build_custom_clip(clip_model, learner)
