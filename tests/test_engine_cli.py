@@ -142,7 +142,7 @@ def test_a_corrupt_checkpoint_is_a_one_line_error(toy, tmp_path, capsys):
     checkpoint.write_bytes(b"copy interrupted")
     message = _user_error(toy("--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "2",
                               "DATASET.NAME", "EngineToyColors"), capsys)
-    assert message.startswith(f'error: Cannot read checkpoint "{checkpoint}" safely')
+    assert message.startswith(f'error: cannot read checkpoint "{checkpoint}": ')
 
 
 def test_eval_only_without_model_dir_is_refused_for_a_trainer_with_weights(toy, capsys):
