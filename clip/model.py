@@ -9,7 +9,9 @@ causal mask itself. So a trainer file written for the CoOp codebase (its `TextEn
 Inside, the blocks are batch-first, (N, L, D), and take the attention mask as a `forward`
 argument instead of storing it, so that a prompted encoder can run the same blocks with its own
 sequence lengths: our code enters through `Transformer.batch_first(x, attn_mask)` or calls the
-blocks directly (trainers/prompting.py).
+blocks directly (trainers/prompting.py). Attention is one fused q/k/v projection and
+`scaled_dot_product_attention` (`Attention`), on nn.MultiheadAttention's parameters, so
+state-dict keys and values are OpenAI's.
 """
 from collections import OrderedDict
 
@@ -40,10 +42,45 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class Attention(nn.MultiheadAttention):
+    """Multi-head self-attention on batch-first input with OpenAI's parameters (`in_proj_weight`,
+    `in_proj_bias`, `out_proj.*`: an nn.MultiheadAttention's, so state dicts load as they are).
+
+    Computed as one fused q/k/v `F.linear` and `scaled_dot_product_attention`, not through
+    nn.MultiheadAttention's forward: with frozen weights and an input that needs gradients
+    (prompts), that forward runs its batch-first input projection and its gradient as batched
+    multiplies over an expanded weight. `qkv` and `attend` are the two halves, for callers that
+    look at the queries and keys in between (BMIP's attention statistic). Calling the module
+    itself is nn.MultiheadAttention's forward (kept for reference computations)."""
+
+    def __init__(self, d_model, n_head):
+        super().__init__(d_model, n_head, batch_first=True)
+
+    @property
+    def head_width(self):
+        return self.embed_dim // self.num_heads
+
+    def qkv(self, x):
+        """Queries, keys and values of x [N, L, D] (already layer-normed): [3, N, heads, L,
+        head_width], one product with the fused projection."""
+        n, length, _ = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return qkv.view(n, length, 3, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
+
+    def attend(self, q, k, v, attn_mask=None):
+        """Attention output [N, L, D] of queries, keys, values [N, heads, L, head_width] under the
+        additive float `attn_mask` [L, L] (or None), through the output projection."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def self_attention(self, x, attn_mask=None):
+        return self.attend(*self.qkv(x), attn_mask=attn_mask)
+
+
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, d_model, n_head):
         super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, n_head, batch_first=True)
+        self.attn = Attention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(d_model, d_model * 4)),
@@ -57,7 +94,7 @@ class ResidualAttentionBlock(nn.Module):
         # when the mask already has x's dtype and device.
         if attn_mask is not None:
             attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
-        return self.attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
+        return self.attn.self_attention(x, attn_mask)
 
     def forward(self, x, attn_mask=None):
         x = x + self.attention(self.ln_1(x), attn_mask)

@@ -175,3 +175,39 @@ def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
         assert text16.dtype == image16.dtype == torch.float16
         torch.testing.assert_close(text16.float(), model32.encode_text(tokens), rtol=0, atol=2e-2)
         torch.testing.assert_close(image16.float(), model32.encode_image(batch), rtol=0, atol=2e-2)
+
+
+def mha_block_reference(block, x, mask=None):
+    """The block as it was computed before the fused q/k/v + scaled_dot_product_attention:
+    through nn.MultiheadAttention's own forward (batch-first)."""
+    h = block.ln_1(x)
+    x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+    return x + block.mlp(block.ln_2(x))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["image", "text"])
+def test_fused_attention_equals_multihead_attention_forward_and_backward(vit_state_dict, causal):
+    model = build_model(vit_state_dict)
+    block = (model.transformer if causal else model.visual.transformer).resblocks[1]
+    assert {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+            "attn.out_proj.bias"} <= set(block.state_dict())
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    mask = torch.full((7, 7), float("-inf")).triu_(1) if causal else None
+    ours = block(x, mask)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    reference = mha_block_reference(block, x, mask)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=1e-5, atol=1e-5)
+    assert (ours - x).abs().max() > 0.1  # the attention and MLP did something
+
+
+def test_attention_never_runs_multihead_attention_forward(vit_state_dict, monkeypatch):
+    model = build_model(vit_state_dict)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nn.MultiheadAttention.forward was called")
+
+    monkeypatch.setattr(torch.nn.MultiheadAttention, "forward", refuse)
+    with torch.no_grad():
+        model(images(32), clip.tokenize(TEXTS))
