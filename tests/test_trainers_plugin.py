@@ -257,3 +257,7 @@ def test_broken_plugin_is_one_line_and_other_trainers_load(tmp_path, monkeypatch
     run_train_py(["--list-trainers"])
     listed = capsys.readouterr().out.split()
     assert {"CoOp", "BMIP", "MaPLe"} <= set(listed)
+    # Asking for a trainer that is not registered names the file that failed.
+    with pytest.raises(SystemExit, match=r"Unknown trainer \"Broken\".*failed to import: .*"
+                                         r"broken_plugin.py: ImportError"):
+        run_train_py(["--trainer", "Broken", "--output-dir", str(tmp_path / "out")])
