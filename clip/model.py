@@ -1,17 +1,17 @@
 """CLIP as plain modules, with OpenAI's attribute names so OpenAI state dicts load strictly.
 
-Two differences from OpenAI's `model.py` matter to code ported from CoOp / MaPLe:
+OpenAI's public surface behaves as OpenAI's: `build_model`, `convert_weights`, `model.dtype`,
+`encode_image` / `encode_text` / `forward`, and `model.transformer(x)` /
+`model.visual.transformer(x)` on sequence-first input (L, N, D), the text tower applying its
+causal mask itself. So a trainer file written for the CoOp codebase (its `TextEncoder`:
+`x.permute(1, 0, 2); x = clip_model.transformer(x)`) runs unchanged.
 
-- every tensor is batch-first: (N, L, D) for token sequences (OpenAI's blocks take (L, N, D));
-- blocks take the attention mask as a `forward` argument (OpenAI stores the text tower's causal
-  mask on each block), so a prompted encoder can run the same blocks with its own sequence
-  lengths. The text tower is `causal`: `model.transformer(x)` without a mask raises an error;
-  call `model.transformer(x, attn_mask=model.build_attention_mask())`;
-- attention is one fused q/k/v projection and `scaled_dot_product_attention` (`Attention`), on
-  nn.MultiheadAttention's parameters, so state-dict keys and values are OpenAI's.
-
-An upstream `TextEncoder` (`x.permute(1, 0, 2); x = clip_model.transformer(x)`) therefore does
-not run here; prompting methods use `trainers/prompting.py`'s `PromptedTextEncoder` instead.
+Inside, the blocks are batch-first, (N, L, D), and take the attention mask as a `forward`
+argument instead of storing it, so that a prompted encoder can run the same blocks with its own
+sequence lengths: our code enters through `Transformer.batch_first(x, attn_mask)` or calls the
+blocks directly (trainers/prompting.py). Attention is one fused q/k/v projection and
+`scaled_dot_product_attention` (`Attention`), on nn.MultiheadAttention's parameters, so
+state-dict keys and values are OpenAI's.
 """
 from collections import OrderedDict
 
@@ -102,11 +102,11 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The blocks of one tower. `forward(x, attn_mask=None)` takes x batch-first (N, L, D).
+    """The blocks of one tower.
 
-    `causal` (set by CLIP for its text tower) makes a call without `attn_mask` an error: the
-    mask is not stored on the blocks, and running the text tower without it silently computes
-    other features than CLIP's.
+    `forward(x)` is OpenAI's entry: x sequence-first (L, N, D); a `causal` tower (CLIP's text
+    tower) applies its causal mask itself, as OpenAI's stored mask does. `batch_first(x,
+    attn_mask)` is ours: x (N, L, D) and the mask given by the caller.
     """
 
     def __init__(self, width, layers, heads, causal=False):
@@ -116,35 +116,19 @@ class Transformer(nn.Module):
         self.causal = causal
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
-    def forward(self, x, attn_mask=None):
-        if attn_mask is None and self.causal:
-            raise ValueError(MISSING_CAUSAL_MASK)
-        if attn_mask is not None:
-            _check_mask_fits(x, attn_mask)
+    def forward(self, x):
+        mask = causal_mask(x.shape[0]) if self.causal else None
+        return self.batch_first(x.transpose(0, 1), mask).transpose(0, 1)
+
+    def batch_first(self, x, attn_mask=None):
         for block in self.resblocks:
             x = block(x, attn_mask)
         return x
 
 
-MISSING_CAUSAL_MASK = (
-    "the text transformer is causal, and its mask is an argument here: call "
-    "transformer(x, attn_mask=clip_model.build_attention_mask()) with x batch-first (N, L, D). "
-    "Unlike OpenAI's CLIP, this CLIP's blocks are batch-first and store no mask, so a TextEncoder "
-    "ported from CoOp / MaPLe (x.permute(1, 0, 2); transformer(x)) computes wrong features; "
-    "prompting methods use trainers/prompting.py's PromptedTextEncoder instead."
-)
-
-
-def _check_mask_fits(x, attn_mask):
-    """A 2-D mask is (L, L) for x of shape (N, L, D): a mismatch usually means x was permuted to
-    OpenAI's sequence-first (L, N, D) layout."""
-    length = x.shape[1]
-    if attn_mask.dim() == 2 and attn_mask.shape != (length, length):
-        raise ValueError(
-            f"attn_mask is {tuple(attn_mask.shape)} but x {tuple(x.shape)} has sequence length "
-            f"{length}: x must be batch-first (N, L, D), not OpenAI's (L, N, D) (drop the "
-            "permute(1, 0, 2) of code ported from OpenAI's CLIP)"
-        )
+def causal_mask(length):
+    """The text tower's causal mask (length, length): -inf above the diagonal, 0 elsewhere."""
+    return torch.full((length, length), float("-inf")).triu_(1)
 
 
 class VisionTransformer(nn.Module):
@@ -177,7 +161,7 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x[:, 0, :]) @ self.proj
 
     def forward(self, images):
-        return self.head(self.transformer(self.embed(images)))
+        return self.head(self.transformer.batch_first(self.embed(images)))
 
 
 class Bottleneck(nn.Module):
@@ -349,8 +333,7 @@ class CLIP(nn.Module):
 
     def build_attention_mask(self):
         """Causal mask for the text transformer: -inf above the diagonal, 0 elsewhere."""
-        mask = torch.full((self.context_length, self.context_length), float("-inf"))
-        return mask.triu_(1)
+        return causal_mask(self.context_length)
 
     @property
     def dtype(self):
@@ -378,7 +361,7 @@ class CLIP(nn.Module):
         x = self.embed_text(tokens)
         length = text_length(tokens.argmax(dim=-1), x.shape[1], self.cut_at_eot)
         x = x[:, :length] + self.positional_embedding[:length].to(self.dtype)
-        x = self.transformer(x, self.build_attention_mask()[:length, :length])
+        x = self.transformer.batch_first(x, causal_mask(length))
         return self.text_head(x, tokens)
 
     def forward(self, images, tokens):
@@ -415,6 +398,10 @@ def convert_weights_to_fp16(model):
 
     model.apply(to_fp16)
     return model
+
+
+# OpenAI's name (`from clip.model import convert_weights`), used by trainer files written for it.
+convert_weights = convert_weights_to_fp16
 
 
 def _count_blocks(state_dict, prefix):

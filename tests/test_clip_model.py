@@ -126,27 +126,43 @@ def test_blocks_are_batch_first_and_take_the_mask_as_argument(vit_state_dict):
 def upstream_text_encoder(model, tokens):
     """CoOp / MaPLe's TextEncoder as written for OpenAI's CLIP: sequence-first, no mask passed
     (OpenAI's blocks store the causal mask)."""
-    x = model.token_embedding(tokens) + model.positional_embedding
+    x = model.token_embedding(tokens).type(model.dtype) + model.positional_embedding.type(model.dtype)
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-    return model.ln_final(x)[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+    x = model.ln_final(x).type(model.dtype)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 
 
-def test_text_tower_without_its_causal_mask_is_refused(vit_state_dict):
-    """An upstream TextEncoder ported as is would silently compute other features: it fails,
-    saying what to call instead; the image tower (not causal) needs no mask."""
+def test_openai_sequence_first_transformer_applies_the_causal_mask(vit_state_dict):
+    """`clip_model.transformer(x)` on (L, N, D) is OpenAI's: the text tower masks causally by
+    itself, so an upstream TextEncoder gives encode_text's features; our batch-first entry with
+    the mask gives the same; the image tower is not masked."""
     model = build_model(vit_state_dict)
     tokens = clip.tokenize(TEXTS)
-    with pytest.raises(ValueError, match=r"causal.*transformer\(x, attn_mask=clip_model.build_attention_mask\(\)\)"
-                                         r".*batch-first.*PromptedTextEncoder"):
-        upstream_text_encoder(model, tokens)
     x = model.embed_text(tokens) + model.positional_embedding
-    with pytest.raises(ValueError, match=r"sequence length 3: x must be batch-first"):
-        model.transformer(x.permute(1, 0, 2), attn_mask=model.build_attention_mask())
     with torch.no_grad():
-        passed = model.text_head(model.transformer(x, attn_mask=model.build_attention_mask()), tokens)
-        torch.testing.assert_close(passed, model.encode_text(tokens))
-        model.visual.transformer(torch.randn(2, 5, 64))
+        torch.testing.assert_close(upstream_text_encoder(model, tokens), model.encode_text(tokens))
+        batch_first = model.transformer.batch_first(x, model.build_attention_mask())
+        torch.testing.assert_close(model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2),
+                                   batch_first)
+        unmasked = model.transformer.batch_first(x)
+        assert not torch.allclose(unmasked, batch_first)
+        # Causal: the first position of a sequence sees only itself.
+        torch.testing.assert_close(model.transformer(x[:1].permute(1, 0, 2))[0],
+                                   model.transformer(x[:1, :1].permute(1, 0, 2))[0])
+        image_tokens = torch.randn(2, 5, 64)
+        torch.testing.assert_close(model.visual.transformer(image_tokens.transpose(0, 1)),
+                                   model.visual.transformer.batch_first(image_tokens).transpose(0, 1))
     assert model.transformer.causal and not model.visual.transformer.causal
+
+
+def test_openai_names_exist():
+    from clip import clip as clip_module
+    from clip.model import convert_weights
+    from clip.simple_tokenizer import SimpleTokenizer
+
+    assert convert_weights is convert_weights_to_fp16
+    assert clip_module._MODELS["ViT-B/16"].endswith("/ViT-B-16.pt") and callable(clip_module._download)
+    assert SimpleTokenizer().encode("a photo") == clip.tokenize("a photo")[0, 1:3].tolist()
 
 
 def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
