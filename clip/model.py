@@ -376,28 +376,34 @@ def _num_heads(width):
     return max(1, width // HEAD_WIDTH)
 
 
-def convert_weights_to_fp16(model):
-    """Cast what OpenAI keeps in fp16 (convolutions, linear and attention weights, projections);
-    LayerNorms stay fp32, as in OpenAI's models."""
+def convert_weights_to(model, dtype):
+    """Cast what OpenAI keeps in fp16 (convolutions, linear and attention weights, projections)
+    to `dtype` (torch.float16, or torch.bfloat16 for PREC bf16); LayerNorms stay fp32, as in
+    OpenAI's models."""
 
-    def to_fp16(module):
+    def cast(module):
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            module.weight.data = module.weight.data.half()
+            module.weight.data = module.weight.data.to(dtype)
             if module.bias is not None:
-                module.bias.data = module.bias.data.half()
+                module.bias.data = module.bias.data.to(dtype)
         if isinstance(module, nn.MultiheadAttention):
             for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight",
                          "v_proj_weight", "bias_k", "bias_v"):
                 tensor = getattr(module, name)
                 if tensor is not None:
-                    tensor.data = tensor.data.half()
+                    tensor.data = tensor.data.to(dtype)
         for name in ("text_projection", "proj"):
             tensor = getattr(module, name, None)
             if isinstance(tensor, torch.Tensor):
-                tensor.data = tensor.data.half()
+                tensor.data = tensor.data.to(dtype)
 
-    model.apply(to_fp16)
+    model.apply(cast)
     return model
+
+
+def convert_weights_to_fp16(model):
+    """`convert_weights_to(model, torch.float16)`: OpenAI's fp16 CLIP."""
+    return convert_weights_to(model, torch.float16)
 
 
 # OpenAI's name (`from clip.model import convert_weights`), used by trainer files written for it.

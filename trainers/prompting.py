@@ -76,9 +76,11 @@ The pieces:
   their shapes against the loaded CLIP, and is strict on the learner's entries: a checkpoint that
   does not fit raises ``CheckpointMismatchError`` naming the keys and shapes.
 
-Precision: learner parameters are fp32 master weights in every mode; their tokens are cast to
-CLIP's dtype where they are written. CLIP is fp16 only for PREC fp16 on CUDA, fp32 otherwise
-(amp runs fp32 weights under the engine's autocast).
+Precision: learner parameters (and the optimizer) are fp32 in every mode; their tokens are cast
+to CLIP's dtype where they are written, and features are normalised and compared in fp32. CLIP's
+frozen weights are fp16 for PREC fp16 (CUDA), bf16 for PREC bf16 (CPU or CUDA; also what fp16
+and amp configs run on a CPU with native bf16), fp32 otherwise (amp runs fp32 weights under the
+engine's autocast, on CUDA only).
 """
 import re
 from dataclasses import dataclass
@@ -90,7 +92,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to_fp16, text_length
+from clip.model import VisionTransformer, convert_weights_to, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -126,15 +128,19 @@ def extend_cfg(cfg):
 # CLIP loading and the class prompts
 # ---------------------------------------------------------------------------------------------
 
+# Frozen CLIP weights stored in half precision for these PREC values (amp keeps them fp32).
+WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
     """CLIP from an OpenAI model name or a local file, on CPU, in eval mode; `cut_text_at_eot`
     (MODEL.CUT_TEXT_AT_EOT) sets its `cut_at_eot`, which the prompted text encoder copies.
 
-    `precision` is the engine's resolved one (fp16 | fp32 | amp; fp16 never on CPU): weights are
-    fp16 only for "fp16", fp32 otherwise."""
+    `precision` is the engine's resolved one (fp16 | bf16 | fp32 | amp; fp16 and amp never on
+    CPU): weights are stored in fp16 for "fp16", in bf16 for "bf16", in fp32 otherwise."""
     model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
-    if precision == "fp16":
-        convert_weights_to_fp16(model)
+    if precision in WEIGHT_DTYPES:
+        convert_weights_to(model, WEIGHT_DTYPES[precision])
     model.cut_at_eot = cut_text_at_eot
     return model
 
