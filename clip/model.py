@@ -73,9 +73,6 @@ class Attention(nn.MultiheadAttention):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
-    def self_attention(self, x, attn_mask=None):
-        return self.attend(*self.qkv(x), attn_mask=attn_mask)
-
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, d_model, n_head):
@@ -89,15 +86,21 @@ class ResidualAttentionBlock(nn.Module):
         ]))
         self.ln_2 = LayerNorm(d_model)
 
-    def attention(self, x, attn_mask=None):
+    def attention(self, x, attn_mask=None, qkv=None):
+        """Self-attention of x (already ln_1-normed); `qkv`, when given, are its queries, keys
+        and values as `attn.qkv(x)` returns them, computed by the caller."""
         # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a no-op
         # when the mask already has x's dtype and device.
         if attn_mask is not None:
             attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
-        return self.attn.self_attention(x, attn_mask)
+        if qkv is None:
+            qkv = self.attn.qkv(x)
+        return self.attn.attend(*qkv, attn_mask=attn_mask)
 
-    def forward(self, x, attn_mask=None):
-        x = x + self.attention(self.ln_1(x), attn_mask)
+    def forward(self, x, attn_mask=None, qkv=None):
+        """The block on x [N, L, D]. `qkv`: `attn.qkv(ln_1(x))` when the caller has it already
+        (a prompted encoder that looked at the layer's queries and keys), else computed here."""
+        x = x + self.attention(self.ln_1(x), attn_mask, qkv)
         return x + self.mlp(self.ln_2(x))
 
 

@@ -37,7 +37,8 @@ The pieces:
   set per sequence; ``deep(layer: LayerInput) -> Tensor | None`` is called before every block
   i >= 1 with the hidden state entering it (``layer.x``, [B, L, d]), the block itself (its
   ``ln_1`` / ``attn`` for methods that look at attention), ``layer.n_prompts``, the block's
-  ``attn_mask`` and, on the text side, each row's EOT position; it returns [n, d] or [B, n, d]
+  ``attn_mask`` and, on the text side, each row's EOT position (``layer.qkv()``: the block's
+  queries, keys and values of ``layer.x``, computed once and reused by the block); it returns [n, d] or [B, n, d]
   tokens for the prompt positions, or None to let the tokens already there flow on. The number of
   prompt tokens n is set by ``first`` and stays the same in every layer (a method that uses 2b
   tokens, e.g. two sets side by side, supplies 2b from layer 0 on and tokenizes 2b placeholders).
@@ -83,7 +84,7 @@ and amp configs run on a CPU with native bf16), fp32 otherwise (amp runs fp32 we
 engine's autocast, on CUDA only).
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -251,6 +252,16 @@ class LayerInput:
     n_prompts: int                      # number of prompt tokens in x
     attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None
     eot: Optional[torch.Tensor] = None  # text: EOT position of each row of x; image: None
+    computed_qkv: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    def qkv(self):
+        """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
+        computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
+        encoder: the encoder reuses them for block i, recomputing only the prompt positions when
+        the callback writes new prompts. Detach them for statistics."""
+        if self.computed_qkv is None:
+            self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
+        return self.computed_qkv
 
 
 DeepPrompts = Callable[[LayerInput], Optional[torch.Tensor]]
@@ -327,6 +338,21 @@ def append(x, tokens):
 # Prompted encoders: CLIP's own modules, run block by block
 # ---------------------------------------------------------------------------------------------
 
+def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, **kwargs):
+    """Block i of a prompted encoder after its deep-prompt callback saw `layer` (or None when
+    the block has no callback) and returned `tokens` (or None): the tokens are written at the
+    prompt `positions` (a slice) with `write`; q, k, v the callback had computed
+    (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens."""
+    qkv = None if layer is None else layer.computed_qkv
+    if tokens is not None:
+        x = write(x, tokens, layer.n_prompts)
+        if qkv is not None:
+            fresh = block.attn.qkv(block.ln_1(x[:, positions]))
+            qkv = torch.cat([qkv[..., :positions.start, :], fresh,
+                             qkv[..., positions.stop:, :]], dim=-2)
+    return run_block(block, x, checkpointed, qkv=qkv, **kwargs)
+
+
 def run_block(block, x, checkpointed, **kwargs):
     """CLIP's `block` on x; `checkpointed` and grad enabled: its activations are recomputed in
     backward rather than kept (prompts are written outside, so the callbacks run once)."""
@@ -377,12 +403,14 @@ class PromptedTextEncoder(nn.Module):
         length = text_length(eot, x.shape[1], self.cut_at_eot)
         x = x[:, :length] + self.positional_embedding[:length].to(x.dtype)
         mask = self.attn_mask[:length, :length].to(x.dtype)
+        positions = slice(1, 1 + n_prompts)
         for i, block in enumerate(self.transformer.resblocks):
+            layer = tokens = None
             if deep is not None and i > 0:
-                tokens = deep(LayerInput(i, x, block, n_prompts, mask, eot))
-                if tokens is not None:
-                    x = write_after_sos(x, tokens, n_prompts)
-            x = run_block(block, x, self.grad_checkpointing, attn_mask=mask)
+                layer = LayerInput(i, x, block, n_prompts, mask, eot)
+                tokens = deep(layer)
+            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
+                                   write_after_sos, positions, attn_mask=mask)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
 
@@ -422,12 +450,14 @@ class PromptedImageEncoder(nn.Module):
             x = append(x, prompts.first)
             n_prompts, deep = prompts.n_prompts, prompts.deep
         x = self.ln_pre(x)
+        positions = slice(x.shape[1] - n_prompts, x.shape[1])
         for i, block in enumerate(self.transformer.resblocks):
+            layer = tokens = None
             if deep is not None and i > 0:
-                tokens = deep(LayerInput(i, x, block, n_prompts, None))
-                if tokens is not None:
-                    x = write_at_end(x, tokens, n_prompts)
-            x = run_block(block, x, self.grad_checkpointing)
+                layer = LayerInput(i, x, block, n_prompts, None)
+                tokens = deep(layer)
+            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
+                                   write_at_end, positions)
         return self.ln_post(x[:, 0]) @ self.proj
 
 
