@@ -113,6 +113,8 @@ def test_train_then_eval_only(tmp_path):
 
     _run(common + ["--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(tmp_path / "train"),
                    "--load-epoch", "2", "DATASET.NAME", "EngineToyColors"])
+    assert "EVAL_ONLY: false" in saved_config
+    assert "EVAL_ONLY: true" in (tmp_path / "eval" / "config.yaml").read_text()
     evaluated = read_json(str(tmp_path / "eval" / "results.json"))
     assert evaluated["accuracy"] == trained["accuracy"]
     assert evaluated["model_dir"] == str(tmp_path / "train")

@@ -42,6 +42,7 @@ def predictor_cfg(config_file, trainer, opts=(), device=None):
     cfg.merge_from_file(config_file)
     cfg.TRAINER.NAME = trainer
     cfg.merge_from_list(list(opts))
+    cfg.RUN.EVAL_ONLY = True
     if device is not None:
         cfg.USE_CUDA = torch.device(device).type == "cuda"
     cfg.freeze()
