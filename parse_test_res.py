@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.jso
 AVERAGE = "Average"
 OOD_AVERAGE = "OOD Average"
 FORMATS = ("table", "markdown", "csv", "json", "latex")
+DEFAULT_KEYWORD = "accuracy"  # --keyword: the metric the tables show
+_CROSS_CONFIG_FOLDER = re.compile(r"(.+)_(\d+shots)")  # evaluation/<TRAINER>/<CFG>_16shots
 TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
 # Beyond this many methods, dataset-major tables print one row per dataset and method.
 MAX_METHODS_SIDE_BY_SIDE = 3
@@ -684,22 +687,26 @@ def classic_metrics(run_folder, test_log):
     return path, read_result_file(path, test_log=True if test_log else None)
 
 
-def classic_summary(directory, test_log=False, use_ci95=False):
-    """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric."""
+def classic_summary(directory, test_log=False, use_ci95=False, keyword=DEFAULT_KEYWORD):
+    """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric
+    (accuracy and error, or only KEYWORD when another metric is asked for)."""
     print(f"Parsing files in {directory}")
-    collected = {"accuracy": [], "error": []}
+    collected = {"accuracy": [], "error": []} if keyword == DEFAULT_KEYWORD else {keyword: []}
     for folder in sorted(p for p in Path(directory).iterdir()
                          if p.is_dir() and not p.name.startswith(".")):
         path, metrics = classic_metrics(folder, test_log)
         if "accuracy" not in metrics:
             print(f"missing: {folder} has no result (unfinished or failed run)")
             continue
+        if keyword not in metrics:
+            print(f"missing: {path} records no {keyword} (it has: {', '.join(numeric_keys(metrics))})")
+            continue
         found = {key: float(metrics[key]) for key in collected if key in metrics}
         print(f"file: {path}. "
               + " ".join(f"{key}: {value:.2f}%." for key, value in found.items()))
         for key, value in found.items():
             collected[key].append(value)
-    if not collected["accuracy"]:
+    if not collected[keyword]:
         print(f"Nothing found in {directory}")
         return None
     print("===")
@@ -717,7 +724,7 @@ def classic_summary(directory, test_log=False, use_ci95=False):
 
 def classic_main(args):
     if not args.multi_exp:
-        return 0 if classic_summary(args.directory, args.test_log, args.ci95) else 1
+        return 0 if classic_summary(args.directory, args.test_log, args.ci95, args.keyword) else 1
     if is_experiment_folder(args.directory):
         print(f"error: {args.directory} looks like a single experiment (its seed folders hold the "
               "results); drop --multi-exp, or give the folder that holds several experiments",
@@ -726,7 +733,8 @@ def classic_main(args):
     averages = {}
     for experiment in sorted(p for p in Path(args.directory).iterdir()
                              if p.is_dir() and not p.name.startswith(".")):
-        for key, value in (classic_summary(experiment, args.test_log, args.ci95) or {}).items():
+        for key, value in (classic_summary(experiment, args.test_log, args.ci95,
+                                           args.keyword) or {}).items():
             averages.setdefault(key, []).append(value)
     if not averages:
         return 1
@@ -734,6 +742,69 @@ def classic_main(args):
     for key, values in averages.items():
         print(f"* {key}: {statistics.fmean(values):.2f}%")
     return 0
+
+
+# ----------------------------------------------------------------------------- --keyword
+
+
+def numeric_keys(metrics):
+    return sorted(key for key, value in metrics.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def select_keyword(runs, keyword):
+    """RUNS with KEYWORD's value in place of "accuracy" (the metric every table reads), and the
+    finished runs that do not record it. The open-world per-half columns read
+    base_<KEYWORD> / new_<KEYWORD> where recorded and stay empty otherwise."""
+    if keyword == DEFAULT_KEYWORD:
+        return runs, []
+    selected, lacking = [], []
+    for run in runs:
+        if run.metrics is None:
+            selected.append(run)
+        elif keyword in run.metrics:
+            metrics = {key: value for key, value in run.metrics.items()
+                       if key not in ("base_accuracy", "new_accuracy")}
+            metrics["accuracy"] = run.metrics[keyword]
+            for half in ("base", "new"):
+                if f"{half}_{keyword}" in run.metrics:
+                    metrics[f"{half}_accuracy"] = run.metrics[f"{half}_{keyword}"]
+            selected.append(Run(run.key, run.path, metrics))
+        else:
+            lacking.append(run)
+    return selected, lacking
+
+
+def keyword_warning(keyword, lacking):
+    example = lacking[0]
+    recorded = ", ".join(numeric_keys(example.metrics))
+    return (f"warning: {len(lacking)} finished run(s) record no {keyword}, so they are left out "
+            f"(e.g. {example.path}, which records: {recorded})")
+
+
+# ----------------------------------------------------------------------------- released weights
+
+def released_folders(directory):
+    """Where reproduce.sh put the results that the MaPLe docs parse at DIRECTORY.
+
+    The MaPLe docs parse released weights' results at the config folder of trained runs
+    (base2new/train_base/<dataset>/shots_16/MaPLe/<CFG>, evaluation/MaPLe/<CFG>_16shots/<target>);
+    our reproduce.sh writes them beside those, under <CFG>_released (<CFG>_released_16shots) and,
+    for the base classes, base2new/test_base/. Returns the existing folders that DIRECTORY names
+    that way (usually one)."""
+    parts = list(Path(directory).parts)
+    splits = [parts] + ([[("test_base" if p == "train_base" else p) for p in parts]]
+                        if "train_base" in parts else [])
+    found = []
+    for variant in splits:
+        for index in range(max(0, len(variant) - 3), len(variant)):
+            cross = _CROSS_CONFIG_FOLDER.fullmatch(variant[index])
+            name = (f"{cross.group(1)}{RELEASED_SUFFIX}_{cross.group(2)}" if cross
+                    else variant[index] + RELEASED_SUFFIX)
+            candidate = Path(*variant[:index], name, *variant[index + 1:])
+            if candidate.is_dir() and candidate not in found:
+                found.append(candidate)
+    return found
 
 
 # ----------------------------------------------------------------------------- main
@@ -749,6 +820,10 @@ def parse_arguments(argv):
     parser.add_argument("--paper", action="store_true",
                         help="the paper's numbers (configs/paper_results.json) beside ours")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
+    parser.add_argument("--keyword", default=DEFAULT_KEYWORD, metavar="METRIC",
+                        help="the metric to tabulate (CoOp's flag): any number a run records in "
+                        "results.json or as a '* METRIC: X%%' line of log.txt, e.g. accuracy "
+                        "(default), error, macro_f1")
     parser.add_argument("--seeds", nargs="+", type=int, default=(),
                         help="seeds every cell should have (default: those found per method)")
     parser.add_argument("--test-log", action="store_true",
@@ -761,11 +836,29 @@ def parse_arguments(argv):
 def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     if not Path(args.directory).is_dir():
-        print(f"error: {args.directory} is not a folder", file=sys.stderr)
-        return 2
+        released = released_folders(args.directory)
+        if len(released) != 1:
+            hint = (f"; the released weights' results are in: {', '.join(map(str, released))}"
+                    if released else "")
+            print(f"error: {args.directory} is not a folder{hint}", file=sys.stderr)
+            return 2
+        print(f"note: {args.directory} does not exist; reading {released[0]}, where "
+              "reproduce.sh put the released weights' results (folders of their own, "
+              f"<CFG>{RELEASED_SUFFIX})\n")
+        args.directory = str(released[0])
     if args.multi_exp or is_experiment_folder(args.directory):
         return classic_main(args)
-    runs = find_runs(args.directory)
+    if args.keyword != DEFAULT_KEYWORD and args.paper:
+        print(f"error: --paper compares with the paper's accuracies; it cannot be used with "
+              f"--keyword {args.keyword}", file=sys.stderr)
+        return 2
+    runs, lacking = select_keyword(find_runs(args.directory), args.keyword)
+    if lacking and not any(run.metrics is not None for run in runs):
+        print(f"error: no run under {args.directory} records {args.keyword}; they record: "
+              f"{', '.join(numeric_keys(lacking[0].metrics))}", file=sys.stderr)
+        return 2
+    if lacking:
+        print(keyword_warning(args.keyword, lacking), file=sys.stderr)
     conflicts = base_result_conflicts(runs)
     if conflicts:
         print(conflicts_warning(conflicts), file=sys.stderr)
@@ -775,12 +868,18 @@ def main(argv=None):
               "scripts/protocols.py (e.g. base2new/train_base/<dataset>/shots_16/<TRAINER>/<CFG>/seed1)")
         return 1
     paper = load_paper_results() if args.paper else None
+    rows = records(tables, paper)
+    if args.keyword != DEFAULT_KEYWORD:  # the metric names say accuracy; say what they hold
+        rows = [{**row, "keyword": args.keyword} for row in rows]
     if args.format == "json":
-        print(json.dumps({"records": records(tables, paper), "problems": problems(tables)},
-                         indent=1))
+        print(json.dumps({"records": rows, "problems": problems(tables)}, indent=1))
     elif args.format == "csv":
-        print(to_csv(records(tables, paper)), end="")
+        print(to_csv(rows), end="")
     else:
+        if args.keyword != DEFAULT_KEYWORD:
+            print(f"Metric: {args.keyword} (--keyword); the accuracy columns (Acc, base, new, "
+                  f"HM of base and new) below hold {args.keyword}. Open-world Acc base / Acc new "
+                  f"need base_{args.keyword} / new_{args.keyword} in results.json.\n")
         print(render_text(tables, args.format, paper, args.ci95))
         issues = problems(tables)
         if issues:
