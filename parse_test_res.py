@@ -822,8 +822,8 @@ def parse_arguments(argv):
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
     parser.add_argument("--keyword", default=DEFAULT_KEYWORD, metavar="METRIC",
                         help="the metric to tabulate (CoOp's flag): any number a run records in "
-                        "results.json or as a '* METRIC: X%%' line of log.txt, e.g. accuracy "
-                        "(default), error, macro_f1")
+                        "results.json, e.g. accuracy (default), error, macro_f1 (runs with only "
+                        "a log.txt: accuracy, error, macro_f1)")
     parser.add_argument("--seeds", nargs="+", type=int, default=(),
                         help="seeds every cell should have (default: those found per method)")
     parser.add_argument("--test-log", action="store_true",

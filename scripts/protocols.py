@@ -708,7 +708,7 @@ def main(argv=None, variables=None):
     try:
         if argv[0] in TRAINERS and argv[1] in USAGE and {"-h", "--help"} & set(argv[2:]):
             from scripts.script_help import script_help
-            print(script_help(argv[0], argv[1]))
+            print(script_help(argv[0], argv[1], variables.get("CFG", "")))
             return 0
         jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
         env = Environment.from_variables(variables)

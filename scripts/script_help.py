@@ -56,9 +56,9 @@ def environment_lines():
     return lines
 
 
-def output_folders(trainer, script):
+def output_folders(trainer, script, config=""):
     """The run folders the script writes, with placeholders."""
-    common = dict(trainer=trainer, seed="<SEED>")
+    common = dict(trainer=trainer, seed="<SEED>", config=config)
     if script in REPRODUCE_STEPS:
         jobs = [Job(step=step, dataset="<DATASET>", model_dir="WEIGHTS_DIR", **common)
                 for step in REPRODUCE_STEPS[script]]
@@ -68,12 +68,13 @@ def output_folders(trainer, script):
     return [f"{run_dir('$OUTPUT', job)}/" for job in jobs]
 
 
-def script_help(trainer, script):
+def script_help(trainer, script, config=""):
+    """The help of scripts/<trainer>/<script>.sh; CONFIG is CFG from the environment."""
     spec = TRAINERS[trainer]
     path = f"scripts/{trainer}/{script}.sh"
     arguments = USAGE[script].split()
     step = REPRODUCE_STEPS.get(script, [script])[0]
-    config = spec.xd_config if protocols.STEPS[step].cross_dataset else spec.config
+    default = spec.xd_config if protocols.STEPS[step].cross_dataset else spec.config
     configs = sorted(p.stem for p in spec.config_dir.glob("*.yaml"))
     text = [description(trainer, script), "",
             f"usage: DATA=/path/to/datasets bash {path} {USAGE[script]} [KEY VALUE ...]", "",
@@ -83,11 +84,11 @@ def script_help(trainer, script):
             else ARGUMENTS[name]
         text.append(f"  {name:<12}{explanation}")
     text += [f"  {'KEY VALUE':<12}config overrides for train.py, e.g. OPTIM.MAX_EPOCH 2",
-             "", f"config: configs/trainers/{spec.config_folder or spec.name}/{config}.yaml"
+             "", f"config: configs/trainers/{spec.config_folder or spec.name}/{config or default}.yaml"
              + (f" (CFG=<name> picks another of: {' '.join(configs)})" if trainer != "zsclip"
                 else ""),
-             "output (OUTPUT defaults to ./output):", *(f"  {f}" for f in output_folders(trainer,
-                                                                                          script)),
+             "output (OUTPUT defaults to ./output):",
+             *(f"  {folder}" for folder in output_folders(trainer, script, config)),
              "", "environment:", *environment_lines(), "", "examples:"]
     example = " ".join(EXAMPLE_ARGUMENTS[name] for name in arguments if EXAMPLE_ARGUMENTS[name])
     text += [f"  DATA=~/datasets bash {path} {example}",

@@ -1,5 +1,6 @@
 """What a user types first: --help of the scripts (answered without torch), the demo's help, the
 MaPLe / CoOp codebases' script names and configs."""
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from scripts import protocols
+from tests.helpers.protocols import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,3 +125,111 @@ def test_upstream_configs_exist_and_load(name):
         ctx_init = "a photo of a" if name.endswith("ctxv1") else ""
         assert cfg.TRAINER.COOP.CTX_INIT == ctx_init
         assert cfg.DATALOADER.TRAIN_X.BATCH_SIZE == 32
+
+
+# ----------------------------------------------------------------------------- CoOp / MaPLe names
+
+LANGUAGE_PROMPTING = "vit_b16_c2_ep5_batch4_4ctx_language_only"
+
+
+def test_language_prompting_scripts_are_ivlp_with_the_language_only_config(tmp_path):
+    # MaPLe's scripts/language-prompting/<step>_lp.sh: IVLP with the language-only config.
+    fake_python = tmp_path / "fake-python"  # prints what protocol.sh would run, and CFG
+    fake_python.write_text('#!/bin/sh\necho "CFG=$CFG"\necho "$@"\n')
+    fake_python.chmod(0o755)
+    for step in ("base2new_train", "base2new_test", "reproduce", "xd_train", "xd_test"):
+        script = REPO / "scripts" / "language-prompting" / f"{step}_lp.sh"
+        arguments = ["eurosat", "2"] + (["weights"] if step == "reproduce" else [])
+        result = subprocess.run(["bash", str(script), *arguments], capture_output=True, text=True,
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake_python)})
+        assert result.returncode == 0, result.stderr
+        assert f"CFG={LANGUAGE_PROMPTING}" in result.stdout.splitlines()
+        assert result.stdout.splitlines()[-1].split() == ["-m", "scripts.protocols", "ivlp", step,
+                                                          *arguments]
+    job = protocols.jobs_from_arguments("ivlp", "xd_test", ["eurosat", "2"],
+                                        {"CFG": LANGUAGE_PROMPTING})[0]
+    assert str(protocols.run_dir("output", job)) == (
+        f"output/evaluation/IVLP/{LANGUAGE_PROMPTING}_16shots/eurosat/seed2")
+
+
+def coop_commands(script, args, tmp_path, finished=(), resumable=()):
+    """What scripts/coop_scripts.py would run (train.py commands), with a stub runner."""
+    from scripts import coop_scripts
+    (tmp_path / "data").mkdir(exist_ok=True)
+    variables = {"DATA": str(tmp_path / "data"), "OUTPUT": str(tmp_path / "output")}
+    for folder in finished:
+        write_results(tmp_path / "output" / folder, 70.0)
+    for folder in resumable:
+        model = tmp_path / "output" / folder / "prompt_learner"
+        model.mkdir(parents=True)
+        (model / "model.pth.tar-3").write_bytes(b"")
+    commands = []
+    code = coop_scripts.run(script, args, variables,
+                            runner=lambda command: commands.append(command) or 0)
+    return code, commands
+
+
+def option(command, name):
+    return command[command.index(name) + 1]
+
+
+def test_coop_main_runs_three_seeds_in_coops_folders(tmp_path, capsys):
+    experiment = "caltech101/CoOp/rn50_ep50_4shots/nctx8_cscTrue_ctpmiddle"
+    code, commands = coop_commands("main", ["caltech101", "rn50_ep50", "middle", "8", "4", "True"],
+                                   tmp_path, finished=[f"{experiment}/seed1"],
+                                   resumable=[f"{experiment}/seed2"])
+    assert code == 0 and len(commands) == 2  # seed 1 is finished: skipped
+    assert "Results are available in" in capsys.readouterr().out
+    seed2, seed3 = commands
+    assert option(seed2, "--output-dir") == str(tmp_path / "output" / experiment / "seed2")
+    assert option(seed2, "--resume") == option(seed2, "--output-dir") and "--resume" not in seed3
+    assert (option(seed3, "--seed"), option(seed3, "--trainer")) == ("3", "CoOp")
+    assert option(seed3, "--config-file").endswith("configs/trainers/CoOp/rn50_ep50.yaml")
+    for key, value in (("TRAINER.COOP.N_CTX", "8"), ("TRAINER.COOP.CSC", "True"),
+                       ("TRAINER.COOP.CLASS_TOKEN_POSITION", "middle"), ("DATASET.NUM_SHOTS", "4")):
+        assert option(seed3, key) == value
+
+
+def test_coop_eval_tests_the_imagenet_models(tmp_path):
+    models = [f"imagenet/CoOp/rn50_ep50_16shots/nctx16_cscFalse_ctpend/seed{s}" for s in (1, 2, 3)]
+    with pytest.raises(protocols.ProtocolError, match="scripts/coop/main.sh imagenet rn50_ep50"):
+        coop_commands("eval", ["imagenetv2", "rn50_ep50"], tmp_path)
+    for model in models:
+        folder = tmp_path / "output" / model / "prompt_learner"
+        folder.mkdir(parents=True)
+        (folder / "model.pth.tar-50").write_bytes(b"")
+    code, commands = coop_commands("eval", ["imagenetv2", "rn50_ep50"], tmp_path, finished=models)
+    assert code == 0 and len(commands) == 3
+    assert option(commands[0], "--output-dir") == str(
+        tmp_path / "output/evaluation/CoOp/rn50_ep50_16shots/nctx16_cscFalse_ctpend/imagenetv2/seed1")
+    assert option(commands[0], "--model-dir") == str(tmp_path / "output" / models[0])
+    assert option(commands[0], "--load-epoch") == "50" and "--eval-only" in commands[0]
+
+
+def test_coop_scripts_refuse_bad_arguments_in_one_line(tmp_path):
+    for script, args, message in (("zeroshot", ["eurosat"], "zeroshot.sh DATASET CFG"),
+                                  ("main", ["eurosat", "rn50", "end", "x", "16", "False"],
+                                   "NCTX and SHOTS must be numbers"),
+                                  ("zeroshot", ["eurosat", "vit_b99"], "CFG is one of:")):
+        with pytest.raises(protocols.ProtocolError, match=message):
+            coop_commands(script, args, tmp_path)
+
+
+def test_zeroshot_script_end_to_end(tmp_path):
+    from tests.helpers.datasets import make_eurosat
+    from tests.helpers.trainers import TINY_SIZES, write_tiny_clip
+    make_eurosat(tmp_path / "data", n_classes=4, n_train=2, n_val=1, n_test=2)
+    clip_file = write_tiny_clip(tmp_path / "tiny-clip.pt")
+    size = TINY_SIZES["image_resolution"]
+    env = dict(os.environ, DATA=str(tmp_path / "data"), OUTPUT=str(tmp_path / "output"),
+               PYTHON=sys.executable)
+    command = ["bash", str(REPO / "scripts/zsclip/zeroshot.sh"), "eurosat", "vit_b16",
+               "MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", f"({size}, {size})",
+               "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    record = json.loads((tmp_path / "output/ZeroshotCLIP/vit_b16/eurosat/results.json").read_text())
+    assert (record["trainer"], record["subsample_classes"], record["total"]) == (
+        "ZeroshotCLIP", "all", 8)
+    again = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert "Results are available in" in again.stdout  # finished: skipped
