@@ -233,3 +233,36 @@ def test_zeroshot_script_end_to_end(tmp_path):
         "ZeroshotCLIP", "all", 8)
     again = subprocess.run(command, capture_output=True, text=True, env=env)
     assert "Results are available in" in again.stdout  # finished: skipped
+
+
+# ----------------------------------------------------------------------------- sweep progress
+
+def test_sweep_shows_run_k_of_n_elapsed_and_eta(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from scripts import sweep
+    (tmp_path / "data").mkdir()
+    env = protocols.Environment.from_variables({"DATA": str(tmp_path / "data"),
+                                                "OUTPUT": str(tmp_path / "output")})
+    now = [0.0]
+
+    def fake_run_job(job, job_env, console=False):
+        now[0] += 60.0  # every run takes a minute
+        return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
+
+    monkeypatch.setattr(sweep, "run_job", fake_run_job)
+    chains = sweep.plan_chains(["maple"], protocols=["base2new", "openworld"],
+                               datasets=["eurosat", "dtd", "caltech101"], seeds=[1])
+    out = StringIO()
+    progress = sweep.Progress(sum(map(len, chains)), clock=lambda: now[0], out=out)
+    failures = sweep.run_chains(chains, env, progress=progress)
+    lines = out.getvalue().splitlines()
+    assert len(failures) == 1
+    # 9 runs planned; dtd's training fails, so its two evaluations drop out: 7 runs.
+    assert lines[0].startswith("run 1/9 (elapsed 0s, ETA ?): ")
+    assert "scripts/maple/base2new_train.sh eurosat 1" in lines[0]
+    assert lines[1].startswith("run 2/9 (elapsed 1m00s, ETA ~8m00s): ")
+    assert lines[4].startswith("run 5/7 (elapsed 4m00s, ETA ~3m00s): ")
+    assert len(lines) == 7
+    assert progress.summary() == "7 runs in 7m00s (7 ran, 0 skipped as finished)"
+    assert sweep.duration(3725) == "1h02m"
