@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from scripts.protocols import (REPO_ROOT, SEEDS, Environment, ProtocolError, can_resume,
-                               choose_load_epoch, dataset_config_file, is_finished, is_forced)
+                               choose_load_epoch, dataset_config_file, is_finished, is_forced,
+                               model_folders)
 
 COOP_CONFIGS = REPO_ROOT / "configs" / "trainers" / "CoOp"
 USAGE = {
@@ -95,9 +96,10 @@ def runs(script, args, env):
     for seed in SEEDS:
         model = env.output / EVAL_SOURCE / "CoOp" / f"{config}_16shots" / context / f"seed{seed}"
         out = env.output / "evaluation" / "CoOp" / f"{config}_16shots" / context / dataset / f"seed{seed}"
-        if not is_finished(model):
-            raise ProtocolError(f"no finished training run in {model}: run `bash "
-                                f"scripts/coop/main.sh {EVAL_SOURCE} {config} end 16 16 False` first")
+        if not model_folders(model):  # a checkpoint: trained here, or CoOp's released weights
+            raise ProtocolError(f"no checkpoint in {model}: run `bash scripts/coop/main.sh "
+                                f"{EVAL_SOURCE} {config} end 16 16 False` first (or put CoOp's "
+                                "released weights there: python -m scripts.released_weights coop)")
         epoch = choose_load_epoch(model, config_file, overrides, env.variables)
         load = ["--load-epoch", str(epoch)] if epoch is not None else []
         options = ["TRAINER.COOP.N_CTX", EVAL_CONTEXT["nctx"], "TRAINER.COOP.CSC",
