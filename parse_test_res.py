@@ -1,7 +1,7 @@
 """Output folders -> the paper's tables.
 
     python parse_test_res.py output/ [--format table|markdown|csv|json|latex] [--ci95] [--paper]
-                             [--plot FILE.png] [--seeds 1 2 3]
+                             [--plot FILE.png] [--seeds 1 2 3] [--keyword METRIC]
 
 finds every run under the folder (the layout of scripts/protocols.py, which is MaPLe's), groups
 runs by protocol / dataset / trainer / config, averages seeds and prints base-to-new (base, new,
@@ -647,29 +647,74 @@ def _latex_escape(cells):
 
 # ----------------------------------------------------------------------------- plot
 
-def plot_hm(table, path):
-    """Grouped bars: per dataset, the HM of each method (base-to-new table)."""
+# The number each table's chart shows (the paper's headline column of that table).
+PLOT_METRICS = {"base2new": "HM", "openworld": "Acc", "xd": "accuracy", "dg": "accuracy"}
+
+
+def plot_series(table, paper=None, use_ci95=False):
+    """What the chart of TABLE shows, per method: bar heights (None: no number), error bars
+    (the spread over seeds; None for averages and single seeds) and the paper's values."""
+    metric = PLOT_METRICS[table.name]
+    series = {}
+    for method in table.methods:
+        cells = [table.cells.get((method, dataset, metric)) for dataset in table.datasets]
+        spread = [(cell.ci95 if use_ci95 else cell.std) if cell is not None and len(cell.values) > 1
+                  else None for cell in cells]
+        papers = [(paper_entry(paper, table, method, dataset, metric) or {}).get("mean")
+                  if paper is not None else None for dataset in table.datasets]
+        series[method] = {"heights": [cell.mean if cell is not None else None for cell in cells],
+                          "errors": spread, "paper": papers}
+    return metric, series
+
+
+def plot_tables(tables, path, paper=None, use_ci95=False):
+    """One chart per table (grouped bars: datasets x methods) in one image at PATH. A value
+    of 0 (e.g. an HM with a new accuracy of 0) gets a thin hatched bar and its number, so it is
+    not mistaken for a missing one. Returns {table name: (metric, series)} as plotted."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    width = 0.8 / len(table.methods)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(table.datasets)), 4.0))
-    for index, method in enumerate(table.methods):
-        cells = [table.cells.get((method, dataset, "HM")) for dataset in table.datasets]
-        heights = [cell.mean if cell is not None and cell.mean is not None else 0.0
-                   for cell in cells]
-        positions = [i + (index - (len(table.methods) - 1) / 2) * width
-                     for i in range(len(table.datasets))]
-        axes.bar(positions, heights, width, label=method)
-    axes.set_xticks(range(len(table.datasets)))
-    axes.set_xticklabels(table.datasets, rotation=30, ha="right")
-    axes.set_ylabel("HM (%)")
-    axes.set_title("Base-to-new HM per dataset")
-    axes.legend()
+    plotted = {table.name: plot_series(table, paper, use_ci95) for table in tables}
+    width_in = max(6.0, 1.1 * max(len(table.datasets) for table in tables))
+    figure, axes_list = plt.subplots(len(tables), 1, figsize=(width_in, 3.6 * len(tables)),
+                                     squeeze=False)
+    for table, axes in zip(tables, axes_list[:, 0], strict=True):
+        metric, series = plotted[table.name]
+        width = 0.8 / len(series)
+        top = max([h + (e or 0) for s in series.values() for h, e in zip(s["heights"], s["errors"])
+                   if h is not None] + [p for s in series.values() for p in s["paper"] if p] + [1])
+        visible = top * 0.01  # the height of a bar whose value is 0
+        for index, (method, values) in enumerate(series.items()):
+            offset = (index - (len(series) - 1) / 2) * width
+            positions = [i + offset for i in range(len(table.datasets))]
+            present = [(x, h, e) for x, h, e in zip(positions, values["heights"], values["errors"])
+                       if h is not None]
+            if present:
+                xs, heights, errors = zip(*present)
+                bars = axes.bar(xs, [max(h, visible) for h in heights], width, label=method,
+                                yerr=[e or 0 for e in errors], capsize=2, edgecolor="black",
+                                linewidth=0.4)
+                for bar, height in zip(bars, heights):
+                    if height < visible:
+                        bar.set_hatch("///")
+                        axes.annotate(f"{height:.1f}", (bar.get_x() + width / 2, visible),
+                                      ha="center", va="bottom", fontsize=7)
+            marks = [(x, p) for x, p in zip(positions, values["paper"]) if p is not None]
+            if marks:
+                axes.scatter(*zip(*marks), marker="D", s=14, color="black", zorder=3,
+                             label="paper" if index == 0 else None)
+        axes.set_xticks(range(len(table.datasets)))
+        axes.set_xticklabels(table.datasets, rotation=30, ha="right")
+        axes.set_ylabel(f"{metric} (%)")
+        spread = "95% CI" if use_ci95 else "std"
+        axes.set_title(f"{re.split('[:;]', table.title)[0]}: {metric} (bars: mean over seeds, "
+                       f"error bars: {spread})", fontsize=9)
+        axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+    return plotted
 
 
 # ----------------------------------------------------------------------------- classic form
@@ -819,7 +864,10 @@ def parse_arguments(argv):
                         "t(0.975, n-1) * s / sqrt(n) (Student's t, s the sample std, n seeds)")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's numbers (configs/paper_results.json) beside ours")
-    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="bar charts, one per table (base-to-new HM, open-world Acc, "
+                        "cross-dataset and DG accuracy), error bars over seeds, the paper's "
+                        "values as markers with --paper")
     parser.add_argument("--keyword", default=DEFAULT_KEYWORD, metavar="METRIC",
                         help="the metric to tabulate (CoOp's flag): any number a run records in "
                         "results.json, e.g. accuracy (default), error, macro_f1 (runs with only "
@@ -885,11 +933,10 @@ def main(argv=None):
         if issues:
             print("\nMissing or unfinished:\n" + "\n".join(f"  {line}" for line in issues))
     if args.plot:
-        b2n = [table for table in tables if table.name == "base2new"]
-        if not b2n:
-            print("error: --plot needs base-to-new results", file=sys.stderr)
-            return 1
-        plot_hm(b2n[0], args.plot)
+        plot_tables(tables, args.plot, paper, args.ci95)
+        charts = ", ".join(f"{table.name} ({PLOT_METRICS[table.name]})" for table in tables)
+        print(f"\nwrote {Path(args.plot).resolve()}: one chart per table, {charts}",
+              file=sys.stderr if args.format in ("json", "csv") else sys.stdout)
     return 0
 
 

@@ -1,6 +1,7 @@
 """parse_test_res.py's user-facing flags: --keyword (CoOp's), the MaPLe docs' parse path after
 reproduce.sh, and --plot."""
 import json
+import statistics
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -117,3 +118,54 @@ def test_trained_runs_win_over_released_ones(tmp_path):
     write_results(trained, 50.0)
     code, out, _ = run_parser(trained.parent)
     assert code == 0 and "reading" not in out and "* accuracy: 50.00%" in out
+
+
+def test_plot_every_table_with_error_bars_paper_marks_and_a_visible_zero(tmp_path):
+    root = tmp_path / "output"
+    xd = "BMIP_ctx2_dp9_lr2_cross_datasets"
+    for seed, (base, new) in enumerate([(80.0, 70.0), (84.0, 74.0)], start=1):
+        write_results(b2n_dir(root, "train_base", "eurosat", "BMIP", "BMIP_ctx2_dp9_lr2", seed), base)
+        write_results(b2n_dir(root, "test_new", "eurosat", "BMIP", "BMIP_ctx2_dp9_lr2", seed), new)
+        write_results(b2n_dir(root, "train_base", "eurosat", "MaPLe", CFG, seed), 50.0)
+        write_results(b2n_dir(root, "test_new", "eurosat", "MaPLe", CFG, seed), 0.0)  # HM 0
+        write_results(b2n_dir(root, "test_all", "eurosat", "BMIP", "BMIP_ctx2_dp9_lr2", seed), 60.0)
+        write_results(xd_test_dir(root, "caltech101", "BMIP", xd, seed), 90.0 + seed)
+        write_results(xd_test_dir(root, "imagenetv2", "BMIP", xd, seed), 60.0)
+    tables = parse_test_res.build_tables(parse_test_res.find_runs(root))
+    paper = parse_test_res.load_paper_results()
+    plotted = parse_test_res.plot_tables(tables, tmp_path / "all.png", paper)
+    assert set(plotted) == {"base2new", "openworld", "xd", "dg"}
+    metric, series = plotted["base2new"]
+    eurosat = tables[0].datasets.index("EuroSAT")
+    assert metric == "HM"
+    assert series["MaPLe"]["heights"][eurosat] == 0.0
+    hms = [2 * b * n / (b + n) for b, n in ((80.0, 70.0), (84.0, 74.0))]
+    assert series["BMIP"]["errors"][eurosat] == pytest.approx(statistics.pstdev(hms))
+    assert series["BMIP"]["paper"][eurosat] is not None  # the paper's EuroSAT HM as a marker
+    metric, series = plotted["xd"]
+    assert series["BMIP"]["errors"][plotted_index(tables, "xd", "Caltech101")] == pytest.approx(0.5)
+    code, out, _ = run_parser(root, "--plot", tmp_path / "again.png", "--paper")
+    assert code == 0 and f"wrote {tmp_path / 'again.png'}" in out
+    assert (tmp_path / "again.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def plotted_index(tables, name, dataset):
+    return next(table for table in tables if table.name == name).datasets.index(dataset)
+
+
+def test_zero_bar_is_drawn_visible(tmp_path, monkeypatch):
+    import matplotlib.axes
+    heights = []
+    original = matplotlib.axes.Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        heights.extend(height)
+        return original(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
+    root = tmp_path / "output"
+    write_results(b2n_dir(root, "train_base", "eurosat", "MaPLe", CFG, 1), 50.0)
+    write_results(b2n_dir(root, "test_new", "eurosat", "MaPLe", CFG, 1), 0.0)
+    tables = parse_test_res.build_tables(parse_test_res.find_runs(root))
+    parse_test_res.plot_tables(tables, tmp_path / "zero.png")
+    assert heights and all(height > 0 for height in heights)
