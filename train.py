@@ -16,9 +16,11 @@ from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.resume import check_resume_config
 from dassl.utils import (
     UserError,
+    atomic_write,
     collect_env_info,
     keep_old_file,
-    mkdir_if_missing,
+    remove_temporary_files,
+    run_folder_lock,
     set_random_seed,
     setup_logger,
 )
@@ -113,10 +115,9 @@ def print_args(args, cfg):
 def save_config(cfg):
     """The resolved config next to the log, so the run can be reproduced from it. The config of
     an earlier run in the same folder is kept, renamed with a timestamp like its log."""
-    mkdir_if_missing(cfg.OUTPUT_DIR)
     path = osp.join(cfg.OUTPUT_DIR, CONFIG_FILE)
     keep_old_file(path)
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         f.write(cfg.dump())
 
 
@@ -128,8 +129,10 @@ def main(argv=None):
     try:
         cfg = setup_cfg(args)
         check_registered(cfg)
-        start_run(cfg, args)
-        run(cfg, args)
+        # One run per output folder: a second one would mix its files with this one's.
+        with run_folder_lock(cfg.OUTPUT_DIR):
+            start_run(cfg, args)
+            run(cfg, args)
     except UserError as err:
         # The message says what to do: print it alone instead of a traceback.
         sys.exit(f"error: {err}")
@@ -141,6 +144,8 @@ def start_run(cfg, args):
         # Before anything in OUTPUT_DIR changes, so a refused resume leaves the run as it was.
         check_resume_config(cfg)
     setup_logger(cfg.OUTPUT_DIR)
+    for path in remove_temporary_files(cfg.OUTPUT_DIR):
+        print(f"Removed {path}, left by a write that was interrupted")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

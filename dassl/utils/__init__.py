@@ -3,6 +3,7 @@ from .errors import ConfigError, UserError
 from .logger import close_logger, console_stream, keep_old_file, setup_logger
 from .meters import AverageMeter, MetricMeter
 from .registry import Registry
+from .run_lock import RunFolderBusy, run_folder_lock
 from .tools import (
     ImageError,
     ImageNotFoundError,
@@ -13,6 +14,7 @@ from .tools import (
     mkdir_if_missing,
     read_image,
     read_json,
+    remove_temporary_files,
     set_random_seed,
     write_json,
 )
@@ -68,7 +70,10 @@ __all__ = [
     "read_json",
     "read_latest_checkpoint",
     "Registry",
+    "remove_temporary_files",
     "restore_training_state",
+    "run_folder_lock",
+    "RunFolderBusy",
     "resume_from_checkpoint",
     "save_checkpoint",
     "set_random_seed",
