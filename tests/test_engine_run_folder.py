@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+import dassl.utils
 import train
 from dassl.engine import build_trainer
 from dassl.utils import RunFolderBusy, close_logger, load_checkpoint, run_folder_lock, write_json
@@ -134,14 +135,14 @@ def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
     config = tmp_path / "out" / "config.yaml"
     before = config.read_text()
 
-    real_atomic_write = train.atomic_write
+    real_atomic_write = dassl.utils.atomic_write
 
     def interrupted_atomic_write(path):
         with real_atomic_write(path) as f:
             f.write(before[:50])
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "atomic_write", interrupted_atomic_write)
+    monkeypatch.setattr(dassl.utils, "atomic_write", interrupted_atomic_write)  # what train.py uses
     with pytest.raises(KeyboardInterrupt):
         run_train(args[:-2] + ["DATASET.NAME", "EngineToyColors"])
     kept = [name for name in os.listdir(tmp_path / "out") if name.startswith("config.yaml")]
