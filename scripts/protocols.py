@@ -585,13 +585,26 @@ def run_job(job, env, console=False):
     """Run one job as planned_action says. Returns train.py's exit status (0 when skipped).
 
     console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
+    The run folder is locked from the plan to the end of train.py (which works under this lock),
+    so that a second script on the same folder neither deletes nor mixes files.
     """
     out = run_dir(env.output, job)
-    action = planned_action(job, env)
-    if action == SKIP:
+    if planned_action(job, env) == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
     check_model_available(job, env)
+    try:
+        with dassl_utils.run_folder_lock(out):
+            return _run_locked(job, env, out, console)
+    except dassl_utils.RunFolderBusy as error:
+        raise ProtocolError(str(error)) from error
+
+
+def _run_locked(job, env, out, console):
+    action = planned_action(job, env)  # again: another run may have finished it meanwhile
+    if action == SKIP:
+        print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
+        return 0
     if action == RETRAIN:
         deleted = clear_for_retraining(out)
         print(f"FORCE=1: deleted {', '.join(str(p.relative_to(out)) for p in deleted)} in {out}")
@@ -604,7 +617,6 @@ def run_job(job, env, console=False):
     variables = {**os.environ, **env.variables}
     if not console:
         return subprocess.run(command, env=variables).returncode
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / CONSOLE_FILE, "a") as output:
         return subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
                               env=variables).returncode
