@@ -66,17 +66,33 @@ def test_catalog_reads_registrations_and_reports_unreadable_files(tmp_path, caps
     assert line.startswith(f"warning: trainer file {tmp_path / 'broken.py'}: SyntaxError")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--list-trainers"], ["--list-configs", "CoOp"],
-                                  ["--seed", "one"]])
-def test_help_listings_and_argument_errors_do_not_import_torch(argv):
+@pytest.mark.parametrize("script, argv", [
+    ("train", ["--help"]), ("train", ["--list-trainers"]), ("train", ["--list-configs", "CoOp"]),
+    ("train", ["--seed", "one"]), ("predict", ["--help"]), ("predict", ["--format", "xml"])])
+def test_help_listings_and_argument_errors_do_not_import_torch(script, argv):
     """They answer at once: torch (seconds to import) is imported only once a run is set up."""
-    code = ("import sys, train\n"
-            "try:\n    train.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code = (f"import sys, {script}\n"
+            f"try:\n    {script}.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(sorted(name for name in sys.modules if name.split('.')[0] in "
             "('torch', 'torchvision', 'open_clip', 'dassl', 'trainers', 'datasets')))")
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=train.ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+
+
+def test_a_config_key_mistake_is_found_before_torchvision_and_open_clip_are_imported():
+    """The keys live with the trainers (torch), but torchvision and open_clip (seconds more)
+    are imported only when transforms and tokenizers are built."""
+    code = ("import sys, train\n"
+            "try:\n    train.main(['--trainer', 'CoOp', 'OPTIM.MAX_EPOHC', '1'])\n"
+            "except SystemExit as exit:\n    print(exit.code)\n"
+            "print(sorted({name.split('.')[0] for name in sys.modules} & {'torchvision', 'open_clip'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=train.ROOT, capture_output=True,
+                            text=True, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == ("error: unknown config key OPTIM.MAX_EPOHC on the command line; "
+                         "did you mean OPTIM.MAX_EPOCH?"), result.stdout + result.stderr
+    assert lines[-1] == "[]"
 
 
 @pytest.mark.parametrize("args, known, expected", [
@@ -112,6 +128,8 @@ def test_train_then_eval_only(tmp_path):
 
     _run(common + ["--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(tmp_path / "train"),
                    "--load-epoch", "2", "DATASET.NAME", "EngineToyColors"])
+    assert "EVAL_ONLY: false" in saved_config
+    assert "EVAL_ONLY: true" in (tmp_path / "eval" / "config.yaml").read_text()
     evaluated = read_json(str(tmp_path / "eval" / "results.json"))
     assert evaluated["accuracy"] == trained["accuracy"]
     assert evaluated["model_dir"] == str(tmp_path / "train")
