@@ -14,10 +14,9 @@ own prompts with the other tower's, projected to its width:
 A is read from the queries and keys that layer i's own attention computes from the hidden state
 entering the layer (the prompt positions still hold the previous layer's outputs), detached.
 They are computed once (`LayerInput.qkv`): the layer's attention reuses them, recomputing only
-the b prompt positions after the replacement. A needs only the queries' scores against the b
-prompt keys and each query's softmax normaliser over all the keys it may see: one query-key
-product, taken QUERY_CHUNK queries at a time, without the value product, the output projection
-or a full attention matrix (`attention_to_prompts`).
+the b prompt positions after the replacement. A needs only the b prompt columns of the
+attention weights: one fused attention over one-hot "values" that pick those columns, without
+a full attention matrix (`attention_to_prompts`).
 
 The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
 checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
@@ -35,9 +34,6 @@ from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, chec
 
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
-# Queries scored at once by the attention statistic: bounds the scores held in memory to
-# [batch, heads, QUERY_CHUNK, keys] instead of the full attention matrix.
-QUERY_CHUNK = 64
 
 
 def extend_cfg(cfg):
@@ -80,25 +76,22 @@ def attention_to_prompts(q, k, queries, prompt_keys, attn_mask=None):
     `queries` (a slice) to the positions `prompt_keys` (a slice), under the additive float
     `attn_mask` [L, L].
 
-    Equal to the matching entries of nn.MultiheadAttention's averaged weights, without its
-    value product and output projection: the scores of QUERY_CHUNK queries at a time against the
-    keys they may see give each query's softmax normaliser, and only the prompt columns of the
-    result are kept. Scores in fp32. Detached (no graph is built)."""
+    Equal to the matching entries of nn.MultiheadAttention's averaged weights, without a full
+    attention matrix: the weights of query i to prompt key p are its attention output over the
+    "values" that are 1 at p and 0 elsewhere, so one fused `scaled_dot_product_attention` over
+    one-hot values (padded to the head width, which its fast kernels need) gives every prompt
+    column at once. In fp32. Detached (no graph is built)."""
     n_keys = _keys_to_score(queries, prompt_keys, k.shape[2], attn_mask)
+    n_prompt_keys = prompt_keys.stop - prompt_keys.start
+    batch, heads, _, head_width = q.shape
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q = q[:, :, queries].float() * q.shape[-1] ** -0.5  # [B, heads, Q, d_head]
-        k_t = k[:, :, :n_keys].float().transpose(-2, -1)  # [B, heads, d_head, keys]
+        picker = torch.zeros(n_keys, max(head_width, n_prompt_keys), device=q.device)
+        picker[prompt_keys, :n_prompt_keys] = torch.eye(n_prompt_keys, device=q.device)
         mask = None if attn_mask is None else attn_mask[queries, :n_keys].float()
-        chunks = []
-        for start in range(0, q.shape[2], QUERY_CHUNK):
-            rows = slice(start, start + QUERY_CHUNK)
-            scores = q[:, :, rows] @ k_t
-            if mask is not None:
-                scores = scores + mask[rows]
-            # The other columns only feed each query's normaliser; softmax is the fused form
-            # of exp(score - logsumexp(scores)), and just the prompt columns are kept.
-            chunks.append(scores.softmax(dim=-1)[..., prompt_keys].mean(dim=1))
-    return torch.cat(chunks, dim=1)
+        weights = F.scaled_dot_product_attention(
+            q[:, :, queries].float(), k[:, :, :n_keys].float(),
+            picker.expand(batch, heads, -1, -1), attn_mask=mask)
+    return weights[..., :n_prompt_keys].mean(dim=1)
 
 
 def layer_attention_to_prompts(layer, queries, prompt_keys):

@@ -258,7 +258,7 @@ class LayerInput:
         """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
         computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
         encoder: the encoder reuses them for block i, recomputing only the prompt positions when
-        the callback writes new prompts. Detach them for statistics."""
+        the callback writes new prompts (in place: use them detached, e.g. under no_grad)."""
         if self.computed_qkv is None:
             self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
         return self.computed_qkv
@@ -342,14 +342,14 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     """Block i of a prompted encoder after its deep-prompt callback saw `layer` (or None when
     the block has no callback) and returned `tokens` (or None): the tokens are written at the
     prompt `positions` (a slice) with `write`; q, k, v the callback had computed
-    (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens."""
+    (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens
+    and written over the old ones in place (callbacks read q, k, v detached, so nothing in the
+    graph holds the old values)."""
     qkv = None if layer is None else layer.computed_qkv
     if tokens is not None:
         x = write(x, tokens, layer.n_prompts)
         if qkv is not None:
-            fresh = block.attn.qkv(block.ln_1(x[:, positions]))
-            qkv = torch.cat([qkv[..., :positions.start, :], fresh,
-                             qkv[..., positions.stop:, :]], dim=-2)
+            qkv[..., positions, :] = block.attn.qkv(block.ln_1(x[:, positions]))
     return run_block(block, x, checkpointed, qkv=qkv, **kwargs)
 
 
