@@ -16,6 +16,7 @@ from .tools import (
     read_json,
     remove_temporary_files,
     set_random_seed,
+    WriteError,
     write_json,
 )
 from .torchtools import (
@@ -80,5 +81,6 @@ __all__ = [
     "set_rng_state",
     "setup_logger",
     "UserError",
+    "WriteError",
     "write_json",
 ]
