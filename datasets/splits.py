@@ -48,6 +48,16 @@ def path_inside(folder, relpath, origin):
     return path
 
 
+def same_prompt_classnames(classnames):
+    """Groups of class names that CLIP reads as the same text, and so cannot tell apart: the
+    prompts read ``_`` as a space (``prompt_classname`` of trainers.prompting) and CLIP's
+    tokenizer lower-cases text and collapses spaces (``sea_lake`` / ``Sea  lake``)."""
+    groups = {}
+    for name in classnames:
+        groups.setdefault(" ".join(name.replace("_", " ").lower().split()), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def portable_path(path, start):
     """``path`` relative to ``start``, with forward slashes (the split files' convention)."""
     return os.path.relpath(path, start).replace(os.sep, "/")

@@ -358,3 +358,13 @@ def test_a_legacy_pickle_with_wrong_field_types_is_refused_naming_it(tmp_path, m
     name = field.lstrip("_")
     assert f'"{legacy_path}": item 1 of "train" has {name} {value!r}, not a ' in str(error.value)
     assert "delete it to have it re-created" in str(error.value)
+
+
+def test_more_shots_than_images_warns_and_records_the_shots_used(tmp_path, capsys):
+    make_eurosat(tmp_path, n_classes=3, n_train=4, n_val=2, n_test=1)
+    dataset = build(tmp_path, num_shots=1000)
+    assert dataset.num_shots_used == 4 and len(dataset.train_x) == 12
+    assert ("Warning: EuroSAT: DATASET.NUM_SHOTS is 1000, but 3 of its 3 classes have fewer training images "
+            "(as few as 4), so they train on all they have; results.json records 4 shots") in capsys.readouterr().out
+    assert build(tmp_path, num_shots=2).num_shots_used == 2
+    assert "Warning" not in capsys.readouterr().out

@@ -92,3 +92,18 @@ def test_max_epoch_zero_says_so(tmp_path):
     message = user_error(toy_args(tmp_path, seed=1) + ["OPTIM.MAX_EPOCH", "0"])
     assert message == ("error: OPTIM.MAX_EPOCH is 0: training needs at least one epoch (to evaluate a model "
                        "without training, use --eval-only)")
+
+
+def test_results_json_records_the_shots_the_sample_holds(tmp_path):
+    """The dataset says how many shots its sample holds (fewer than DATASET.NUM_SHOTS when its
+    classes have fewer images); results.json records that, and the number asked for."""
+    from dassl.engine import build_trainer
+    from dassl.utils import read_json
+    from tests.helpers.engine import toy_cfg
+
+    (tmp_path / "data").mkdir()
+    trainer = build_trainer(toy_cfg(tmp_path / "data", tmp_path / "out", **{"DATASET.NUM_SHOTS": 1000}))
+    trainer.dm.dataset.num_shots_used = 4
+    trainer.test()
+    record = read_json(str(tmp_path / "out" / "results.json"))
+    assert (record["num_shots"], record["num_shots_requested"]) == (4, 1000)

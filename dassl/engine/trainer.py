@@ -605,7 +605,9 @@ class SimpleTrainer(TrainerBase):
             "seed": cfg.SEED,
             "split": split,
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": cfg.DATASET.NUM_SHOTS,
+            # The shots the sample holds (fewer than asked when the classes have fewer images).
+            "num_shots": getattr(self.dm.dataset, "num_shots_used", None) or cfg.DATASET.NUM_SHOTS,
+            "num_shots_requested": cfg.DATASET.NUM_SHOTS,
             "backbone": cfg.MODEL.BACKBONE.NAME,
         }
         evaluator = self.evaluator
