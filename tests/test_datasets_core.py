@@ -336,3 +336,25 @@ def test_a_dataset_file_written_for_coop_runs_unchanged(tmp_path):
     theirs = CoOpStyleEuroSAT(dataset_cfg(tmp_path, "EuroSAT", num_shots=2, seed=6, subsample="base"))
     assert theirs.train_x == ours.train_x and theirs.val == ours.val and theirs.test == ours.test
     assert theirs.classnames == ours.classnames == ["Annual Crop Land", "Forest"]
+
+
+@pytest.mark.parametrize("field, value", [("_label", "3"), ("_impath", 42), ("_classname", None)])
+def test_a_legacy_pickle_with_wrong_field_types_is_refused_naming_it(tmp_path, monkeypatch, field, value):
+    dataset_dir = make_eurosat(tmp_path, n_classes=3, n_train=5, n_val=5, n_test=1)
+    sample = build(tmp_path, num_shots=2, seed=4)
+    legacy_path, portable_path = fewshot_cache_paths(dataset_dir, 2, 4)
+    os.remove(portable_path)
+    write_legacy_pickle(legacy_path, {"train": sample.train_x, "val": sample.val}, dataset_dir, dataset_dir, monkeypatch)
+    upstream_datum = _upstream_datum_class()
+    with monkeypatch.context() as patch:
+        patch.setattr(base_dataset, "Datum", upstream_datum)
+        with open(legacy_path, "rb") as f:
+            data = pickle.load(f)
+        setattr(data["train"][1], field, value)
+        with open(legacy_path, "wb") as f:
+            pickle.dump(data, f)
+    with pytest.raises(DatasetError) as error:
+        build(tmp_path, num_shots=2, seed=4)
+    name = field.lstrip("_")
+    assert f'"{legacy_path}": item 1 of "train" has {name} {value!r}, not a ' in str(error.value)
+    assert "delete it to have it re-created" in str(error.value)
