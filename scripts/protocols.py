@@ -302,8 +302,25 @@ def read_result_file(path, test_log=None):
     """The metrics in a results.json, or in a log.txt (see read_log_metrics for test_log)."""
     path = Path(path)
     if path.name == RESULTS_FILE:
-        return json.loads(path.read_text())
+        return read_results_json(path)
     return read_log_metrics(path, test_log)
+
+
+def read_results_json(path):
+    """The record in a results.json; {} (the run counts as unfinished) when the file cannot be
+    read or its accuracy is not a number, which is reported on stderr."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = str(error)
+    else:
+        accuracy = record.get("accuracy") if isinstance(record, dict) else None
+        if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+            return record
+        problem = ("not a JSON object" if not isinstance(record, dict)
+                   else f"its accuracy is {accuracy!r}, not a number")
+    print(f"warning: {path} is unreadable ({problem}); its run counts as unfinished", file=sys.stderr)
+    return {}
 
 
 def read_run_metrics(folder):
@@ -594,13 +611,13 @@ def run_job(job, env, console=False):
         return 0
     check_model_available(job, env)
     try:
-        with dassl_utils.run_folder_lock(out):
-            return _run_locked(job, env, out, console)
+        with dassl_utils.run_folder_lock(out) as lock_environment:
+            return _run_locked(job, env, out, console, lock_environment)
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
 
 
-def _run_locked(job, env, out, console):
+def _run_locked(job, env, out, console, lock_environment):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -614,7 +631,7 @@ def _run_locked(job, env, out, console):
     command = train_command(job, env, resume=action == RESUME)
     message = "starting" if action == START else ACTION_LABELS[action]
     print(f"{message}: {out}", flush=True)
-    variables = {**os.environ, **env.variables}
+    variables = {**os.environ, **env.variables, **lock_environment}  # train.py works under our lock
     if not console:
         return subprocess.run(command, env=variables).returncode
     with open(out / CONSOLE_FILE, "a") as output:
