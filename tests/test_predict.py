@@ -11,7 +11,7 @@ import clip
 import train
 import trainers
 from dassl.config import ConfigError
-from dassl.engine import TRAINER_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from tests.helpers.datasets import make_eurosat
 from tests.helpers.trainers import (fp16_exact_values, run_script, run_train_py, tiny_opts,
                                     train_py_args, write_checkpoint, write_tiny_clip)
@@ -45,7 +45,7 @@ def reference(run):
     cfg = train.setup_cfg(train.build_parser().parse_args(
         train_py_args("BMIP", CONFIG_FILE, root / "data", clip_file, root / "reference",
                       overrides=TRAINING)))
-    trainer = train.build_trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.load_model(str(root / "train"))
     trainer.set_model_mode("eval")
     paths, logits = [], []
