@@ -553,7 +553,7 @@ class PromptedCLIP(nn.Module):
             x = learner.text_embeddings(encoder.embed(tokens[rows]), rows, prompts)
             eot = tokens[rows].argmax(dim=-1)
             chunks.append(encoder.encode_embeddings(x, eot, deep, n_prompts))
-        return normalize(torch.cat(chunks))
+        return normalize(self.adapt_text_features(torch.cat(chunks)))
 
     def text_features(self):
         """Normalised text features, computed once per evaluation (eval mode, no grad) or once
@@ -571,7 +571,15 @@ class PromptedCLIP(nn.Module):
 
     def image_features(self, images):
         prompts = self.prompt_learner.image_prompts()
-        return normalize(self.image_encoder(images, prompts))
+        return normalize(self.adapt_image_features(self.image_encoder(images, prompts)))
+
+    # What a method does to the encoders' unnormalised outputs before they are normalised and
+    # compared (CoPrompt's residual adapters); nothing by default.
+    def adapt_image_features(self, features):
+        return features
+
+    def adapt_text_features(self, features):
+        return features
 
     def forward(self, images):
         return clip_logits(self.image_features(images), self.text_features(), self.logit_scale)

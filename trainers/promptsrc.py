@@ -27,7 +27,6 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
-from dassl.metrics import compute_accuracy
 import clip
 from trainers.prompting import clip_logits, learner_state_dict, normalize, rename_by_patterns
 from trainers.regularised import RegularisedTrainer, add_prompting_key
@@ -199,17 +198,6 @@ class PromptSRC(RegularisedTrainer):
 
     def rename_checkpoint_key(self, key):
         return super().rename_checkpoint_key(rename_upstream_key(key))
-
-    def forward_backward(self, batch):
-        images, labels = self.parse_batch_train(batch)
-        with self.autocast():
-            loss, logits, terms = self.objective(images, labels)
-        self.model_backward_and_update(loss)
-        summary = {"loss": loss.item(), **{key: value.item() for key, value in terms.items()},
-                   "acc": compute_accuracy(logits, labels)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
 
     def after_epoch(self):
         """Add this epoch's learner to the aggregate; after the last epoch the learner becomes

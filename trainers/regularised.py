@@ -7,7 +7,7 @@ builds the learner of that prompting (IVLP's VLPromptLearner, MaPLe's or BMIP's)
 config section (TRAINER.IVLP / TRAINER.MAPLE / TRAINER.BMIP, with all their options), registers
 the model under that prompting's name (its checkpoint folder) and reads upstream checkpoints with
 that prompting's key names. A regulariser subclasses `RegularisedTrainer`, sets `SECTION` and
-adds its losses in `forward_backward`; its frozen-CLIP targets come from the same encoders with
+an `objective`: called with what `parse_batch_train` returns, it gives (loss, logits, terms); its frozen-CLIP targets come from the same encoders with
 the prompts switched off (`PromptedCLIP.frozen_image_features` / `frozen_text_features`).
 
 To put your own method on top of BMIP: subclass RegularisedTrainer, give it a config section with
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dassl.config import ConfigError
+from dassl.metrics import compute_accuracy
 from trainers import bmip, ivlp, maple
 from trainers.prompting import PromptTrainer
 
@@ -85,3 +86,15 @@ class RegularisedTrainer(PromptTrainer):
 
     def rename_checkpoint_key(self, key):
         return self.prompting.renamer(self.cfg)(key)
+
+    def forward_backward(self, batch):
+        """One step on `self.objective(*inputs, labels)`; every loss term is logged."""
+        *inputs, labels = self.parse_batch_train(batch)
+        with self.autocast():
+            loss, logits, terms = self.objective(*inputs, labels)
+        self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), **{key: value.item() for key, value in terms.items()},
+                   "acc": compute_accuracy(logits, labels)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
