@@ -82,6 +82,7 @@ def setup_cfg(args):
         cfg.merge_from_file(args.config_file)
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
+    cfg.RUN.EVAL_ONLY = bool(args.eval_only)
     if not cfg.RUN.CONFIG_NAME and args.config_file:
         cfg.RUN.CONFIG_NAME = _file_stem(args.config_file)
     if not cfg.RUN.DATASET_CONFIG_NAME and args.dataset_config_file:

@@ -66,12 +66,13 @@ def test_catalog_reads_registrations_and_reports_unreadable_files(tmp_path, caps
     assert line.startswith(f"warning: trainer file {tmp_path / 'broken.py'}: SyntaxError")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--list-trainers"], ["--list-configs", "CoOp"],
-                                  ["--seed", "one"]])
-def test_help_listings_and_argument_errors_do_not_import_torch(argv):
+@pytest.mark.parametrize("script, argv", [
+    ("train", ["--help"]), ("train", ["--list-trainers"]), ("train", ["--list-configs", "CoOp"]),
+    ("train", ["--seed", "one"]), ("predict", ["--help"]), ("predict", ["--format", "xml"])])
+def test_help_listings_and_argument_errors_do_not_import_torch(script, argv):
     """They answer at once: torch (seconds to import) is imported only once a run is set up."""
-    code = ("import sys, train\n"
-            "try:\n    train.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code = (f"import sys, {script}\n"
+            f"try:\n    {script}.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(sorted(name for name in sys.modules if name.split('.')[0] in "
             "('torch', 'torchvision', 'open_clip', 'dassl', 'trainers', 'datasets')))")
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=train.ROOT,
@@ -112,6 +113,8 @@ def test_train_then_eval_only(tmp_path):
 
     _run(common + ["--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(tmp_path / "train"),
                    "--load-epoch", "2", "DATASET.NAME", "EngineToyColors"])
+    assert "EVAL_ONLY: false" in saved_config
+    assert "EVAL_ONLY: true" in (tmp_path / "eval" / "config.yaml").read_text()
     evaluated = read_json(str(tmp_path / "eval" / "results.json"))
     assert evaluated["accuracy"] == trained["accuracy"]
     assert evaluated["model_dir"] == str(tmp_path / "train")

@@ -158,3 +158,6 @@ _C.RUN.PROTOCOL = ""
 _C.RUN.CONFIG_NAME = ""
 # Dataset configuration name; train.py fills it with the stem of --dataset-config-file when empty
 _C.RUN.DATASET_CONFIG_NAME = ""
+# True for runs that only evaluate (train.py --eval-only, predict.py): no training transform is
+# built and nothing is announced as trainable
+_C.RUN.EVAL_ONLY = False
