@@ -26,6 +26,11 @@ from .splits import (
 )
 
 
+
+def sources_name(key, val_is_test):
+    """The split a few-shot sample's `key` ("train" / "val") images are drawn from."""
+    return "training" if key == "train" or val_is_test else "validation"
+
 class BenchmarkDataset(DatasetBase):
     folder = ""  # folder under DATASET.ROOT
     image_folder = ""  # image folder inside it; split-file paths are relative to it
@@ -138,6 +143,7 @@ class BenchmarkDataset(DatasetBase):
             self.check_split_labels(
                 (sample["train"], sample.get("val"), test), cache, "Delete it to have the sample drawn again."
             )
+            self.check_cache_matches_split(cache, sample, train, val)
         sampled_images = sample["train"] + sample.get("val", [])
         self.fewshot_hash = sample_hash(sampled_images, self.dataset_dir)
         val_note = f", {len(sample['val'])} val" if "val" in sample else ""
@@ -146,6 +152,25 @@ class BenchmarkDataset(DatasetBase):
             f"{len(sample['train'])} train{val_note} images, hash {self.fewshot_hash}"
         )
         return sample["train"], sample.get("val", val)
+
+    def check_cache_matches_split(self, cache, sample, train, val):
+        """Refuse a few-shot cache whose images are not in the splits it is drawn from (train;
+        val, or train when validation images come from unused training images): it was drawn
+        from an earlier split of the dataset (e.g. before the split file was replaced)."""
+        sources = {"train": train, "val": train if self.val_is_test else val}
+        for key, items in sample.items():
+            available = {(os.path.normpath(d.impath), d.label) for d in sources[key] or ()}
+            foreign = [d for d in items if (os.path.normpath(d.impath), d.label) not in available]
+            if foreign:
+                origin = self.labels_origin()[0]
+                raise DatasetError(
+                    f'{self.display_name}: the few-shot cache "{cache}" does not match the split '
+                    f'it is drawn from ("{origin}"): {len(foreign)} of its {len(items)} {key} '
+                    f'images are not {sources_name(key, self.val_is_test)} images there (e.g. '
+                    f'"{foreign[0].impath}", label {foreign[0].label}). It was drawn from an '
+                    "earlier split: delete it (or the whole split_fewshot/ folder) to have the "
+                    "sample drawn from the current split."
+                )
 
     def draw_few_shot(self, cfg, train, val, test):
         num_shots = cfg.DATASET.NUM_SHOTS

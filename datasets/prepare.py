@@ -22,6 +22,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 from dassl.utils import UserError, write_json
 
 import datasets
+from dassl.utils.download import DownloadFailed
 from datasets.download import fetch, place
 
 MARKER = ".prepared.json"
@@ -158,7 +159,16 @@ def _fetch(cls, source, downloads_dir, mirror, archives_dir, root):
     except DatasetError as error:
         if cls.manual_steps and not source.public_address:
             raise DatasetError(f"{error}\n{cls.manual_steps}") from error
+        if _unreachable(error):
+            raise DatasetError(
+                f"{error}\nOr lay the dataset out by hand in {os.path.join(root, cls.folder)} as "
+                f"DATASETS.md §{cls.docs_section} describes, then check it with --verify.") from error
         raise
+
+
+def _unreachable(error):
+    cause = error.__cause__
+    return isinstance(cause, DownloadFailed) and cause.kind == "unreachable"
 
 
 def _complete_in_place(cls, root, mirror, archives_dir):

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from dassl.config import get_cfg_default
-from dassl.utils import epoch_checkpoints, holds_checkpoint, latest_checkpoint_path
+import dassl.utils as dassl_utils  # its checkpoint helpers load torch on first use, not here
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
     CONFIG_FILE,
@@ -398,21 +398,23 @@ def _subfolders(run_folder):
 
 def saved_epochs(model_dir):
     """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
-    return sorted({epoch for folder in _subfolders(model_dir) for epoch in epoch_checkpoints(folder)})
+    return sorted({epoch for folder in _subfolders(model_dir) for epoch in
+                   dassl_utils.epoch_checkpoints(folder)})
 
 
 def model_folders(run_folder):
     """The registered models' folders of a run: sub-folders holding a checkpoint to resume from
     (`checkpoint` or model.pth.tar-<epoch>, see latest_checkpoint_path) or model-best.pth.tar."""
-    return sorted(folder for folder in _subfolders(run_folder) if
-                  latest_checkpoint_path(folder) is not None or (folder / BEST_MODEL_NAME).is_file())
+    return sorted(folder for folder in _subfolders(run_folder)
+                  if dassl_utils.latest_checkpoint_path(folder) is not None
+                  or (folder / BEST_MODEL_NAME).is_file())
 
 
 def can_resume(run_folder):
     """True when training can continue from the run folder, by the engine's rule (holds_checkpoint:
     a model's folder holds the `checkpoint` pointer or an epoch's checkpoint; model-best alone is
     not a place to resume)."""
-    return holds_checkpoint(run_folder)
+    return dassl_utils.holds_checkpoint(run_folder)
 
 
 def choose_load_epoch(model_dir, config_file, overrides, env):
@@ -588,13 +590,26 @@ def run_job(job, env, console=False):
     """Run one job as planned_action says. Returns train.py's exit status (0 when skipped).
 
     console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
+    The run folder is locked from the plan to the end of train.py (which works under this lock),
+    so that a second script on the same folder neither deletes nor mixes files.
     """
     out = run_dir(env.output, job)
-    action = planned_action(job, env)
-    if action == SKIP:
+    if planned_action(job, env) == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
     check_model_available(job, env)
+    try:
+        with dassl_utils.run_folder_lock(out):
+            return _run_locked(job, env, out, console)
+    except dassl_utils.RunFolderBusy as error:
+        raise ProtocolError(str(error)) from error
+
+
+def _run_locked(job, env, out, console):
+    action = planned_action(job, env)  # again: another run may have finished it meanwhile
+    if action == SKIP:
+        print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
+        return 0
     if action == RETRAIN:
         deleted = clear_for_retraining(out)
         print(f"FORCE=1: deleted {', '.join(str(p.relative_to(out)) for p in deleted)} in {out}")
@@ -607,7 +622,6 @@ def run_job(job, env, console=False):
     variables = {**os.environ, **env.variables}
     if not console:
         return subprocess.run(command, env=variables).returncode
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / CONSOLE_FILE, "a") as output:
         return subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
                               env=variables).returncode
@@ -624,6 +638,9 @@ USAGE = {
     "reproduce": "DATASET SEED WEIGHTS_DIR",
     "reproduce_xd": "DATASET SEED WEIGHTS_DIR",
 }
+# The steps the released-weights scripts run.
+REPRODUCE_STEPS = {"reproduce": ("base2new_test_base", "base2new_test", "openworld_test"),
+                   "reproduce_xd": ("xd_test",)}
 
 
 def jobs_from_arguments(trainer, script, args, variables):
@@ -658,7 +675,7 @@ def jobs_from_arguments(trainer, script, args, variables):
     if script == "reproduce":
         model_dir = released_weights_dir(weights, dataset, seed, "base")
         return [Job(step=step, model_dir=str(model_dir), **common)
-                for step in ("base2new_test_base", "base2new_test", "openworld_test")]
+                for step in REPRODUCE_STEPS[script]]
     if script == "reproduce_xd":
         return [Job(step="xd_test", model_dir=str(released_weights_dir(weights, XD_SOURCE, seed)),
                     **common)]
@@ -706,6 +723,10 @@ def main(argv=None, variables=None):
               file=sys.stderr)
         return 2
     try:
+        if argv[0] in TRAINERS and argv[1] in USAGE and {"-h", "--help"} & set(argv[2:]):
+            from scripts.script_help import script_help
+            print(script_help(argv[0], argv[1], variables.get("CFG", "")))
+            return 0
         jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
         env = Environment.from_variables(variables)
         for job in jobs:

@@ -18,9 +18,10 @@ import queue
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 
-from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS,
+from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS, SKIP,
                                TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
                                config_from, planned_action, run_dir, run_job, script_invocation,
                                shots_from)
@@ -55,7 +56,64 @@ def plan_chains(trainers, protocols=PROTOCOLS, datasets=BASE2NEW_DATASETS, seeds
     return chains
 
 
-def run_chains(chains, env, devices=(None,)):
+def duration(seconds):
+    """1h02m, 4m05s, 12s."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class Progress:
+    """run k/N, elapsed time and an estimate of the time left, shared by the workers.
+
+    The estimate is the mean time of the runs that did work (skipped runs take no time)
+    times the runs left, divided by the workers; it is shown once a run has finished.
+    """
+
+    def __init__(self, total, workers=1, clock=time.monotonic, out=None):
+        self.total, self.workers, self.clock = total, workers, clock
+        self.out = out or sys.stdout
+        self.started, self.done, self.worked, self.work_seconds = clock(), 0, 0, 0.0
+        self.skipped = 0
+        self.lock = threading.Lock()
+
+    def eta(self):
+        if not self.worked:
+            return "?"
+        left = max(self.total - self.done, 0)
+        return "~" + duration(self.work_seconds / self.worked * left / self.workers)
+
+    def begin(self, job):
+        with self.lock:
+            self.out.write(f"run {self.done + 1}/{self.total} (elapsed "
+                           f"{duration(self.clock() - self.started)}, ETA {self.eta()}): "
+                           f"{script_invocation(job)}\n")
+            self.out.flush()
+            return self.clock()
+
+    def end(self, began, skipped):
+        with self.lock:
+            self.done += 1
+            if skipped:
+                self.skipped += 1
+            else:
+                self.worked += 1
+                self.work_seconds += self.clock() - began
+
+    def drop(self, count):
+        """A chain stopped: its remaining runs will not happen."""
+        with self.lock:
+            self.total -= count
+
+    def summary(self):
+        return (f"{self.done} runs in {duration(self.clock() - self.started)} "
+                f"({self.worked} ran, {self.skipped} skipped as finished)")
+
+
+def run_chains(chains, env, devices=(None,), progress=None):
     """Run chains on one worker per device; a chain stops at its first failure.
 
     Returns the failures as (job, reason). With several workers each run's console output goes
@@ -66,6 +124,7 @@ def run_chains(chains, env, devices=(None,)):
         pending.put(chain)
     failures, lock = [], threading.Lock()
     console = len(devices) > 1
+    progress = progress or Progress(sum(map(len, chains)), len(devices))
 
     def work(device):
         variables = dict(env.variables)
@@ -77,11 +136,15 @@ def run_chains(chains, env, devices=(None,)):
                 chain = pending.get_nowait()
             except queue.Empty:
                 return
-            for job in chain:
+            for index, job in enumerate(chain):
+                skipped = planned_action(job, worker_env) == SKIP
+                began = progress.begin(job)
                 reason = _run_one(job, worker_env, console)
+                progress.end(began, skipped)
                 if reason:
                     with lock:
                         failures.append((job, reason))
+                    progress.drop(len(chain) - index - 1)
                     break
 
     threads = [threading.Thread(target=work, args=(device,)) for device in devices]
@@ -205,10 +268,13 @@ def main(argv=None, variables=None):
         Path(args.sbatch).write_text(text)
         print(f"wrote {args.sbatch}: {len(chains)} array tasks; submit with `sbatch {args.sbatch}`")
         return 0
-    failures = run_chains(chains, env, args.gpus or [None])
+    devices = args.gpus or [None]
+    progress = Progress(sum(map(len, chains)), len(devices))
+    failures = run_chains(chains, env, devices, progress)
     for job, reason in failures:
         print(f"FAILED: {script_invocation(job)}\n  {reason}", file=sys.stderr)
-    print(f"{len(chains)} chains, {len(failures)} failed. Tables: python parse_test_res.py {env.output}")
+    print(f"{progress.summary()}; {len(chains)} chains, {len(failures)} failed. "
+          f"Tables: python parse_test_res.py {env.output}")
     return 1 if failures else 0
 
 

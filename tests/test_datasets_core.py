@@ -210,6 +210,30 @@ def test_legacy_pickle_and_portable_cache_give_the_same_samples(tmp_path, monkey
     assert not os.path.exists(portable_path)  # a legacy cache is read, not converted
 
 
+def test_a_cache_from_an_earlier_split_is_refused_naming_it(tmp_path):
+    """The dataset was re-split after its few-shot sample was cached: the cached training images
+    are test images now. The run stops naming the cache, the split file and the fix."""
+    dataset_dir = make_eurosat(tmp_path, n_classes=3, n_train=4, n_val=2, n_test=4)
+    build(tmp_path, num_shots=2, seed=1)
+    _, cache_path = fewshot_cache_paths(dataset_dir, 2, 1)
+    split_path = os.path.join(dataset_dir, "split_zhou_EuroSAT.json")
+    with open(split_path) as f:
+        split = json.load(f)
+    split["train"], split["test"] = split["test"], split["train"]
+    with open(split_path, "w") as f:
+        json.dump(split, f)
+    with pytest.raises(DatasetError) as error:
+        build(tmp_path, num_shots=2, seed=1)
+    message = str(error.value)
+    assert f'few-shot cache "{cache_path}" does not match the split' in message
+    assert split_path in message and "6 of its 6 train images are not training images" in message
+    assert "delete it" in message
+    os.remove(cache_path)
+    redrawn = build(tmp_path, num_shots=2, seed=1)
+    assert {d.impath for d in redrawn.train_x} <= {os.path.join(dataset_dir, "2750", row[0])
+                                                  for row in split["train"]}
+
+
 def test_sample_hash_tells_samples_apart(tmp_path):
     make_eurosat(tmp_path, n_classes=3, n_train=8, n_val=2, n_test=1)
     hashes = {seed: build(tmp_path, num_shots=2, seed=seed).fewshot_hash for seed in (1, 2)}

@@ -25,6 +25,7 @@ from dassl.utils import (
     CheckpointNotFoundError,
     MetricMeter,
     console_stream,
+    epoch_checkpoints,
     get_rng_state,
     latest_checkpoint_path,
     load_checkpoint,
@@ -164,9 +165,20 @@ class TrainerBase:
             if engine_state:
                 self._restore_loop_state(engine_state)
             print(f"Resumed {name} at epoch {start_epoch}")
-        if engine_state and engine_state.get("rolling") and self._is_output_dir(directory):
-            self._rolling_epoch = start_epoch
+        if self._is_output_dir(directory):
+            if engine_state and engine_state.get("rolling"):
+                self._rolling_epoch = start_epoch
+            self._remove_older_rolling_checkpoints(start_epoch)
         return start_epoch
+
+    def _remove_older_rolling_checkpoints(self, start_epoch):
+        """Remove rolling checkpoints older than the one resumed from: a kill between saving an
+        epoch and removing the previous rolling one leaves that one behind."""
+        for name in self.get_model_names():
+            for epoch, path in sorted(epoch_checkpoints(osp.join(self.output_dir, name)).items()):
+                if epoch < start_epoch and (load_checkpoint(path).get("engine_state") or {}).get("rolling"):
+                    os.remove(path)
+                    print(f"Removed {path}, a rolling checkpoint left by an interrupted run")
 
     def _is_output_dir(self, directory):
         # A rolling checkpoint is removed only from the folder this run writes to, never from

@@ -28,8 +28,9 @@ class DownloadFailed(Exception):
     """``url`` could not be downloaded to ``path``; ``kind`` says how, ``reason`` says why:
 
     - "refused": the server answered with an HTTP error (e.g. "HTTP 404 Not Found");
-    - "interrupted": unreachable, or the transfer broke off; the bytes received stay in
-      ``<path>.part`` and the next call resumes from them;
+    - "unreachable": no connection to the server (no network, unknown host, refused, timed out);
+    - "interrupted": the transfer broke off; the bytes received stay in ``<path>.part`` and the
+      next call resumes from them;
     - "corrupt": the file arrived whole but its digest does not match; it was removed.
     """
 
@@ -38,16 +39,21 @@ class DownloadFailed(Exception):
         self.url, self.path, self.kind, self.reason = url, path, kind, reason
 
 
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of the file at ``path``."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def digest_mismatch(path, expected, algorithm="sha256"):
     """Why ``path`` is not the file whose digest is ``expected``, or None when it is (or when
     ``expected`` is None: nothing to check)."""
     if expected is None:
         return None
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    actual = digest.hexdigest()
+    actual = file_digest(path, algorithm)
     return None if actual == expected else f"{DIGEST_NAMES[algorithm]} is {actual}, expected {expected}"
 
 
@@ -64,6 +70,8 @@ def download(url, path, expected_digest=None, algorithm="sha256"):
         _stream(url, partial, label=os.path.basename(path))
     except urllib.error.HTTPError as error:
         raise DownloadFailed(url, path, "refused", f"HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:  # urlopen found no server to talk to
+        raise DownloadFailed(url, path, "unreachable", str(error.reason)) from error
     except (OSError, http.client.HTTPException) as error:
         raise DownloadFailed(url, path, "interrupted", str(error)) from error
     mismatch = digest_mismatch(partial, expected_digest, algorithm)
