@@ -16,10 +16,8 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# ViT-B/16's sizes (OpenAI's release).
-VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-               vision_patch_size=16, context_length=77, vocab_size=49408, transformer_width=512,
-               transformer_heads=8, transformer_layers=12)
+from bench_bmip_attention import VIT_B16  # noqa: E402  (ViT-B/16's sizes)
+
 CLASSNAMES = ["cat", "dog"]
 
 # (label, trainer, config under configs/trainers/)

@@ -193,3 +193,32 @@ def test_gpa_sum_is_carried_in_the_engine_state():
     aggregation.add(0, {"prompt_learner.ctx": torch.ones(2)})
     aggregation.add(1, {"prompt_learner.ctx": torch.full((2,), 3.0)})
     assert torch.allclose(aggregation.total["prompt_learner.ctx"], torch.full((2,), 2.5))
+
+
+def test_an_upstream_promptsrc_checkpoint_loads_with_its_frozen_encoder_copy():
+    """Upstream PromptSRC saves IVLP's keys plus its zero-shot image encoder inside the learner
+    (prompt_learner.ZS_image_encoder.*): CLIP's weights, checked and skipped."""
+    from tests.helpers.trainers import fp16_exact_values, upstream_frozen_entries
+    from trainers.promptsrc import PromptSRC
+    from trainers.prompting import load_learner_state
+
+    cfg, clip_model, source = promptsrc_model("ivlp")
+    values = fp16_exact_values(learner_state_dict(source), seed=4)
+    load_learner_state(source, values)
+    p = "prompt_learner."
+    upstream = dict(upstream_frozen_entries(clip_model))
+    upstream[p + "ctx"] = values[p + "text.ctx"]
+    upstream["image_encoder.VPT"] = values[p + "vision.ctx"]
+    for tower, ours in (("text_encoder", "text"), ("image_encoder", "vision")):
+        upstream[f"{tower}.transformer.resblocks.1.VPT_shallow"] = values[f"{p}{ours}.deep.0"]
+    for key, value in clip_model.visual.state_dict().items():
+        upstream[f"{p}ZS_image_encoder.{key}"] = value.half()
+    trainer = PromptSRC.__new__(PromptSRC)
+    trainer.cfg = cfg
+    _, _, target = promptsrc_model("ivlp", seed=1)
+    load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")
+    with torch.no_grad():
+        assert torch.allclose(target(images()), source(images()), atol=1e-6)
+    upstream[p + "ZS_image_encoder.proj"] = torch.zeros(3, 3)
+    with pytest.raises(Exception, match="frozen CLIP"):
+        load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")

@@ -14,6 +14,7 @@ import pytest
 from datasets.eurosat import NEW_CNAMES
 from tests.helpers.datasets import make_eurosat
 from tests.helpers.trainers import TINY_SIZES, write_tiny_clip
+from tests.test_protocols_end_to_end import bash
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = {"promptsrc": ("PromptSRC", "vit_b16_c2_ep20_batch4_4ctx_bmip"),
@@ -26,13 +27,6 @@ def overrides(clip_file):
             "OPTIM.MAX_EPOCH", "1", "TRAINER.BMIP.PROMPT_DEPTH", "2", "TRAINER.BMIP.N_CTX", "2",
             "TRAINER.PROMPTSRC.GPA_MEAN", "1", "DATALOADER.NUM_WORKERS", "0",
             "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"]
-
-
-def bash(script, *args, env):
-    result = subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ import clip
 from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from datasets.descriptions import default_path, load_descriptions
-from trainers.prompting import PromptedCLIP, clip_logits, normalize, rename_by_patterns
-from trainers.regularised import RegularisedTrainer, add_prompting_key
+from trainers.prompting import PromptedCLIP, normalize, rename_by_patterns
+from trainers.regularised import Objective, RegularisedTrainer, add_prompting_key
 
 DISTANCES = ("cosine", "mse")
 
@@ -105,29 +105,25 @@ def consistency(features, targets, distance):
     return F.mse_loss(features, targets)
 
 
-class CoPromptLoss:
+class CoPromptLoss(Objective):
     """The CoPrompt objective of a CoPromptCLIP, given each class's descriptions."""
 
     def __init__(self, model, descriptions, weight, distance, rng=random):
-        self.model = model
+        super().__init__(model)
         self.descriptions = descriptions
         self.weight, self.distance, self.rng = weight, distance, rng
-        self._targets, self._targets_key = None, None
 
-    @torch.no_grad()
     def description_features(self):
         """Per class, frozen CLIP's normalised features of its descriptions [n_c, D]; computed
         once per class set."""
-        learner = self.model.prompt_learner
-        key = (tuple(learner.classnames), learner.tokenized_prompts.device)
-        if self._targets_key != key:
-            tokens = learner.tokenized_prompts
-            self._targets = [
-                normalize(self.model.frozen_text_features(clip.tokenize(
-                    sentences, context_length=tokens.shape[1], truncate=True).to(tokens.device)))
-                for sentences in self.descriptions]
-            self._targets_key = key
-        return self._targets
+        return self.per_class_set(self._encode_descriptions)
+
+    @torch.no_grad()
+    def _encode_descriptions(self):
+        tokens = self.model.prompt_learner.tokenized_prompts
+        return [normalize(self.model.frozen_text_features(clip.tokenize(
+            sentences, context_length=tokens.shape[1], truncate=True).to(tokens.device)))
+            for sentences in self.descriptions]
 
     def text_targets(self):
         """One description per class: the k-th, k drawn at random (k modulo a class's count when
@@ -139,9 +135,7 @@ class CoPromptLoss:
     def __call__(self, view, other_view, labels):
         """(total loss, logits, the terms by name)."""
         model = self.model
-        text = model.text_features()
-        image = model.image_features(view)
-        logits = clip_logits(image, text, model.logit_scale)
+        text, image, logits = self.prompted(view)
         text_targets = self.text_targets()
         image_targets = model.frozen_image_features(other_view)
         terms = {

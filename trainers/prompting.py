@@ -65,7 +65,9 @@ The pieces:
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
   ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
   the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
-  methods (trainers/regularised.py), without a second CLIP.
+  methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
+  ``adapt_text_features`` (identity) see the encoders' unnormalised outputs before they are
+  normalised: a subclass adds modules there (CoPrompt's adapters).
   ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
   prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the

@@ -29,7 +29,7 @@ from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 import clip
 from trainers.prompting import clip_logits, learner_state_dict, normalize, rename_by_patterns
-from trainers.regularised import RegularisedTrainer, add_prompting_key
+from trainers.regularised import Objective, RegularisedTrainer, add_prompting_key
 from trainers.zsclip import class_texts
 
 # CLIP's ImageNet prompt-engineering templates, as PromptSRC ensembles them.
@@ -95,29 +95,21 @@ def logits_kl(logits, target_logits):
                     reduction="sum", log_target=True) / logits.numel()
 
 
-class PromptSRCLoss:
+class PromptSRCLoss(Objective):
     """The PromptSRC objective of a PromptedCLIP; text targets cached per class set."""
 
     def __init__(self, model, text_weight, image_weight, templates=IMAGENET_TEMPLATES):
-        self.model = model
+        super().__init__(model)
         self.text_weight, self.image_weight = text_weight, image_weight
         self.templates = templates
-        self._targets, self._targets_key = None, None
 
     def text_targets(self):
-        learner = self.model.prompt_learner
-        key = (tuple(learner.classnames), learner.tokenized_prompts.device)
-        if self._targets_key != key:
-            self._targets = ensemble_text_targets(self.model, self.templates)
-            self._targets_key = key
-        return self._targets
+        return self.per_class_set(lambda: ensemble_text_targets(self.model, self.templates))
 
     def __call__(self, images, labels):
         """(total loss, logits, the terms by name)."""
         model = self.model
-        text = model.text_features()
-        image = model.image_features(images)
-        logits = clip_logits(image, text, model.logit_scale)
+        text, image, logits = self.prompted(images)
         text_targets = self.text_targets()
         image_targets = model.frozen_image_features(images)
         zero_shot_logits = clip_logits(image_targets, text_targets, model.logit_scale)

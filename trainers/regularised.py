@@ -19,7 +19,7 @@ from typing import Callable
 from dassl.config import ConfigError
 from dassl.metrics import compute_accuracy
 from trainers import bmip, ivlp, maple
-from trainers.prompting import PromptTrainer
+from trainers.prompting import PromptTrainer, clip_logits
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,29 @@ def prompting_of(cfg, section):
         raise ConfigError(f"TRAINER.{section}.PROMPTING is {choice!r}: choose one of "
                           f"{list(PROMPTINGS)}")
     return PROMPTINGS[choice]
+
+
+class Objective:
+    """Base of a regulariser's objective over a PromptedCLIP `model`: called on a batch, a
+    subclass returns (total loss, logits, the terms by name)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._cached, self._cache_key = None, None
+
+    def per_class_set(self, compute):
+        """compute(), once per class set (and device) of the model's learner: frozen targets."""
+        learner = self.model.prompt_learner
+        key = (tuple(learner.classnames), learner.tokenized_prompts.device)
+        if self._cache_key != key:
+            self._cached, self._cache_key = compute(), key
+        return self._cached
+
+    def prompted(self, images):
+        """The prompted model's (text features, image features, logits) of `images`."""
+        model = self.model
+        text, image = model.text_features(), model.image_features(images)
+        return text, image, clip_logits(image, text, model.logit_scale)
 
 
 class RegularisedTrainer(PromptTrainer):
