@@ -260,12 +260,24 @@ def parse_args(argv):
     return args
 
 
+def check_folders(args):
+    """--root must be a folder (or not exist yet), --archives an existing folder."""
+    root = os.path.expanduser(args.root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f'--root "{args.root}" is a file, not a folder: pass the data folder')
+    if args.archives and not os.path.isdir(os.path.expanduser(args.archives)):
+        what = "is not a folder" if os.path.exists(os.path.expanduser(args.archives)) else "does not exist"
+        raise DatasetError(f'--archives "{args.archives}" {what}: pass the folder that holds the '
+                           "downloaded files")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
         list_datasets()
         return 0
     try:
+        check_folders(args)
         config_file = dataset_config_file(args.name)
         if args.verify and config_file:
             verify_config_file(config_file, args.root)

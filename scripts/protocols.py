@@ -307,8 +307,25 @@ def read_result_file(path, test_log=None):
     """The metrics in a results.json, or in a log.txt (see read_log_metrics for test_log)."""
     path = Path(path)
     if path.name == RESULTS_FILE:
-        return json.loads(path.read_text())
+        return read_results_json(path)
     return read_log_metrics(path, test_log)
+
+
+def read_results_json(path):
+    """The record in a results.json; {} (the run counts as unfinished) when the file cannot be
+    read or its accuracy is not a number, which is reported on stderr."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = str(error)
+    else:
+        accuracy = record.get("accuracy") if isinstance(record, dict) else None
+        if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+            return record
+        problem = ("not a JSON object" if not isinstance(record, dict)
+                   else f"its accuracy is {accuracy!r}, not a number")
+    print(f"warning: {path} is unreadable ({problem}); its run counts as unfinished", file=sys.stderr)
+    return {}
 
 
 def read_run_metrics(folder):

@@ -326,3 +326,15 @@ def test_verify_checks_your_own_data_from_its_config(tmp_path, monkeypatch, caps
     (tmp_path / "empty").mkdir()
     assert run(str(config), "--root", tmp_path / "empty", "--verify") == 1
     assert "my_flowers" in capsys.readouterr().err
+
+
+def test_a_file_as_root_and_a_missing_archives_folder_are_one_line_errors(tmp_path, capsys, served, monkeypatch):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    (tmp_path / "a_file").write_text("")
+    assert run("eurosat", "--root", tmp_path / "a_file") == 1
+    assert capsys.readouterr().err == f'error: --root "{tmp_path / "a_file"}" is a file, not a folder: pass the data folder\n'
+    assert run("eurosat", "--root", tmp_path / "data", "--archives", tmp_path / "missing", "--mirror", served.url) == 1
+    err = capsys.readouterr().err
+    assert err == (f'error: --archives "{tmp_path / "missing"}" does not exist: pass the folder that holds the '
+                   "downloaded files\n")
+    assert served.requests == []  # nothing was downloaded instead

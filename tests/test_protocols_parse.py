@@ -410,3 +410,23 @@ def test_column_names_come_from_the_dataset_configs():
     assert protocols.display_name("dtd") == "DescribableTextures"
     assert protocols.display_name("my_dataset_example") == "UserDataset"  # configs/datasets/
     assert protocols.display_name("no_such_dataset") == "no_such_dataset"
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"accuracy": 71.', "Expecting"),  # truncated
+    ('{"accuracy": "71.2%"}', "its accuracy is '71.2%', not a number"),
+    ("[71.2]", "not a JSON object"),
+])
+def test_an_unreadable_results_json_is_reported_and_skipped(tmp_path, content, problem):
+    for seed, accuracy in ((1, 80.0), (2, 84.0)):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, seed), accuracy)
+    broken = b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 3)
+    write_results(broken, 0.0)
+    (broken / "results.json").write_text(content)
+    errors = io.StringIO()
+    returncode, out = run_main(tmp_path, stderr=errors)
+    assert returncode == 0 and "82.00" in out  # the two readable seeds
+    assert f"warning: {broken / 'results.json'} is unreadable (" in errors.getvalue()
+    assert problem in errors.getvalue() and "Traceback" not in errors.getvalue()
+    _, out = run_main(broken.parent)  # the classic form too
+    assert "* accuracy: 82.00% +- 2.00%" in out and f"missing: {broken}" in out

@@ -452,6 +452,9 @@ class SimpleTrainer(TrainerBase):
         return self.cfg.TRAIN.EARLY_STOPPING or best_val
 
     def before_train(self):
+        if self.max_epoch < 1:
+            raise ConfigError(f"OPTIM.MAX_EPOCH is {self.max_epoch}: training needs at least one epoch "
+                              "(to evaluate a model without training, use --eval-only)")
         if self.selects_on_validation and self.val_loader is None:
             raise ConfigError(
                 "TRAIN.EARLY_STOPPING / TEST.FINAL_MODEL best_val select the model on the "
@@ -602,7 +605,9 @@ class SimpleTrainer(TrainerBase):
             "seed": cfg.SEED,
             "split": split,
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": cfg.DATASET.NUM_SHOTS,
+            # The shots the sample holds (fewer than asked when the classes have fewer images).
+            "num_shots": getattr(self.dm.dataset, "num_shots_used", None) or cfg.DATASET.NUM_SHOTS,
+            "num_shots_requested": cfg.DATASET.NUM_SHOTS,
             "backbone": cfg.MODEL.BACKBONE.NAME,
         }
         evaluator = self.evaluator

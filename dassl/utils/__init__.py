@@ -15,7 +15,8 @@ _LAZY_MODULES = {
     "meters": ("AverageMeter", "MetricMeter"),
     "tools": ("ImageError", "ImageNotFoundError", "atomic_write", "check_isfile",
               "collect_env_info", "listdir_nohidden", "mkdir_if_missing", "read_image",
-              "read_json", "remove_temporary_files", "set_random_seed", "write_json"),
+              "read_json", "remove_temporary_files", "set_random_seed", "WriteError",
+              "write_json"),
     "run_lock": ("RunFolderBusy", "run_folder_lock"),
     "torchtools": ("CheckpointError", "CheckpointNotFoundError", "PickledObjectState",
                    "count_num_param", "epoch_checkpoints", "get_rng_state", "holds_checkpoint",
@@ -84,5 +85,6 @@ __all__ = [
     "set_rng_state",
     "setup_logger",
     "UserError",
+    "WriteError",
     "write_json",
 ]

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from .errors import UserError
 from .run_files import LOCK_FILE
-from .tools import mkdir_if_missing
+from .tools import mkdir_if_missing, reporting_write_errors
 
 try:
     import fcntl
@@ -34,9 +34,10 @@ class RunFolderBusy(UserError):
 def run_folder_lock(folder):
     """Hold ``folder``'s lock for the duration of the ``with`` block (see the module notes)."""
     folder = osp.abspath(folder)
-    mkdir_if_missing(folder)
     path = osp.join(folder, LOCK_FILE)
-    descriptor = _acquire(folder, path)
+    with reporting_write_errors(folder):
+        mkdir_if_missing(folder)
+        descriptor = _acquire(folder, path)
     try:
         yield
     finally:

@@ -16,6 +16,45 @@ from .errors import UserError
 from .run_files import LOCK_FILE, TEMPORARY_PREFIX
 
 
+class WriteError(UserError, OSError):
+    """A file cannot be written (disk full, file too large, read-only folder, a folder in its
+    place); the message names the file and the cause in one line."""
+
+
+_WRITE_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space, then run the same command again",
+    errno.EDQUOT: "the disk quota is used up: free space, then run the same command again",
+    errno.EFBIG: "the file would exceed the largest size allowed here (file system, or ulimit -f)",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "permission denied: choose a folder you can write to",
+    errno.EPERM: "permission denied: choose a folder you can write to",
+    errno.EISDIR: "a folder stands where the file should be: move it away",
+    errno.ENOTDIR: "a file stands where a folder should be: move it away",
+}
+
+
+def write_error(path, error):
+    """The one-line ``WriteError`` for ``error``, an OSError raised while writing ``path``; None
+    when the error is not one of those a user fixes on the disk (it is then re-raised as is)."""
+    if isinstance(error, WriteError) or error.errno not in _WRITE_ADVICE:
+        return None
+    failure = WriteError(f'cannot write "{path}": {error.strerror or error}; {_WRITE_ADVICE[error.errno]}')
+    failure.errno = error.errno
+    return failure
+
+
+@contextmanager
+def reporting_write_errors(path):
+    """Turn the disk-side OSErrors of writing ``path`` into a ``WriteError``."""
+    try:
+        yield
+    except OSError as error:
+        failure = write_error(path, error)
+        if failure is None:
+            raise
+        raise failure from error
+
+
 def mkdir_if_missing(dirname):
     """Create ``dirname`` (and parents) unless it exists; safe when another process races us."""
     if not dirname:
@@ -54,20 +93,21 @@ def atomic_write(fpath, binary=False):
     checkpoints.
     """
     directory = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(directory)
     tmp_path = osp.join(directory, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{osp.basename(fpath)}")
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    fsync_folder(directory)
+    with reporting_write_errors(fpath):
+        mkdir_if_missing(directory)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, fpath)
+        except BaseException:
+            if osp.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+        fsync_folder(directory)
 
 
 def fsync_folder(directory):
