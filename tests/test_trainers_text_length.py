@@ -1,8 +1,6 @@
 """Class prompts at their real length (MODEL.CUT_TEXT_AT_EOT): every trainer's text tower runs
 the sequences cut after the batch's last EOT token, with positions and causal mask cut to match,
 and computes the features, logits, gradients and BMIP text statistic of the full 77 positions."""
-import types
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,13 +27,14 @@ def build(trainer, clip_model, **opts):
     """The model `trainer` registers, built on `clip_model` as its build_model does."""
     cls = TRAINER_REGISTRY.get(trainer)
     cfg = trainer_cfg(trainer, **opts)
-    section = cfg.TRAINER.get(trainer.upper(), {})
-    for key, value in section.items():  # prompt depths that fit the 3-layer tiny CLIP
-        if "DEPTH" in key and value > TINY_LAYERS:
-            section[key] = TINY_LAYERS
-    host = types.SimpleNamespace(cfg=cfg)
-    learner = cls.build_prompt_learner(host, CLASSNAMES, clip_model)
-    return cls.build_custom_clip(host, clip_model, learner)
+    for section in cfg.TRAINER.values():  # prompt depths that fit the 3-layer tiny CLIP
+        for key, value in getattr(section, "items", dict)():
+            if "DEPTH" in key and isinstance(value, int) and value > TINY_LAYERS:
+                section[key] = TINY_LAYERS
+    trainer = cls.__new__(cls)  # the trainer's own build methods, without data or engine
+    trainer.cfg = cfg
+    learner = trainer.build_prompt_learner(CLASSNAMES, clip_model)
+    return trainer.build_custom_clip(clip_model, learner)
 
 
 def vary_weights_with_attention(model):
