@@ -611,13 +611,13 @@ def run_job(job, env, console=False):
         return 0
     check_model_available(job, env)
     try:
-        with dassl_utils.run_folder_lock(out):
-            return _run_locked(job, env, out, console)
+        with dassl_utils.run_folder_lock(out) as lock_environment:
+            return _run_locked(job, env, out, console, lock_environment)
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
 
 
-def _run_locked(job, env, out, console):
+def _run_locked(job, env, out, console, lock_environment):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -631,7 +631,7 @@ def _run_locked(job, env, out, console):
     command = train_command(job, env, resume=action == RESUME)
     message = "starting" if action == START else ACTION_LABELS[action]
     print(f"{message}: {out}", flush=True)
-    variables = {**os.environ, **env.variables}
+    variables = {**os.environ, **env.variables, **lock_environment}  # train.py works under our lock
     if not console:
         return subprocess.run(command, env=variables).returncode
     with open(out / CONSOLE_FILE, "a") as output:
