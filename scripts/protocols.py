@@ -103,6 +103,11 @@ TRAINERS = {
     "maple": TrainerSpec("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
                          "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
     "bmip": TrainerSpec("BMIP", "BMIP_ctx2_dp9_lr2", "BMIP_ctx2_dp9_lr2_cross_datasets"),
+    # Regularisers over a prompting (TRAINER.<METHOD>.PROMPTING): over BMIP with
+    # CFG=vit_b16_c2_ep20_batch4_4ctx_bmip / CFG=coprompt_bmip.
+    "promptsrc": TrainerSpec("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
+                             "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"),
+    "coprompt": TrainerSpec("CoPrompt", "coprompt", "coprompt"),
 }
 
 
