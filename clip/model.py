@@ -29,6 +29,10 @@ class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 and cast back, so fp16 activations keep their precision."""
 
     def forward(self, x):
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            # The CPU kernel takes bf16 input with fp32 weights and computes in fp32 itself:
+            # the same result, without two casts of the whole sequence (3-10x faster).
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         weight = None if self.weight is None else self.weight.float()
         bias = None if self.bias is None else self.bias.float()
         out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
