@@ -13,6 +13,7 @@ import torch
 
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
+from dassl.engine.identity import run_identity
 from dassl.engine.resume import check_resume_config
 from dassl.utils import (
     UserError,
@@ -156,8 +157,18 @@ def trains(args):
     return not args.eval_only and not args.no_train
 
 
+def identity_of(cfg, args):
+    """The run's identity (dassl.engine.identity) as results.json records it, less the model
+    the run evaluates."""
+    from clip.pretrained import clip_sha256
+
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    return run_identity(cfg, args.opts, dataset.own_name(cfg), clip_sha256(cfg.MODEL.BACKBONE.NAME))
+
+
 def run(cfg, args):
     trainer = build_trainer(cfg)
+    trainer.run_identity = identity_of(cfg, args)
     if args.eval_only:
         check_model_dir_given(trainer, args)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

@@ -20,10 +20,11 @@ import sys
 import threading
 from pathlib import Path
 
-from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS,
-                               TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
-                               config_from, planned_action, run_dir, run_job, script_invocation,
-                               shots_from)
+from dassl.engine.identity import format_differences
+from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, DIFFERS, SEEDS,
+                               SHOTS, TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
+                               identity_changes, job_settings, planned_action, run_dir, run_job,
+                               script_invocation)
 
 PROTOCOLS = ("base2new", "openworld", "xd", "dg")
 DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
@@ -31,11 +32,13 @@ DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
 
 def plan_chains(trainers, protocols=PROTOCOLS, datasets=BASE2NEW_DATASETS, seeds=SEEDS,
                 xd_targets=XD_TARGETS, dg_targets=DG_TARGETS, source=XD_SOURCE, config="",
-                shots=SHOTS, overrides=()):
-    """The chains of a sweep. ZeroshotCLIP evaluates fixed weights, so it runs the first seed only."""
+                shots=SHOTS, overrides=(), **settings):
+    """The chains of a sweep. ZeroshotCLIP evaluates fixed weights, so it runs the first seed
+    only. SETTINGS: the other Job fields (tag, load_epoch)."""
     chains = []
     for trainer in trainers:
-        common = dict(trainer=trainer, config=config, shots=shots, overrides=tuple(overrides))
+        common = dict(trainer=trainer, config=config, shots=shots, overrides=tuple(overrides),
+                      **settings)
         trainer_seeds = list(seeds) if TRAINERS[trainer].trains else list(seeds)[:1]
         evaluations = [step for protocol, step in (("base2new", "base2new_test"),
                                                    ("openworld", "openworld_test"))
@@ -111,9 +114,13 @@ def dry_run_lines(chains, env):
     for index, chain in enumerate(chains, start=1):
         lines.append(f"chain {index}/{len(chains)}:")
         for job in chain:
-            label = ACTION_LABELS[planned_action(job, env)]
+            action = planned_action(job, env)
+            label = ACTION_LABELS[action]
             counts[label] += 1
             lines.append(f"  {label:<{width}}  {script_invocation(job)}")
+            if action == DIFFERS:  # what the finished run has -> what this one asks for
+                lines += ["    " + line for line in
+                          format_differences(identity_changes(job, env)).splitlines()]
     summary = ", ".join(f"{counts[label]} {label}" for label in ACTION_LABELS.values()
                         if counts[label])
     lines.append(f"{sum(counts.values())} runs: {summary or 'none'}")
@@ -154,7 +161,7 @@ def parse_arguments(argv):
         prog="bash scripts/run_all.sh",
         description="Run protocols x datasets x seeds for some trainers, skipping finished runs "
                     "and resuming unfinished ones from their checkpoint. Environment: DATA, "
-                    "OUTPUT (default output), CFG, SHOTS, LOAD_EPOCH, FORCE=1 (run everything "
+                    "OUTPUT (default output), CFG, SHOTS, TAG, LOAD_EPOCH, FORCE=1 (run everything "
                     "again, training from scratch); see scripts/protocols.py. Config overrides "
                     "after --.")
     parser.add_argument("trainers", nargs="+", choices=list(TRAINERS), metavar="TRAINER",
@@ -191,8 +198,7 @@ def main(argv=None, variables=None):
         env = Environment.from_variables(variables)
         chains = plan_chains(args.trainers, args.protocols, args.datasets, args.seeds,
                              args.xd_targets, args.dg_targets, args.source,
-                             config=config_from(variables), shots=shots_from(variables),
-                             overrides=args.overrides)
+                             **job_settings(variables, args.overrides))
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,8 +17,9 @@ from tests.helpers.datasets import make_eurosat, make_imagenet, make_imagenetv2
 from tests.helpers.trainers import TINY_SIZES, write_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
-BMIP = "BMIP_ctx2_dp9_lr2"
-MAPLE_XD = "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"
+# The tiny settings are overrides that change training: the runs are tagged (TAG=tiny).
+BMIP = "BMIP_ctx2_dp9_lr2_tiny"
+MAPLE_XD = "vit_b16_c2_ep5_batch4_2ctx_cross_datasets_tiny"
 BMIP_TRAIN = f"base2new/train_base/eurosat/shots_16/BMIP/{BMIP}/seed1"
 
 
@@ -44,7 +45,7 @@ def sweep(tmp_path_factory):
     make_imagenetv2(root / "data", n_classes=3, n_per_class=2)
     clip_file = write_tiny_clip(root / "tiny-clip.pt")
     env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"),
-               PYTHON=sys.executable, OMP_NUM_THREADS="2")
+               PYTHON=sys.executable, OMP_NUM_THREADS="2", TAG="tiny")
     sweeps = [
         ["bmip", "--protocols", "base2new", "openworld", "--datasets", "eurosat", "--seeds", "1",
          "--", *overrides(clip_file, "BMIP")],

@@ -43,8 +43,12 @@ def resume_directory(cfg):
     return cfg.RESUME or cfg.OUTPUT_DIR
 
 
-def _is_safe(key):
-    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE_KEYS)
+def changes_training(key):
+    """False for the keys of ``RESUME_SAFE_KEYS`` (where files are, speed, printing), True for
+    every other key: it changes what a run trains or how it is scored. The protocol scripts and
+    results.json's run identity use the same rule (dassl.engine.identity)."""
+    return not any(key == safe or (safe.endswith(".") and key.startswith(safe))
+                   for safe in RESUME_SAFE_KEYS)
 
 
 def config_differences(saved, current):
@@ -56,7 +60,7 @@ def config_differences(saved, current):
     return [
         (key, saved_values[key], current_values[key])
         for key in sorted(saved_values.keys() & current_values.keys())
-        if not _is_safe(key) and saved_values[key] != current_values[key]
+        if changes_training(key) and saved_values[key] != current_values[key]
     ]
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
+from dassl.engine.identity import evaluated_model
 from dassl.engine.resume import resume_directory
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
@@ -142,6 +143,8 @@ class TrainerBase:
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
                 "engine_state": engine_state,
+                # The CLIP weights trained with, so an evaluation with others can say so.
+                "clip_sha256": self.clip_sha256,
             }
             save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
@@ -218,9 +221,32 @@ class TrainerBase:
             val_result = checkpoint.get("val_result")
             note = f", val_result={val_result:.1f}" if isinstance(val_result, (int, float)) else ""
             print(f'Load {model_path} to {name} (epoch={loaded_epoch}{note})')
+            self._check_clip_weights(checkpoint, model_path)
             self.load_state_dict_into(name, state_dict, loaded_epoch)
             self.loaded_model_dir = directory
             self.loaded_epoch = loaded_epoch
+            self.loaded_best = osp.basename(model_path) == BEST_MODEL_NAME
+
+    @property
+    def clip_sha256(self):
+        """The SHA-256 of this run's CLIP file, from the run identity train.py sets (None
+        without one)."""
+        return (self.run_identity or {}).get("clip_sha256")
+
+    def _check_clip_weights(self, checkpoint, model_path):
+        """Warn when a checkpoint was trained with other CLIP weights than this run loads (ours
+        record their fingerprint); a checkpoint of another codebase gets a note."""
+        current, trained = self.clip_sha256, checkpoint.get("clip_sha256")
+        self.model_clip_sha256 = trained
+        if current is None:
+            return
+        if trained is None:
+            print(f"Note: {model_path} does not record the CLIP weights it was trained with "
+                  f"(a checkpoint of another codebase?); evaluating with CLIP SHA-256 {current}")
+        elif trained != current:
+            print(f"WARNING: {model_path} was trained with the CLIP weights of SHA-256 {trained}, "
+                  f"but MODEL.BACKBONE.NAME ({self.cfg.MODEL.BACKBONE.NAME}) has SHA-256 "
+                  f"{current}: the numbers are those of the checkpoint on other CLIP weights")
 
     # ------------------------------------------------------------------ modes, LR
     def set_model_mode(self, mode="train", names=None):
@@ -371,6 +397,10 @@ class SimpleTrainer(TrainerBase):
         self.epochs_without_improvement = 0
         self.loaded_model_dir = None
         self.loaded_epoch = None
+        self.loaded_best = False
+        self.model_clip_sha256 = None
+        # Set by train.py (dassl.engine.identity.run_identity); written to results.json.
+        self.run_identity = None
 
         self.build_data_loader()
         self.build_model()
@@ -481,6 +511,8 @@ class SimpleTrainer(TrainerBase):
                 print("Deploy the last-epoch model")
                 self.loaded_model_dir = self.output_dir
                 self.loaded_epoch = self.epoch + 1
+                self.loaded_best = False
+                self.model_clip_sha256 = self.clip_sha256
             self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
@@ -611,6 +643,10 @@ class SimpleTrainer(TrainerBase):
         record["model_dir"] = self.loaded_model_dir
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL
+        if self.run_identity is not None:
+            record["identity"] = {**self.run_identity,
+                                  "model": evaluated_model(self.loaded_epoch, self.loaded_best)}
+            record["model_clip_sha256"] = self.model_clip_sha256
         record["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         path = osp.join(self.output_dir, RESULTS_FILE)
         write_json(record, path)

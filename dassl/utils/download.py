@@ -38,16 +38,21 @@ class DownloadFailed(Exception):
         self.url, self.path, self.kind, self.reason = url, path, kind, reason
 
 
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def digest_mismatch(path, expected, algorithm="sha256"):
     """Why ``path`` is not the file whose digest is ``expected``, or None when it is (or when
     ``expected`` is None: nothing to check)."""
     if expected is None:
         return None
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    actual = digest.hexdigest()
+    actual = file_digest(path, algorithm)
     return None if actual == expected else f"{DIGEST_NAMES[algorithm]} is {actual}, expected {expected}"
 
 
