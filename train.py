@@ -6,25 +6,17 @@ r"""Train or evaluate a prompt-learning trainer (the CoOp / MaPLe command line).
         --output-dir output/... [--eval-only --model-dir DIR --load-epoch N] [KEY VALUE ...]
 """
 import argparse
+import ast
+import os
 import os.path as osp
 import sys
 
-import torch
+# Nothing heavy is imported at module level: --help, the listings and argument errors answer
+# without importing torch; the engine and the trainers are imported once a run is set up.
 
-from dassl.data.datasets import DATASET_REGISTRY
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.identity import run_identity
-from dassl.engine.resume import check_resume_config
-from dassl.utils import (
-    UserError,
-    collect_env_info,
-    keep_old_file,
-    mkdir_if_missing,
-    set_random_seed,
-    setup_logger,
-)
-from dassl.utils.run_files import CONFIG_FILE
-from trainers import default_cfg  # importing registers every trainer and dataset
+ROOT = osp.dirname(osp.abspath(__file__))
+TRAINERS_DIR = osp.join(ROOT, "trainers")
+TRAINER_CONFIGS_DIR = osp.join(ROOT, "configs", "trainers")
 
 
 def build_parser():
@@ -45,7 +37,10 @@ def build_parser():
     parser.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
     parser.add_argument("--load-epoch", type=int, help="load the model weights of this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
-    parser.add_argument("--list-trainers", action="store_true", help="print the registered trainers and exit")
+    parser.add_argument("--list-trainers", action="store_true",
+                        help="print the trainers (and their configs in configs/trainers/) and exit")
+    parser.add_argument("--list-configs", metavar="TRAINER",
+                        help="print the configs of TRAINER in configs/trainers/TRAINER/ and exit")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 
@@ -78,6 +73,8 @@ def _file_stem(path):
 
 
 def setup_cfg(args):
+    from trainers import default_cfg  # importing registers every trainer and dataset
+
     cfg = default_cfg()
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
@@ -85,6 +82,7 @@ def setup_cfg(args):
         cfg.merge_from_file(args.config_file)
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
+    cfg.RUN.EVAL_ONLY = bool(args.eval_only)
     if not cfg.RUN.CONFIG_NAME and args.config_file:
         cfg.RUN.CONFIG_NAME = _file_stem(args.config_file)
     if not cfg.RUN.DATASET_CONFIG_NAME and args.dataset_config_file:
@@ -95,7 +93,18 @@ def setup_cfg(args):
 
 def check_registered(cfg):
     """Fail before anything is built, naming the choices, when the trainer or dataset is unknown."""
-    TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    from dassl.config import ConfigError
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers import FAILED
+
+    try:
+        TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    except ConfigError as error:
+        if not FAILED:
+            raise
+        raise ConfigError(f"{error}. Trainer files that failed to import: "
+                          f"{'; '.join(FAILED.values())}") from None
     DATASET_REGISTRY.get(cfg.DATASET.NAME)
 
 
@@ -114,6 +123,9 @@ def print_args(args, cfg):
 def save_config(cfg):
     """The resolved config next to the log, so the run can be reproduced from it. The config of
     an earlier run in the same folder is kept, renamed with a timestamp like its log."""
+    from dassl.utils import keep_old_file, mkdir_if_missing
+    from dassl.utils.run_files import CONFIG_FILE
+
     mkdir_if_missing(cfg.OUTPUT_DIR)
     path = osp.join(cfg.OUTPUT_DIR, CONFIG_FILE)
     keep_old_file(path)
@@ -124,8 +136,13 @@ def save_config(cfg):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list_trainers:
-        print("\n".join(TRAINER_REGISTRY.registered_names()))
+        print_trainers(trainer_catalog())
         return
+    if args.list_configs:
+        print_configs(args.list_configs, trainer_catalog())
+        return
+    from dassl.utils import UserError
+
     try:
         cfg = setup_cfg(args)
         check_registered(cfg)
@@ -136,8 +153,77 @@ def main(argv=None):
         sys.exit(f"error: {err}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Listings, read from the files (no import): trainers are the classes a file in trainers/
+# registers with @TRAINER_REGISTRY.register(); configs, the YAML files of
+# configs/trainers/<TRAINER>/.
+
+
+def registered_trainer_names(path):
+    """Names of the classes that the Python file `path` registers as trainers."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return [node.name for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and any(map(_registers_trainer, node.decorator_list))]
+
+
+def _registers_trainer(decorator):
+    call = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(call, ast.Attribute) and call.attr == "register"
+            and isinstance(call.value, ast.Name) and call.value.id == "TRAINER_REGISTRY")
+
+
+def trainer_catalog(folder=TRAINERS_DIR, configs_dir=TRAINER_CONFIGS_DIR):
+    """{trainer name: its config names} for the trainer files in `folder`; a file that cannot
+    be read is reported in one line on stderr and skipped."""
+    catalog = {}
+    for name in sorted(os.listdir(folder)):
+        path = osp.join(folder, name)
+        if not name.endswith(".py") or name.startswith("__"):
+            continue
+        try:
+            trainers = registered_trainer_names(path)
+        except (SyntaxError, ValueError, UnicodeDecodeError, OSError) as error:
+            first_line = (str(error).splitlines() or [""])[0]
+            print(f"warning: trainer file {path}: {type(error).__name__}: {first_line} (skipped)",
+                  file=sys.stderr)
+            continue
+        for trainer in trainers:
+            catalog[trainer] = config_names(osp.join(configs_dir, trainer))
+    return catalog
+
+
+def config_names(folder):
+    if not osp.isdir(folder):
+        return []
+    return sorted(osp.splitext(name)[0] for name in os.listdir(folder) if name.endswith(".yaml"))
+
+
+def print_trainers(catalog):
+    width = max(map(len, catalog), default=0)
+    for trainer, configs in sorted(catalog.items()):
+        print(f"{trainer:<{width}}  {', '.join(configs) if configs else '(no configs of its own)'}")
+
+
+def print_configs(trainer, catalog):
+    if trainer not in catalog:
+        sys.exit(f'error: unknown trainer "{trainer}" (--list-configs). Trainers: '
+                 f"{', '.join(sorted(catalog))}")
+    configs = catalog[trainer]
+    if not configs:
+        print(f"{trainer} has no configs of its own in {osp.relpath(TRAINER_CONFIGS_DIR)}/{trainer}/",
+              file=sys.stderr)
+    for name in configs:
+        print(osp.join(osp.relpath(TRAINER_CONFIGS_DIR), trainer, name + ".yaml"))
+
+
 def start_run(cfg, args):
     """Log to OUTPUT_DIR/log.txt, seed, and record the arguments, config and environment."""
+    import torch
+
+    from dassl.engine.resume import check_resume_config
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
     if trains(args):
         # Before anything in OUTPUT_DIR changes, so a refused resume leaves the run as it was.
         check_resume_config(cfg)
@@ -161,12 +247,16 @@ def identity_of(cfg, args):
     """The run's identity (dassl.engine.identity) as results.json records it, less the model
     the run evaluates."""
     from clip.pretrained import clip_sha256
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine.identity import run_identity
 
     dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     return run_identity(cfg, args.opts, dataset.own_name(cfg), clip_sha256(cfg.MODEL.BACKBONE.NAME))
 
 
 def run(cfg, args):
+    from dassl.engine import build_trainer
+
     trainer = build_trainer(cfg)
     trainer.run_identity = identity_of(cfg, args)
     if args.eval_only:
@@ -182,6 +272,8 @@ def check_model_dir_given(trainer, args):
     """Evaluating a trainer with learned parameters needs the weights of a training run; without
     them it would score its random initialisation."""
     if not args.model_dir and trainer.get_model_names():
+        from dassl.utils import UserError
+
         raise UserError(
             f"--eval-only needs --model-dir (the training run's folder) for {trainer.cfg.TRAINER.NAME}; "
             "only zero-shot trainers evaluate without one"

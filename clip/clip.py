@@ -1,10 +1,8 @@
 """OpenAI's `clip` API: `load` a model with its preprocessing, `tokenize` text.
 
 Trainers written for OpenAI's package use `clip._MODELS`, `clip._download` and `clip.build_model`
-directly (CoOp's `load_clip_to_cpu`), so those names are exported here too. The model's
-`encode_image` / `encode_text` / `forward` behave as OpenAI's; its blocks do not: tensors are
-batch-first (N, L, D) and the text tower's causal mask is passed, not stored
-(`model.transformer(x, attn_mask=model.build_attention_mask())`; see clip/model.py).
+directly (CoOp's `load_clip_to_cpu`), so those names are exported here too; the model behaves as
+OpenAI's to such code (see clip/model.py).
 """
 import warnings
 

@@ -1,15 +1,17 @@
 """CLIP as plain modules, with OpenAI's attribute names so OpenAI state dicts load strictly.
 
-Two differences from OpenAI's `model.py` matter to code ported from CoOp / MaPLe:
+OpenAI's public surface behaves as OpenAI's: `build_model`, `convert_weights`, `model.dtype`,
+`encode_image` / `encode_text` / `forward`, and `model.transformer(x)` /
+`model.visual.transformer(x)` on sequence-first input (L, N, D), the text tower applying its
+causal mask itself. So a trainer file written for the CoOp codebase (its `TextEncoder`:
+`x.permute(1, 0, 2); x = clip_model.transformer(x)`) runs unchanged.
 
-- every tensor is batch-first: (N, L, D) for token sequences (OpenAI's blocks take (L, N, D));
-- blocks take the attention mask as a `forward` argument (OpenAI stores the text tower's causal
-  mask on each block), so a prompted encoder can run the same blocks with its own sequence
-  lengths. The text tower is `causal`: `model.transformer(x)` without a mask raises an error;
-  call `model.transformer(x, attn_mask=model.build_attention_mask())`.
-
-An upstream `TextEncoder` (`x.permute(1, 0, 2); x = clip_model.transformer(x)`) therefore does
-not run here; prompting methods use `trainers/prompting.py`'s `PromptedTextEncoder` instead.
+Inside, the blocks are batch-first, (N, L, D), and take the attention mask as a `forward`
+argument instead of storing it, so that a prompted encoder can run the same blocks with its own
+sequence lengths: our code enters through `Transformer.batch_first(x, attn_mask)` or calls the
+blocks directly (trainers/prompting.py). Attention is one fused q/k/v projection and
+`scaled_dot_product_attention` (`Attention`), on nn.MultiheadAttention's parameters, so
+state-dict keys and values are OpenAI's.
 """
 from collections import OrderedDict
 
@@ -40,10 +42,45 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class Attention(nn.MultiheadAttention):
+    """Multi-head self-attention on batch-first input with OpenAI's parameters (`in_proj_weight`,
+    `in_proj_bias`, `out_proj.*`: an nn.MultiheadAttention's, so state dicts load as they are).
+
+    Computed as one fused q/k/v `F.linear` and `scaled_dot_product_attention`, not through
+    nn.MultiheadAttention's forward: with frozen weights and an input that needs gradients
+    (prompts), that forward runs its batch-first input projection and its gradient as batched
+    multiplies over an expanded weight. `qkv` and `attend` are the two halves, for callers that
+    look at the queries and keys in between (BMIP's attention statistic). Calling the module
+    itself is nn.MultiheadAttention's forward (kept for reference computations)."""
+
+    def __init__(self, d_model, n_head):
+        super().__init__(d_model, n_head, batch_first=True)
+
+    @property
+    def head_width(self):
+        return self.embed_dim // self.num_heads
+
+    def qkv(self, x):
+        """Queries, keys and values of x [N, L, D] (already layer-normed): [3, N, heads, L,
+        head_width], one product with the fused projection."""
+        n, length, _ = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        return qkv.view(n, length, 3, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
+
+    def attend(self, q, k, v, attn_mask=None):
+        """Attention output [N, L, D] of queries, keys, values [N, heads, L, head_width] under the
+        additive float `attn_mask` [L, L] (or None), through the output projection."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def self_attention(self, x, attn_mask=None):
+        return self.attend(*self.qkv(x), attn_mask=attn_mask)
+
+
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, d_model, n_head):
         super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, n_head, batch_first=True)
+        self.attn = Attention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(d_model, d_model * 4)),
@@ -57,7 +94,7 @@ class ResidualAttentionBlock(nn.Module):
         # when the mask already has x's dtype and device.
         if attn_mask is not None:
             attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
-        return self.attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
+        return self.attn.self_attention(x, attn_mask)
 
     def forward(self, x, attn_mask=None):
         x = x + self.attention(self.ln_1(x), attn_mask)
@@ -65,11 +102,11 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """The blocks of one tower. `forward(x, attn_mask=None)` takes x batch-first (N, L, D).
+    """The blocks of one tower.
 
-    `causal` (set by CLIP for its text tower) makes a call without `attn_mask` an error: the
-    mask is not stored on the blocks, and running the text tower without it silently computes
-    other features than CLIP's.
+    `forward(x)` is OpenAI's entry: x sequence-first (L, N, D); a `causal` tower (CLIP's text
+    tower) applies its causal mask itself, as OpenAI's stored mask does. `batch_first(x,
+    attn_mask)` is ours: x (N, L, D) and the mask given by the caller.
     """
 
     def __init__(self, width, layers, heads, causal=False):
@@ -79,35 +116,19 @@ class Transformer(nn.Module):
         self.causal = causal
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
 
-    def forward(self, x, attn_mask=None):
-        if attn_mask is None and self.causal:
-            raise ValueError(MISSING_CAUSAL_MASK)
-        if attn_mask is not None:
-            _check_mask_fits(x, attn_mask)
+    def forward(self, x):
+        mask = causal_mask(x.shape[0]) if self.causal else None
+        return self.batch_first(x.transpose(0, 1), mask).transpose(0, 1)
+
+    def batch_first(self, x, attn_mask=None):
         for block in self.resblocks:
             x = block(x, attn_mask)
         return x
 
 
-MISSING_CAUSAL_MASK = (
-    "the text transformer is causal, and its mask is an argument here: call "
-    "transformer(x, attn_mask=clip_model.build_attention_mask()) with x batch-first (N, L, D). "
-    "Unlike OpenAI's CLIP, this CLIP's blocks are batch-first and store no mask, so a TextEncoder "
-    "ported from CoOp / MaPLe (x.permute(1, 0, 2); transformer(x)) computes wrong features; "
-    "prompting methods use trainers/prompting.py's PromptedTextEncoder instead."
-)
-
-
-def _check_mask_fits(x, attn_mask):
-    """A 2-D mask is (L, L) for x of shape (N, L, D): a mismatch usually means x was permuted to
-    OpenAI's sequence-first (L, N, D) layout."""
-    length = x.shape[1]
-    if attn_mask.dim() == 2 and attn_mask.shape != (length, length):
-        raise ValueError(
-            f"attn_mask is {tuple(attn_mask.shape)} but x {tuple(x.shape)} has sequence length "
-            f"{length}: x must be batch-first (N, L, D), not OpenAI's (L, N, D) (drop the "
-            "permute(1, 0, 2) of code ported from OpenAI's CLIP)"
-        )
+def causal_mask(length):
+    """The text tower's causal mask (length, length): -inf above the diagonal, 0 elsewhere."""
+    return torch.full((length, length), float("-inf")).triu_(1)
 
 
 class VisionTransformer(nn.Module):
@@ -140,7 +161,7 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x[:, 0, :]) @ self.proj
 
     def forward(self, images):
-        return self.head(self.transformer(self.embed(images)))
+        return self.head(self.transformer.batch_first(self.embed(images)))
 
 
 class Bottleneck(nn.Module):
@@ -299,8 +320,7 @@ class CLIP(nn.Module):
 
     def build_attention_mask(self):
         """Causal mask for the text transformer: -inf above the diagonal, 0 elsewhere."""
-        mask = torch.full((self.context_length, self.context_length), float("-inf"))
-        return mask.triu_(1)
+        return causal_mask(self.context_length)
 
     @property
     def dtype(self):
@@ -322,7 +342,7 @@ class CLIP(nn.Module):
 
     def encode_text(self, tokens):
         x = self.embed_text(tokens) + self.positional_embedding.to(self.dtype)
-        x = self.transformer(x, self.build_attention_mask())
+        x = self.transformer.batch_first(x, self.build_attention_mask())
         return self.text_head(x, tokens)
 
     def forward(self, images, tokens):
@@ -359,6 +379,10 @@ def convert_weights_to_fp16(model):
 
     model.apply(to_fp16)
     return model
+
+
+# OpenAI's name (`from clip.model import convert_weights`), used by trainer files written for it.
+convert_weights = convert_weights_to_fp16
 
 
 def _count_blocks(state_dict, prefix):

@@ -2,7 +2,9 @@
 ``dassl.utils.download``), and safe archive extraction.
 """
 import os
+import re
 import shutil
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -141,28 +143,122 @@ def place(source, path, dataset_dir):
 
 
 def unpack(archive, target):
-    """Extract a tar (any compression) or zip archive, refusing members that leave ``target``."""
+    """Extract a tar (any compression) or zip archive into ``target``.
+
+    Every member is checked first (``ArchiveMembers``): nothing is written when one of them would
+    land outside ``target``, so a crafted archive cannot escape even where ``tarfile``'s own
+    ``filter="data"`` can be fooled (CVE-2025-4517, Python before 3.11.13 / 3.12.11 / 3.13.4).
+    """
     if not os.path.isfile(archive):
         raise DatasetError(f'archive "{archive}" not found; delete the download and run again.')
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():
-                    _check_member(member, target, archive)
+                members = ArchiveMembers(archive, target)
+                for info in zf.infolist():
+                    members.check_zip(info)
                 zf.extractall(target)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
+                members = ArchiveMembers(archive, target)
+                for info in tf.getmembers():
+                    members.check_tar(info)
                 tf.extractall(target, filter="data")
         else:
             raise DatasetError(f'"{archive}" is neither a tar nor a zip archive; delete it and run again.')
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
         raise DatasetError(f'cannot extract "{archive}" ({error}); delete it and run again.') from error
+    except OSError as error:
+        raise DatasetError(f'cannot extract "{archive}" into "{target}": {_os_reason(error)}.') from error
 
 
-def _check_member(member, target, archive):
-    destination = os.path.realpath(os.path.join(target, member))
-    if not destination.startswith(os.path.realpath(target) + os.sep) and destination != os.path.realpath(target):
-        raise DatasetError(f'"{archive}" holds "{member}", which would land outside {target}; refusing.')
+def _os_reason(error):
+    return error.strerror or str(error)
+
+
+class ArchiveMembers:
+    """Refuses, member by member in archive order, whatever could write outside ``target``:
+    absolute or ``..`` paths, device files and fifos, zip symbolic links, and links (or paths
+    through links) that resolve outside. Links are followed the way the file system will follow
+    them once extracted, from the links the archive made so far and those already on disk:
+    pure computation, so no path length or ``realpath`` quirk can cut it short."""
+
+    MAX_LINK_DEPTH = 40  # the kernel's own limit on nested symbolic links
+
+    def __init__(self, archive, target):
+        self.archive = archive
+        self.target = target
+        self.links = {}  # resolved location of a link made by the archive -> its link text
+
+    def refuse(self, member, why):
+        raise DatasetError(f'"{self.archive}" holds "{member}", {why}; refusing to extract it.')
+
+    def check_zip(self, info):
+        self.check_name(info.filename)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            self.refuse(info.filename, "a symbolic link (this tool extracts no links from zip files)")
+        self.check_location(info.filename)
+
+    def check_tar(self, info):
+        self.check_name(info.name)
+        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            self.refuse(info.name, "a device file, fifo or other special file")
+        if not info.issym():
+            self.check_location(info.name)
+            if info.islnk():
+                self.check_name(info.linkname)
+                if self.resolve(info.linkname) is None:
+                    self.refuse(info.name, f'a hard link to "{info.linkname}", outside the target folder')
+            return
+        location = self.check_location(info.name, follow_last=False)
+        if info.linkname.startswith("/") or self.resolve(self.join(location[:-1], info.linkname)) is None:
+            self.refuse(info.name, f'a symbolic link to "{info.linkname}", outside the target folder')
+        self.links[location] = info.linkname
+
+    def check_location(self, name, follow_last=True):
+        location = self.resolve(name, follow_last=follow_last)
+        if location is None:
+            self.refuse(name, "whose path goes through a link that leads outside the target folder")
+        return location
+
+    def check_name(self, name):
+        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+            self.refuse(name, "an absolute path")
+        if ".." in re.split(r"[/\\]", name):
+            self.refuse(name, 'a path with ".."')
+
+    @staticmethod
+    def join(parts, path):
+        return "/".join((*parts, path))
+
+    def resolve(self, path, follow_last=True, depth=0):
+        """The components (under ``target``) where ``path`` lands, or None when it leaves it."""
+        if depth > self.MAX_LINK_DEPTH:
+            return None
+        resolved = ()
+        names = [name for name in path.split("/") if name not in ("", ".")]
+        for index, name in enumerate(names):
+            if name == "..":
+                if not resolved:
+                    return None
+                resolved = resolved[:-1]
+                continue
+            link = self.link_text(resolved + (name,))
+            if link is None or (index == len(names) - 1 and not follow_last):
+                resolved += (name,)
+                continue
+            if link.startswith("/"):
+                return None
+            resolved = self.resolve(self.join(resolved, link), depth=depth + 1)
+            if resolved is None:
+                return None
+        return resolved
+
+    def link_text(self, parts):
+        if parts in self.links:
+            return self.links[parts]
+        on_disk = os.path.join(self.target, *parts)
+        return os.readlink(on_disk) if os.path.islink(on_disk) else None
 
 
 def hoist(dataset_dir, subdir):

@@ -35,6 +35,19 @@ def require_file(path, what, section):
         raise DatasetError(f'{what} not found: "{path}" ({docs_ref(section)}).')
 
 
+def path_inside(folder, relpath, origin):
+    """``folder/relpath``; raises when it leads outside ``folder`` (an absolute path elsewhere,
+    or ``..`` climbing above it), so that a split file or CSV cannot make a run read other files."""
+    folder = os.path.normpath(folder)
+    path = os.path.normpath(os.path.join(folder, relpath))
+    if os.path.commonpath([folder, path]) != folder:
+        raise DatasetError(
+            f'{origin}: image path "{relpath}" leads outside the image folder "{folder}"; image '
+            "paths must be relative to it and stay inside it."
+        )
+    return path
+
+
 def portable_path(path, start):
     """``path`` relative to ``start``, with forward slashes (the split files' convention)."""
     return os.path.relpath(path, start).replace(os.sep, "/")
@@ -76,7 +89,8 @@ def _items_from_rows(rows, path_prefix, filepath, key):
                 "[relative image path, label, class name]."
             )
         relpath, label, classname = row
-        items.append(Datum(impath=os.path.join(path_prefix, relpath), label=int(label), classname=classname))
+        impath = path_inside(path_prefix, relpath, f'"{filepath}", entry {index} of "{key}"')
+        items.append(Datum(impath=impath, label=int(label), classname=classname))
     return items
 
 

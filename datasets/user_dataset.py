@@ -14,7 +14,7 @@ from yacs.config import CfgNode
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 
 from .benchmark import BenchmarkDataset
-from .splits import docs_ref, read_and_split_data, split_per_class
+from .splits import docs_ref, path_inside, read_and_split_data, split_per_class
 
 DOCS_SECTION = "Your own dataset"
 
@@ -75,8 +75,9 @@ class UserDataset(BenchmarkDataset):
                     f'{csv_path}: the first line must be the header "path,class" (found '
                     f"{reader.fieldnames}); {docs_ref(DOCS_SECTION)}."
                 )
-            for row in reader:
-                impaths_by_class[row["class"].strip()].append(os.path.join(self.image_dir, row["path"].strip()))
+            for line, row in enumerate(reader, start=2):
+                impath = path_inside(self.image_dir, row["path"].strip(), f"{csv_path}, line {line}")
+                impaths_by_class[row["class"].strip()].append(impath)
         if not impaths_by_class:
             raise DatasetError(f"{csv_path} lists no images ({docs_ref(DOCS_SECTION)}).")
         classnames = sorted(impaths_by_class)

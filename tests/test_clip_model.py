@@ -126,27 +126,43 @@ def test_blocks_are_batch_first_and_take_the_mask_as_argument(vit_state_dict):
 def upstream_text_encoder(model, tokens):
     """CoOp / MaPLe's TextEncoder as written for OpenAI's CLIP: sequence-first, no mask passed
     (OpenAI's blocks store the causal mask)."""
-    x = model.token_embedding(tokens) + model.positional_embedding
+    x = model.token_embedding(tokens).type(model.dtype) + model.positional_embedding.type(model.dtype)
     x = model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-    return model.ln_final(x)[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
+    x = model.ln_final(x).type(model.dtype)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 
 
-def test_text_tower_without_its_causal_mask_is_refused(vit_state_dict):
-    """An upstream TextEncoder ported as is would silently compute other features: it fails,
-    saying what to call instead; the image tower (not causal) needs no mask."""
+def test_openai_sequence_first_transformer_applies_the_causal_mask(vit_state_dict):
+    """`clip_model.transformer(x)` on (L, N, D) is OpenAI's: the text tower masks causally by
+    itself, so an upstream TextEncoder gives encode_text's features; our batch-first entry with
+    the mask gives the same; the image tower is not masked."""
     model = build_model(vit_state_dict)
     tokens = clip.tokenize(TEXTS)
-    with pytest.raises(ValueError, match=r"causal.*transformer\(x, attn_mask=clip_model.build_attention_mask\(\)\)"
-                                         r".*batch-first.*PromptedTextEncoder"):
-        upstream_text_encoder(model, tokens)
     x = model.embed_text(tokens) + model.positional_embedding
-    with pytest.raises(ValueError, match=r"sequence length 3: x must be batch-first"):
-        model.transformer(x.permute(1, 0, 2), attn_mask=model.build_attention_mask())
     with torch.no_grad():
-        passed = model.text_head(model.transformer(x, attn_mask=model.build_attention_mask()), tokens)
-        torch.testing.assert_close(passed, model.encode_text(tokens))
-        model.visual.transformer(torch.randn(2, 5, 64))
+        torch.testing.assert_close(upstream_text_encoder(model, tokens), model.encode_text(tokens))
+        batch_first = model.transformer.batch_first(x, model.build_attention_mask())
+        torch.testing.assert_close(model.transformer(x.permute(1, 0, 2)).permute(1, 0, 2),
+                                   batch_first)
+        unmasked = model.transformer.batch_first(x)
+        assert not torch.allclose(unmasked, batch_first)
+        # Causal: the first position of a sequence sees only itself.
+        torch.testing.assert_close(model.transformer(x[:1].permute(1, 0, 2))[0],
+                                   model.transformer(x[:1, :1].permute(1, 0, 2))[0])
+        image_tokens = torch.randn(2, 5, 64)
+        torch.testing.assert_close(model.visual.transformer(image_tokens.transpose(0, 1)),
+                                   model.visual.transformer.batch_first(image_tokens).transpose(0, 1))
     assert model.transformer.causal and not model.visual.transformer.causal
+
+
+def test_openai_names_exist():
+    from clip import clip as clip_module
+    from clip.model import convert_weights
+    from clip.simple_tokenizer import SimpleTokenizer
+
+    assert convert_weights is convert_weights_to_fp16
+    assert clip_module._MODELS["ViT-B/16"].endswith("/ViT-B-16.pt") and callable(clip_module._download)
+    assert SimpleTokenizer().encode("a photo") == clip.tokenize("a photo")[0, 1:3].tolist()
 
 
 def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
@@ -159,3 +175,39 @@ def test_fp16_model_matches_fp32_within_half_precision(vit_state_dict):
         assert text16.dtype == image16.dtype == torch.float16
         torch.testing.assert_close(text16.float(), model32.encode_text(tokens), rtol=0, atol=2e-2)
         torch.testing.assert_close(image16.float(), model32.encode_image(batch), rtol=0, atol=2e-2)
+
+
+def mha_block_reference(block, x, mask=None):
+    """The block as it was computed before the fused q/k/v + scaled_dot_product_attention:
+    through nn.MultiheadAttention's own forward (batch-first)."""
+    h = block.ln_1(x)
+    x = x + block.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+    return x + block.mlp(block.ln_2(x))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["image", "text"])
+def test_fused_attention_equals_multihead_attention_forward_and_backward(vit_state_dict, causal):
+    model = build_model(vit_state_dict)
+    block = (model.transformer if causal else model.visual.transformer).resblocks[1]
+    assert {"attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+            "attn.out_proj.bias"} <= set(block.state_dict())
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    mask = torch.full((7, 7), float("-inf")).triu_(1) if causal else None
+    ours = block(x, mask)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    reference = mha_block_reference(block, x, mask)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=1e-5, atol=1e-5)
+    assert (ours - x).abs().max() > 0.1  # the attention and MLP did something
+
+
+def test_attention_never_runs_multihead_attention_forward(vit_state_dict, monkeypatch):
+    model = build_model(vit_state_dict)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nn.MultiheadAttention.forward was called")
+
+    monkeypatch.setattr(torch.nn.MultiheadAttention, "forward", refuse)
+    with torch.no_grad():
+        model(images(32), clip.tokenize(TEXTS))

@@ -101,3 +101,14 @@ def test_cocoop_checkpoint_without_its_meta_net_names_the_missing_keys(clip_file
     write_checkpoint(tmp_path / "coop", "prompt_learner", {"ctx": torch.randn(4, TEXT_WIDTH)}, 10)
     with pytest.raises(CheckpointMismatchError, match="lacks prompt_learner.meta_net.linear1.bias"):
         build_trainer(cfg).load_model(str(tmp_path / "coop"), epoch=10)
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_evaluation_only_announces_no_trainable_parameters(clip_file, tmp_path, capsys, eval_only):
+    cfg = make_cfg("CoOp", clip_file, tmp_path, tmp_path / "out")
+    cfg.defrost()
+    cfg.RUN.EVAL_ONLY = eval_only
+    build_trainer(cfg)
+    out = capsys.readouterr().out
+    assert ("Parameters to be updated" in out) is not eval_only
+    assert ("Building transform_train" in out) is not eval_only

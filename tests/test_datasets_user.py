@@ -1,4 +1,5 @@
 """Users' own data as a dataset, selected by a dataset YAML alone."""
+import json
 import os
 import random
 
@@ -121,3 +122,28 @@ def test_example_config_merges():
     datasets.extend_cfg(cfg)
     cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "datasets", "my_dataset_example.yaml"))
     assert cfg.DATASET.NAME == "UserDataset" and cfg.DATASET.USER.DIR == "my_dataset"
+
+
+def write_csv_dataset(folder, extra_rows=()):
+    write_folder_dataset(folder, n_per_class=4)
+    rows = ["path,class"] + [f"{name}/{name}_{i}.png,{name}" for name in CLASSES for i in range(4)]
+    (folder / "labels.csv").write_text("\n".join(rows + list(extra_rows)) + "\n")
+    return FOLDER_YAML + '    CSV: "labels.csv"\n'
+
+
+@pytest.mark.parametrize("path", ["../../../../etc/hostname", "daisy/../../labels.csv", "/etc/hostname"])
+def test_csv_paths_outside_the_image_folder_are_refused(tmp_path, path):
+    yaml_text = write_csv_dataset(tmp_path / "my_flowers", [f"{path},daisy"])
+    with pytest.raises(DatasetError, match=f'labels.csv, line 14: image path "{path}" leads outside the image folder'):
+        build_dataset(user_cfg(tmp_path, yaml_text))
+
+
+def test_split_file_paths_outside_the_image_folder_are_refused(tmp_path):
+    write_folder_dataset(tmp_path / "my_flowers")
+    build_dataset(user_cfg(tmp_path, FOLDER_YAML))
+    split_path = tmp_path / "my_flowers" / "split_zhou_my_flowers.json"
+    split = json.loads(split_path.read_text())
+    split["test"][0][0] = "../../outside.png"
+    split_path.write_text(json.dumps(split))
+    with pytest.raises(DatasetError, match='entry 0 of "test": image path "../../outside.png" leads outside'):
+        build_dataset(user_cfg(tmp_path, FOLDER_YAML))

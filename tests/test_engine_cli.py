@@ -1,6 +1,8 @@
 """train.py end to end with the toy trainer: log, config.yaml, results.json, eval-only reload,
 and the user errors it reports in one message instead of a traceback."""
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -33,9 +35,49 @@ def _run(argv):
         close_logger()
 
 
-def test_list_trainers(capsys):
+def test_list_trainers_with_their_configs(capsys):
     _run(["--list-trainers"])
-    assert "EngineToyTrainer" in capsys.readouterr().out.split("\n")
+    listed = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert {"CoOp", "CoCoOp", "MaPLe", "BMIP", "ZeroshotCLIP"} <= set(listed)
+    assert "vit_b16_ep50" in listed["CoOp"].split(", ")
+    assert "BMIP_ctx2_dp9_lr2" in listed["BMIP"].split(", ")
+
+
+def test_list_configs(capsys):
+    _run(["--list-configs", "MaPLe"])
+    paths = capsys.readouterr().out.split()
+    assert "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml" in paths
+    assert all(os.path.isfile(os.path.join(train.ROOT, path)) for path in paths)
+    with pytest.raises(SystemExit, match='unknown trainer "Nope" .*CoOp'):
+        _run(["--list-configs", "Nope"])
+
+
+def test_catalog_reads_registrations_and_reports_unreadable_files(tmp_path, capsys):
+    (tmp_path / "mine.py").write_text(
+        "from dassl.engine import TRAINER_REGISTRY, TrainerX\n\n\n"
+        "class Helper:\n    pass\n\n\n"
+        "@TRAINER_REGISTRY.register()\nclass MyTrainer(TrainerX):\n    pass\n")
+    (tmp_path / "broken.py").write_text("@TRAINER_REGISTRY.register()\nclass Broken(:\n")
+    configs = tmp_path / "configs"
+    (configs / "MyTrainer").mkdir(parents=True)
+    (configs / "MyTrainer" / "small.yaml").write_text("OPTIM:\n  LR: 0.1\n")
+    assert train.trainer_catalog(str(tmp_path), str(configs)) == {"MyTrainer": ["small"]}
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"warning: trainer file {tmp_path / 'broken.py'}: SyntaxError")
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("train", ["--help"]), ("train", ["--list-trainers"]), ("train", ["--list-configs", "CoOp"]),
+    ("train", ["--seed", "one"]), ("predict", ["--help"]), ("predict", ["--format", "xml"])])
+def test_help_listings_and_argument_errors_do_not_import_torch(script, argv):
+    """They answer at once: torch (seconds to import) is imported only once a run is set up."""
+    code = (f"import sys, {script}\n"
+            f"try:\n    {script}.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in "
+            "('torch', 'torchvision', 'open_clip', 'dassl', 'trainers', 'datasets')))")
+    result = subprocess.run([sys.executable, "-c", code, *argv], cwd=train.ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("args, known, expected", [
@@ -71,6 +113,8 @@ def test_train_then_eval_only(tmp_path):
 
     _run(common + ["--output-dir", str(tmp_path / "eval"), "--eval-only", "--model-dir", str(tmp_path / "train"),
                    "--load-epoch", "2", "DATASET.NAME", "EngineToyColors"])
+    assert "EVAL_ONLY: false" in saved_config
+    assert "EVAL_ONLY: true" in (tmp_path / "eval" / "config.yaml").read_text()
     evaluated = read_json(str(tmp_path / "eval" / "results.json"))
     assert evaluated["accuracy"] == trained["accuracy"]
     assert evaluated["model_dir"] == str(tmp_path / "train")
@@ -142,7 +186,7 @@ def test_a_corrupt_checkpoint_is_a_one_line_error(toy, tmp_path, capsys):
     checkpoint.write_bytes(b"copy interrupted")
     message = _user_error(toy("--eval-only", "--model-dir", str(tmp_path / "run"), "--load-epoch", "2",
                               "DATASET.NAME", "EngineToyColors"), capsys)
-    assert message.startswith(f'error: Cannot read checkpoint "{checkpoint}" safely')
+    assert message.startswith(f'error: cannot read checkpoint "{checkpoint}": ')
 
 
 def test_eval_only_without_model_dir_is_refused_for_a_trainer_with_weights(toy, capsys):

@@ -94,3 +94,30 @@ def test_unreadable_image_error_names_the_file(tmp_path):
     missing = DatasetWrapper(cfg, [Datum(impath=str(tmp_path / "gone.png"), label=0)], transform=None)
     with pytest.raises(FileNotFoundError, match="gone.png"):
         missing[0]
+
+
+def test_workers_are_capped_at_the_cpus_available_saying_so_once(tmp_path, capsys):
+    from dassl.data.data_manager import available_cpus
+
+    (tmp_path / "data").mkdir()
+    cpus = available_cpus()
+    cfg = toy_cfg(tmp_path / "data", tmp_path / "out", **{"DATALOADER.NUM_WORKERS": cpus + 7})
+    dm = DataManager(cfg)
+    assert {dm.train_loader_x.num_workers, dm.val_loader.num_workers,
+            dm.test_loader.num_workers} == {cpus}
+    DataManager(cfg)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "NUM_WORKERS" in line]
+    assert notes == [f"Note: DATALOADER.NUM_WORKERS {cpus + 7} is more than the {cpus} CPUs "
+                     f"available: using {cpus} workers"]
+    within = toy_cfg(tmp_path / "data", tmp_path / "out", **{"DATALOADER.NUM_WORKERS": 0})
+    assert DataManager(within).test_loader.num_workers == 0
+
+
+@pytest.mark.parametrize("eval_only", [False, True])
+def test_evaluation_only_builds_no_training_transform(tmp_path, capsys, eval_only):
+    (tmp_path / "data").mkdir()
+    cfg = toy_cfg(tmp_path / "data", tmp_path / "out", **{"RUN.EVAL_ONLY": eval_only})
+    dm = DataManager(cfg)
+    built_train = "Building transform_train" in capsys.readouterr().out
+    assert built_train is not eval_only
+    assert (dm.tfm_train is dm.tfm_test) is eval_only

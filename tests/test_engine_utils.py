@@ -10,6 +10,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from dassl.config import get_cfg_default
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils.torchtools import TRUSTED_CHECKPOINTS_VARIABLE
 from dassl.config import ConfigError
 from dassl.utils import (
     CheckpointError,
@@ -98,20 +99,33 @@ def test_upstream_scheduler_state_restores_our_warmup_schedule(tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0013090169943749475)
 
 
-def test_arbitrary_pickled_objects_are_refused(tmp_path):
+def test_arbitrary_pickled_objects_are_refused_in_one_line_naming_the_opt_in(tmp_path, monkeypatch):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "payload": Registry("x")}, path)
-    with pytest.raises(CheckpointError, match="safely") as error:
+    monkeypatch.delenv(TRUSTED_CHECKPOINTS_VARIABLE, raising=False)
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(str(path))
+    assert str(error.value) == (
+        f'checkpoint "{path}" holds an object (dassl.utils.registry.Registry) that needs code execution '
+        f"to load, so it is refused; if you trust the file, allow it with TRUSTED_CHECKPOINTS={path}"
+    )
     # train.py prints user errors in one line; callers catching RuntimeError still do
     assert isinstance(error.value, UserError) and isinstance(error.value, RuntimeError)
+
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_VARIABLE, os.pathsep.join(["/nonexistent", str(tmp_path)]))
+    assert isinstance(load_checkpoint(str(path))["payload"], Registry)  # the folder is trusted
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_VARIABLE, str(tmp_path / "other.pth"))
+    with pytest.raises(CheckpointError, match="needs code execution"):
+        load_checkpoint(str(path))
 
 
 def test_a_corrupt_checkpoint_is_a_user_error(tmp_path):
     path = tmp_path / "model.pth.tar-1"
     path.write_bytes(b"interrupted copy")
-    with pytest.raises(CheckpointError, match=str(path)):
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(str(path))
+    assert str(error.value).startswith(f'cannot read checkpoint "{path}": ')
+    assert str(error.value).endswith("the file is truncated or not a checkpoint") and "\n" not in str(error.value)
 
 
 def _prompted_model():

@@ -3,6 +3,10 @@ train.py on a tiny EuroSAT predicts, for the dataset's test images and class nam
 the trainer's own evaluation path (DataManager, test loader, model_inference); any other class
 list works (a class's logits do not depend on the others); images are preprocessed as
 clip.load's preprocess does; upstream MaPLe-format checkpoints load; a missing image is named."""
+import csv
+import io
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -11,11 +15,11 @@ import clip
 import train
 import trainers
 from dassl.config import ConfigError
-from dassl.engine import TRAINER_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from tests.helpers.datasets import make_eurosat
 from tests.helpers.trainers import (fp16_exact_values, run_script, run_train_py, tiny_opts,
                                     train_py_args, write_checkpoint, write_tiny_clip)
-from trainers.predict import load_predictor
+from trainers.predict import PredictorError, load_predictor
 
 CONFIG_FILE = "BMIP/BMIP_ctx2_dp9_lr2.yaml"
 CONFIG = f"configs/trainers/{CONFIG_FILE}"
@@ -45,7 +49,7 @@ def reference(run):
     cfg = train.setup_cfg(train.build_parser().parse_args(
         train_py_args("BMIP", CONFIG_FILE, root / "data", clip_file, root / "reference",
                       overrides=TRAINING)))
-    trainer = train.build_trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.load_model(str(root / "train"))
     trainer.set_model_mode("eval")
     paths, logits = [], []
@@ -152,9 +156,55 @@ def test_the_command_line_names_a_missing_image(run):
     assert 'image not found: "no_such_photo.jpg"' in result.stderr
 
 
-def test_an_unknown_trainer_is_a_config_error_naming_the_trainers(run):
+def test_an_unknown_trainer_is_a_config_error_naming_the_trainers(run, tmp_path):
+    # A folder without config.yaml (e.g. checkpoints from the CoOp / MaPLe codebases).
     with pytest.raises(ConfigError, match=r'Unknown trainer "BMP" .*Registered trainers: .*BMIP'):
-        load_predictor(CONFIG, str(run[0] / "train"), "BMP", ["forest"], opts=bmip_opts(run[1]))
+        load_predictor(CONFIG, str(tmp_path), "BMP", ["forest"], opts=bmip_opts(run[1]))
+
+
+def test_the_trainer_comes_from_the_run_and_another_one_is_refused(run, tmp_path):
+    with pytest.raises(PredictorError, match=r'trainer MaPLe asked for \(--trainer\), but the run '
+                                             r'in ".*train" was trained by BMIP'):
+        load_predictor(None, str(run[0] / "train"), "MaPLe", ["forest"], opts=bmip_opts(run[1]))
+    with pytest.raises(PredictorError, match=r"no trainer given, and no config.yaml .* \(--trainer\)"):
+        load_predictor(CONFIG, str(tmp_path), None, ["forest"], opts=bmip_opts(run[1]))
+    predictor = load_predictor(None, str(run[0] / "train"), None, ["forest", "river"],
+                               opts=bmip_opts(run[1]))
+    assert predictor.trainer.cfg.TRAINER.NAME == "BMIP"
+
+
+def test_the_command_line_without_trainer_writes_json(run, reference):
+    """No --trainer, no --config-file: both from the run; --format json holds the top-k classes
+    and their probabilities for each image."""
+    paths, classnames, expected = reference
+    root, clip_file = run
+    result = run_script("predict.py", "--model-dir", root / "train", "--backbone", clip_file,
+                        "--format", "json", "--topk", "2", "--classnames", *classnames, "--",
+                        paths[1], *bmip_opts(clip_file)[2:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads(result.stdout)
+    values, indices = expected[1].softmax(dim=0).topk(2)
+    assert record["image"] == paths[1]
+    assert [p["class"] for p in record["predictions"]] == [classnames[i] for i in indices.tolist()]
+    assert [p["probability"] for p in record["predictions"]] == pytest.approx(values.tolist(),
+                                                                             abs=1e-5)
+
+
+def test_csv_and_json_hold_the_text_output_values():
+    import predict
+
+    probabilities = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    names = ["cat", "dog, small", "bird"]
+    out = io.StringIO()
+    predict.write_predictions(out, ["a.jpg", "b.jpg"], probabilities, names, 2, "csv")
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows == [["image", "rank", "class", "probability"],
+                    ["a.jpg", "1", "dog, small", "0.700000"], ["a.jpg", "2", "bird", "0.200000"],
+                    ["b.jpg", "1", "cat", "0.500000"], ["b.jpg", "2", "bird", "0.300000"]]
+    out = io.StringIO()
+    predict.write_predictions(out, ["a.jpg"], probabilities[:1], names, 1, "json")
+    assert json.loads(out.getvalue()) == [
+        {"image": "a.jpg", "predictions": [{"class": "dog, small", "probability": pytest.approx(0.7)}]}]
 
 
 def test_the_predictor_module_is_not_imported_as_a_trainer():

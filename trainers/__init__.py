@@ -1,8 +1,14 @@
 """Trainers: importing the package imports every trainer module in it, so each trainer registers
 itself in dassl's TRAINER_REGISTRY (no import to forget); `extend_cfg(cfg)` adds every trainer's
-TRAINER.<NAME>.* defaults; `default_cfg()` is the config train.py and predict.py start from."""
+TRAINER.<NAME>.* defaults; `default_cfg()` is the config train.py and predict.py start from.
+
+A trainer file dropped into this folder (e.g. one written for the CoOp codebase) is a plugin: if
+it fails to import, one line names the file and the error, and the other trainers still load.
+"""
 import importlib
+import os.path as osp
 import pkgutil
+import sys
 
 import datasets  # importing registers every dataset
 from dassl.config import get_cfg_default
@@ -11,9 +17,31 @@ from dassl.config import get_cfg_default
 # imports this package to register them).
 _NOT_TRAINERS = {"predict"}
 
-MODULES = [importlib.import_module(f"{__name__}.{info.name}")
-           for info in pkgutil.iter_modules(__path__)
-           if info.name not in _NOT_TRAINERS]
+MODULES = []
+# module name -> "file: error" of the trainer files that failed to import
+FAILED = {}
+
+
+def load_trainer_modules():
+    """Import the trainer modules not imported yet (all of them on the first call); report each
+    file that fails to import in one line on stderr and go on with the others."""
+    for info in pkgutil.iter_modules(__path__):
+        name = f"{__name__}.{info.name}"
+        if info.name in _NOT_TRAINERS or name in FAILED or any(m.__name__ == name for m in MODULES):
+            continue
+        try:
+            MODULES.append(importlib.import_module(name))
+        except Exception as error:  # a broken plugin must not take the other trainers down
+            sys.modules.pop(name, None)
+            first_line = (str(error).splitlines() or [""])[0]
+            FAILED[name] = f"{_module_file(info)}: {type(error).__name__}: {first_line}"
+            print(f"warning: trainer file {FAILED[name]} (skipped)", file=sys.stderr)
+    return MODULES
+
+
+def _module_file(info):
+    path = osp.join(info.module_finder.path, info.name)
+    return path if info.ispkg else path + ".py"
 
 
 def extend_cfg(cfg):
@@ -29,3 +57,6 @@ def default_cfg():
     extend_cfg(cfg)
     datasets.extend_cfg(cfg)
     return cfg
+
+
+load_trainer_modules()

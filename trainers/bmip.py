@@ -1,5 +1,5 @@
-"""BMIP: bi-directional modality interaction prompts (Lv et al., IJCAI 2025), as ../shared/BMIP.md
-specifies it; the decisions where BMIP.md is silent are listed in BMIPPromptLearner's docstring.
+"""BMIP: bi-directional modality interaction prompts (Lv et al., IJCAI 2025), as docs/BMIP.md
+describes it; the decisions where the paper is silent are listed in BMIPPromptLearner's docstring.
 
 Deep language prompts P_i and deep vision prompts P_v_i (one independent set per layer) enter the
 first J = PROMPT_DEPTH layers of both towers. Before layer i (1 <= i <= J-1) each tower mixes its
@@ -149,10 +149,10 @@ class BMIPPromptLearner(PromptLearner):
     F_l (`to_text`) and, for AGGREGATION weighted, L_v (`vision_weight_heads`) and L_l
     (`text_weight_heads`); deep index j stands for layer i = j + 1.
 
-    Decisions where BMIP.md is silent, read from the paper's equations (10)-(13) (weights from
-    the attention layer through a learnt 1x1 map and a sigmoid; a convex combination of a
-    modality's own prompts and the other modality's projected prompts):
-    - A of a layer and sequence is the mean over heads and over BMIP.md's queries (image: CLS +
+    Decisions where the paper is silent (docs/BMIP.md states the method), read from the paper's
+    equations (10)-(13) (weights from the attention layer through a learnt 1x1 map and a sigmoid;
+    a convex combination of a modality's own prompts and the other modality's projected prompts):
+    - A of a layer and sequence is the mean over heads and over docs/BMIP.md's queries (image: CLS +
       patches; text: the positions after the prompt up to EOT of each class row); the prompt
       positions are never queries. Scores are computed in fp32 whatever CLIP's precision.
     - L_v_i, L_l_i: one Linear(1, 1) per layer and modality, shared by the b tokens of that layer

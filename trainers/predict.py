@@ -21,6 +21,7 @@ import os
 import os.path as osp
 
 import torch
+import yaml
 from PIL import Image
 
 from trainers import default_cfg
@@ -41,6 +42,7 @@ def predictor_cfg(config_file, trainer, opts=(), device=None):
     cfg.merge_from_file(config_file)
     cfg.TRAINER.NAME = trainer
     cfg.merge_from_list(list(opts))
+    cfg.RUN.EVAL_ONLY = True
     if device is not None:
         cfg.USE_CUDA = torch.device(device).type == "cuda"
     cfg.freeze()
@@ -55,6 +57,33 @@ def run_config_file(model_dir):
             f'no config file given and no {CONFIG_FILE} in the model folder "{model_dir}": '
             "pass the method config the model was trained with (--config-file)")
     return path
+
+
+def configured_trainer(path):
+    """TRAINER.NAME in the YAML config file `path`, or "" when the file or the key is missing."""
+    if not path or not osp.isfile(path):
+        return ""
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    trainer = cfg.get("TRAINER") if isinstance(cfg, dict) else None
+    return (trainer.get("NAME") or "") if isinstance(trainer, dict) else ""
+
+
+def resolve_trainer(trainer, model_dir, config_file=None):
+    """The trainer to build: the one that trained the run in `model_dir` (TRAINER.NAME in its
+    config.yaml), else `trainer`, else the one `config_file` names. A `trainer` that differs from
+    the run's is refused, naming the run's."""
+    trained_by = configured_trainer(osp.join(model_dir, CONFIG_FILE) if model_dir else None)
+    if trainer and trained_by and trainer != trained_by:
+        raise PredictorError(
+            f'trainer {trainer} asked for (--trainer), but the run in "{model_dir}" was trained '
+            f"by {trained_by} (TRAINER.NAME in its {CONFIG_FILE}): leave --trainer out, or give "
+            f"the folder of a {trainer} run")
+    name = trainer or trained_by or configured_trainer(config_file)
+    if not name:
+        raise PredictorError(f'no trainer given, and no {CONFIG_FILE} in the model folder '
+                             f'"{model_dir}" names one: pass the trainer (--trainer)')
+    return name
 
 
 def check_classnames(classnames):
@@ -116,6 +145,9 @@ def load_predictor(config_file, model_dir, trainer, classnames, load_epoch=None,
                    device=None):
     """A Predictor over `classnames` with the prompts trained in `model_dir`.
 
+    trainer: the trainer's name; None (or "") takes the one that trained the run in `model_dir`
+        (TRAINER.NAME in its config.yaml). A name that differs from the run's is refused.
+
     config_file: the method config the model was trained with (its TRAINER.<NAME> keys must
         match the checkpoint); None reads `model_dir/config.yaml`, which train.py writes.
     model_dir: a training run's output folder (holding `<model name>/model.pth.tar-N`); may be
@@ -125,6 +157,7 @@ def load_predictor(config_file, model_dir, trainer, classnames, load_epoch=None,
     device: "cpu" or "cuda" (default: CUDA when available and USE_CUDA).
     """
     check_classnames(classnames)
+    trainer = resolve_trainer(trainer, model_dir, config_file)
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise PredictorError(f'device "{device}" asked for, but PyTorch sees no CUDA GPU: '
                              'use "cpu"')

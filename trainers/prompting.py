@@ -721,9 +721,10 @@ class PromptTrainer(TrainerX):
             load_learner_state(self.model, state_dict, self.rename_checkpoint_key,
                                cfg.TRAINER.NAME)
         self.model.to(self.device)
-        trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
-        print(f"Parameters to be updated ({sum(p.numel() for p in learner.parameters()):,}): "
-              f"{', '.join(trainable)}")
+        if not cfg.RUN.EVAL_ONLY:
+            trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
+            print(f"Parameters to be updated ({sum(p.numel() for p in learner.parameters()):,}): "
+                  f"{', '.join(trainable)}")
         self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.MODEL_NAME, self.model, self.optim, self.sched)

@@ -164,3 +164,6 @@ _C.RUN.STEP = ""
 _C.RUN.SOURCE = ""
 # The user's TAG (scripts/protocols.py), "released" for released weights: part of the run identity
 _C.RUN.TAG = ""
+# True for runs that only evaluate (train.py --eval-only, predict.py): no training transform is
+# built and nothing is announced as trainable
+_C.RUN.EVAL_ONLY = False

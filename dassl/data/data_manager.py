@@ -1,4 +1,6 @@
 """Data loaders for the train / val / test splits of the dataset named in the config."""
+import os
+
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
@@ -30,11 +32,34 @@ def build_data_loader(
         wrapper(cfg, data_source, transform=tfm, is_train=is_train),
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=worker_count(cfg.DATALOADER.NUM_WORKERS),
         # A short last batch is dropped in training (as Dassl does) unless it is the only one.
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
     )
+
+
+def available_cpus():
+    """The CPUs this process may run on (its affinity mask, which a job scheduler may restrict)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_capped_worker_counts = set()
+
+
+def worker_count(requested):
+    """DATALOADER.NUM_WORKERS capped at the CPUs available (more workers than CPUs only compete
+    for them, and PyTorch warns about it for every loader); the cap is announced once."""
+    cpus = available_cpus()
+    if requested <= cpus:
+        return requested
+    if requested not in _capped_worker_counts:
+        _capped_worker_counts.add(requested)
+        print(f"Note: DATALOADER.NUM_WORKERS {requested} is more than the {cpus} CPUs available: "
+              f"using {cpus} workers")
+    return cpus
 
 
 class DataManager:
@@ -44,8 +69,10 @@ class DataManager:
         from .datasets import build_dataset
 
         dataset = build_dataset(cfg)
-        tfm_train = custom_tfm_train or build_transform(cfg, is_train=True)
         tfm_test = custom_tfm_test or build_transform(cfg, is_train=False)
+        # An evaluation-only run never draws a training batch: no augmentation to build.
+        tfm_train = custom_tfm_train or (tfm_test if cfg.RUN.EVAL_ONLY
+                                         else build_transform(cfg, is_train=True))
 
         self.train_loader_x = build_data_loader(
             cfg,

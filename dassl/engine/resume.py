@@ -31,6 +31,7 @@ RESUME_SAFE_KEYS = (
     "USE_CUDA",
     "RUN.CONFIG_NAME",  # names of the config files; their contents are compared key by key
     "RUN.DATASET_CONFIG_NAME",
+    "RUN.EVAL_ONLY",
 )
 
 

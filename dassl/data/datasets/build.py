@@ -1,26 +1,17 @@
-"""The dataset registry and ``build_dataset(cfg)``."""
-import importlib
+"""The dataset registry and ``build_dataset(cfg)``.
 
+The engine knows no dataset: dataset modules register themselves when imported, and the entry
+points import them (train.py and predict.py through the trainers package, which imports the
+project's ``datasets``), as in upstream Dassl / CoOp.
+"""
 from dassl.utils import Registry
 
 DATASET_REGISTRY = Registry("dataset", config_key="DATASET.NAME, set by --dataset-config-file")
 
 
-def _register_project_datasets():
-    """Import the repository's ``datasets`` package, whose modules register themselves."""
-    try:
-        importlib.import_module("datasets")
-    except ModuleNotFoundError as error:
-        if error.name != "datasets":
-            raise
-
-
 def build_dataset(cfg):
     """Build the dataset registered under ``cfg.DATASET.NAME``."""
-    name = cfg.DATASET.NAME
-    if name not in DATASET_REGISTRY:
-        _register_project_datasets()
-    dataset_class = DATASET_REGISTRY.get(name)
+    dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     if cfg.VERBOSE:
-        print(f"Loading dataset: {name}")
+        print(f"Loading dataset: {cfg.DATASET.NAME}")
     return dataset_class(cfg)
