@@ -577,9 +577,9 @@ def model_dir_of(job, env):
     return run_dir(env.output, model_job) if model_job else None
 
 
-def train_command(job, env, resume=False, output=None):
+def train_command(job, env, resume=False, output=None, options=()):
     """The train.py command line of a job (argument list); OUTPUT: another output folder than
-    the job's run folder (a staging folder)."""
+    the job's run folder (a staging folder); OPTIONS: more train.py options."""
     out = Path(output) if output is not None else run_dir(env.output, job)
     config_file = trainer_config_file(job)
     command = [sys.executable, str(REPO_ROOT / "train.py"), "--root", str(env.data),
@@ -596,6 +596,7 @@ def train_command(job, env, resume=False, output=None):
         command.append("--eval-only")
     elif resume:
         command += ["--resume", str(out)]
+    command += list(options)
     source = job.source if job.step == "xd_test" else ""
     command += ["RUN.PROTOCOL", job.protocol, "RUN.STEP", job.step, "RUN.SOURCE", source,
                 "RUN.TAG", job.run_tag, "DATASET.NUM_SHOTS", str(job.shots),
@@ -606,14 +607,23 @@ def train_command(job, env, resume=False, output=None):
 def requested_identity(job, env):
     """The identity (dassl.engine.identity) the job's run would record, built by train.py's own
     config code from the job's command; its "model" only for evaluations whose model exists."""
-    import train  # the heavy imports (torch, the trainers) only when a finished run is compared
+    import train
 
-    command = train_command(job, env)
-    args = train.build_parser().parse_args(command[2:])
-    identity = train.identity_of(train.setup_cfg(args), args)
+    command, args, cfg = train_config(job, env)
+    identity = train.identity_of(cfg, args)
     if "--model-dir" in command:
         identity["model"] = identity_model(args.load_epoch)
     return identity
+
+
+def train_config(job, env):
+    """(command, train.py's arguments, resolved config) of a job, by train.py's own code (the
+    heavy imports, torch and the trainers, happen here, only when needed)."""
+    import train
+
+    command = train_command(job, env)
+    args = train.build_parser().parse_args(command[2:])
+    return command, args, train.setup_cfg(args)
 
 
 def identity_model(load_epoch):
@@ -731,13 +741,66 @@ def differences_message(job, env, differences):
             "FORCE=1 (the old results stay until the new run has finished).")
 
 
-def run_job(job, env, console=False):
+# The evaluations that one pass over a dataset's test images files together: the open-world
+# test (all classes) carries the tests of the base and of the new classes alone.
+SUBSET_OF_STEP = {"base2new_test_base": "base", "base2new_test": "new"}
+CARRIER_STEP = "openworld_test"
+RERUN_ACTIONS = (START, REEVALUATE, STALE)
+
+
+def one_pass(jobs, env):
+    """(carrier, companions) for the first of JOBS. When it is a base / new / open-world test
+    and the other tests of the same model on the same dataset are among JOBS, all need running,
+    and the trainer scores each class independently of the others, the open-world test (the
+    carrier) files them too from its all-class logits: the test images are read once. Else
+    (the first job, [])."""
+    first = jobs[0]
+    steps = (*SUBSET_OF_STEP, CARRIER_STEP)
+    if first.step not in steps:
+        return first, []
+    together = [job for job in jobs if job.step in steps
+                and replace(job, step=CARRIER_STEP) == replace(first, step=CARRIER_STEP)]
+    carriers = [job for job in together if job.step == CARRIER_STEP]
+    companions = [job for job in together if job.step != CARRIER_STEP]
+    if not carriers or not companions:
+        return first, []
+    if any(planned_action(job, env) not in RERUN_ACTIONS for job in together):
+        return first, []
+    import train
+
+    try:
+        cfg = train_config(carriers[0], env)[2]
+    except ProtocolError:  # e.g. no model yet: run_job says what to run first
+        return first, []
+    if not train.scores_classes_independently(cfg):
+        return first, []
+    return carriers[0], companions
+
+
+def run_jobs(jobs, env, console=False):
+    """Run JOBS in order, the evaluations of one test set in one pass (one_pass), up to the
+    first failure: (job, exit status, what went wrong) of that failure, else None."""
+    remaining = list(jobs)
+    while remaining:
+        carrier, companions = one_pass(remaining, env)
+        try:
+            returncode = run_job(carrier, env, console, companions)
+        except ProtocolError as error:
+            return carrier, 2, f"error: {error}"
+        if returncode:
+            return carrier, returncode, (f"train.py exited with {returncode}; see "
+                                         f"{run_dir(env.output, carrier)}")
+        remaining = [job for job in remaining if job != carrier and job not in companions]
+    return None
+
+
+def run_job(job, env, console=False, companions=()):
     """Run one job as planned_action says. Returns train.py's exit status (0 when skipped).
 
     A run done again (FORCE=1, or an evaluation of a model trained again) runs in a staging
     folder that replaces the run folder only once finished, so a failure leaves the previous
-    results as they were. console=True sends train.py's output to console.txt in the run
-    folder (parallel sweeps).
+    results as they were. COMPANIONS (see one_pass) are filed by the same train.py run.
+    console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
     """
     out = run_dir(env.output, job)
     action = planned_action(job, env)
@@ -747,14 +810,24 @@ def run_job(job, env, console=False):
     if action == DIFFERS:
         raise ProtocolError(differences_message(job, env, identity_changes(job, env)))
     check_model_available(job, env)
-    target = out
-    if action in (RETRAIN, REEVALUATE, STALE):
-        target = staging_dir(out)
-        if target.exists():
+    runs = [(job, action)] + [(companion, planned_action(companion, env))
+                              for companion in companions]
+    folders = []  # (run folder, folder train.py writes to)
+    for each, each_action in runs:
+        each_out = run_dir(env.output, each)
+        target = staging_dir(each_out) if each_action in (RETRAIN, REEVALUATE, STALE) else each_out
+        if target != each_out and target.exists():
             shutil.rmtree(target)  # what an earlier failed attempt left
-    command = train_command(job, env, resume=action == RESUME, output=target)
+        folders.append((each_out, target))
+    target = folders[0][1]
+    options = [argument for companion, (_, folder) in zip(companions, folders[1:], strict=True)
+               for argument in ("--subset-output", SUBSET_OF_STEP[companion.step], str(folder))]
+    command = train_command(job, env, resume=action == RESUME, output=target, options=options)
     message = "starting" if action == START else ACTION_LABELS[action]
     where = f"{out}" if target == out else f"{out} (in {target.name} until it finished)"
+    if companions:
+        where += (" and, in one pass over the test images, "
+                  + ", ".join(str(each_out) for each_out, _ in folders[1:]))
     print(f"{message}: {where}", flush=True)
     variables = {**os.environ, **env.variables}
     if not console:
@@ -764,13 +837,19 @@ def run_job(job, env, console=False):
         with open(target / CONSOLE_FILE, "a") as output:
             returncode = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
                                         env=variables).returncode
-    if target != out:
-        if returncode == 0 and is_finished(target):
-            replace_run(target, out)
+    # A run that replaces another, or is filed by another's pass, must have finished.
+    checked = [target for each_out, target in folders[1:]] + [
+        target for each_out, target in folders[:1] if target != each_out]
+    if returncode == 0 and not all(is_finished(folder) for folder in checked):
+        returncode = 1
+    for each_out, each_target in folders:
+        if each_target == each_out:
+            continue
+        if returncode == 0:
+            replace_run(each_target, each_out)
         else:
-            print(f"{out} keeps its previous results; the failed attempt is in {target}",
-                  file=sys.stderr)
-            returncode = returncode or 1
+            print(f"{each_out} keeps its previous results; the failed attempt is in "
+                  f"{each_target}", file=sys.stderr)
     return returncode
 
 
@@ -900,10 +979,12 @@ def main(argv=None, variables=None):
     try:
         jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
         env = Environment.from_variables(variables)
-        for job in jobs:
-            returncode = run_job(job, env)
-            if returncode:
-                return returncode
+        failure = run_jobs(jobs, env)
+        if failure:
+            _, returncode, reason = failure
+            if reason.startswith("error: "):
+                print(reason, file=sys.stderr)
+            return returncode
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

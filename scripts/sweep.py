@@ -23,7 +23,7 @@ from pathlib import Path
 from dassl.engine.identity import format_differences
 from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, DIFFERS, SEEDS,
                                SHOTS, TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
-                               identity_changes, job_settings, planned_action, run_dir, run_job,
+                               identity_changes, job_settings, planned_action, run_dir, run_jobs,
                                script_invocation)
 
 PROTOCOLS = ("base2new", "openworld", "xd", "dg")
@@ -80,12 +80,10 @@ def run_chains(chains, env, devices=(None,)):
                 chain = pending.get_nowait()
             except queue.Empty:
                 return
-            for job in chain:
-                reason = _run_one(job, worker_env, console)
-                if reason:
-                    with lock:
-                        failures.append((job, reason))
-                    break
+            reason = _run_chain(chain, worker_env, console)
+            if reason:
+                with lock:
+                    failures.append(reason)
 
     threads = [threading.Thread(target=work, args=(device,)) for device in devices]
     for thread in threads:
@@ -95,15 +93,10 @@ def run_chains(chains, env, devices=(None,)):
     return failures
 
 
-def _run_one(job, env, console):
-    """Run a job; the reason it failed, or None."""
-    try:
-        returncode = run_job(job, env, console=console)
-    except ProtocolError as error:
-        return str(error)
-    if returncode:
-        return f"train.py exited with {returncode}; see {run_dir(env.output, job)}"
-    return None
+def _run_chain(chain, env, console):
+    """Run a chain (see protocols.run_jobs): (job, reason) of its failure, or None."""
+    failure = run_jobs(chain, env, console)
+    return None if failure is None else (failure[0], failure[2].removeprefix("error: "))
 
 
 def dry_run_lines(chains, env):

@@ -189,6 +189,38 @@ def test_two_user_datasets_are_two_rows(tree):
     assert {"flowers", "cars"} <= names and "UserDataset" not in names
 
 
+NUMBERS = ("accuracy", "error", "macro_f1", "total", "correct", "per_class_accuracy")
+
+
+def test_one_pass_over_the_test_images_files_what_separate_passes_file(tree):
+    """reproduce.sh evaluates base, new and open-world: one train.py run reads the test images
+    once; its numbers equal those of the separate passes (the training run's base test, the
+    base2new_test and openworld_test runs), exactly."""
+    out = tree["output"]
+    ok(run_script("coop/openworld_test.sh", "eurosat", 1, *tiny(tree["clip"]), env=tree["tagged"]))
+    weights = tree["root"] / "weights" / "eurosat" / "base"
+    weights.mkdir(parents=True)
+    os.symlink(out / TRAIN, weights / "seed1")
+    printed = ok(run_script("coop/reproduce.sh", "eurosat", 1, tree["root"] / "weights",
+                            *tiny(tree["clip"]), env=tree["tagged"]))
+    assert printed.count("starting:") == 1 and "in one pass over the test images" in printed
+    released = f"eurosat/shots_16/CoOp/{CONFIG}_released/seed1"
+    for separate, one_pass in ((TRAIN, f"base2new/test_base/{released}"),
+                               (TEST, f"base2new/test_new/{released}"),
+                               (TEST.replace("base2new/test_new", "openworld/test_all"),
+                                f"openworld/test_all/{released}")):
+        expected, got = results(out / separate), results(out / one_pass)
+        assert {key: got[key] for key in NUMBERS} == {key: expected[key] for key in NUMBERS}
+        assert got["identity"]["step"] == expected["identity"]["step"]
+        assert got["identity"]["subsample_classes"] == expected["identity"]["subsample_classes"]
+    new_log = (out / "base2new/test_new" / released / "log.txt").read_text()
+    assert new_log.startswith("One pass: the new classes scored from the all-class test")
+    # Filed where separate runs file them: the scripts see them as finished.
+    again = ok(run_script("coop/reproduce.sh", "eurosat", 1, tree["root"] / "weights",
+                          *tiny(tree["clip"]), env=tree["tagged"]))
+    assert again.count("skip:") == 3
+
+
 def test_a_checkpoint_evaluated_with_other_clip_weights_says_so(tree):
     out = tree["output"]
     trained = results(out / TEST)["identity"]["clip_sha256"]
@@ -202,7 +234,7 @@ def test_a_checkpoint_evaluated_with_other_clip_weights_says_so(tree):
     assert f"trained with the CLIP weights of SHA-256 {trained}" in log
     assert record["identity"]["clip_sha256"] in log
     # The base accuracy (trained CLIP) and the new accuracy (other CLIP) are never paired.
-    hm = records(parse(out), "base2new", "EuroSAT", "HM")
-    clips = {row["clip"] for row in hm.values() if row["shots"] == 16}
-    assert len(clips) == 2
-    assert all(row["mean"] is None for row in hm.values())
+    hm = [row for row in records(parse(out), "base2new", "EuroSAT", "HM").values()
+          if row["config"] == CONFIG and row["shots"] == 16]
+    assert len({row["clip"] for row in hm}) == 2
+    assert all(row["mean"] is None for row in hm)

@@ -414,11 +414,11 @@ def test_a_failed_force_run_keeps_the_previous_results(env, monkeypatch, capsys)
 def test_run_chains_one_worker_per_gpu_and_a_failure_stops_its_chain(env, monkeypatch):
     seen = []
 
-    def fake_run_job(job, job_env, console=False):
+    def fake_run_job(job, job_env, console=False, companions=()):
         seen.append((job.step, job.dataset, job_env.variables["CUDA_VISIBLE_DEVICES"], console))
         return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
 
-    monkeypatch.setattr(sweep, "run_job", fake_run_job)
+    monkeypatch.setattr(protocols, "run_job", fake_run_job)
     chains = sweep.plan_chains(["maple"], protocols=["base2new"], datasets=["eurosat", "dtd"],
                                seeds=[1])
     failures = sweep.run_chains(chains, env, devices=["0", "1"])
@@ -527,3 +527,21 @@ def test_maple_script_names_run_ours_with_the_same_arguments(folder, trainer, tm
         if not alias.startswith("reproduce"):  # (reproduce checks that the weights exist)
             [job] = protocols.jobs_from_arguments(trainer, step, arguments, {})
             assert (job.dataset, job.seed) == ("imagenet", 2)
+
+
+def test_one_pass_only_where_classes_are_scored_independently(env):
+    """The open-world test carries the base / new tests of the same model when all need
+    running, unless the trainer mixes classes (BMIP's ATTN_POOL authors)."""
+    for config in ("", "BMIP_ctx2_dp9_lr2_authors"):
+        jobs = [Job("bmip", step, "eurosat", 1, config=config)
+                for step in ("base2new_test", "xd_test", "openworld_test")]
+        _saved_model(protocols.run_dir(env.output, jobs[0].model_job()), "model-best.pth.tar")
+        expected = (jobs[2], jobs[:1]) if not config else (jobs[0], [])
+        assert protocols.one_pass(jobs, env) == expected, config
+        assert protocols.one_pass(jobs[:2], env) == (jobs[0], [])
+    finished = Job("bmip", "base2new_test", "eurosat", 1)
+    for job, accuracy, hour in ((finished.model_job(), 80.0, 10), (finished, 60.0, 11)):
+        write_results(protocols.run_dir(env.output, job), accuracy,
+                      timestamp=f"2025-01-01T{hour}:00:00+00:00")
+    jobs = [finished, replace(finished, step="openworld_test")]
+    assert protocols.one_pass(jobs, env) == (finished, [])  # only what needs running

@@ -6,8 +6,10 @@ stopping and best-validation model selection live here once.
 """
 import contextlib
 import datetime
+import io
 import os
 import os.path as osp
+import sys
 import time
 from collections import OrderedDict
 
@@ -20,11 +22,13 @@ from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
 from dassl.engine.identity import evaluated_model
 from dassl.engine.resume import resume_directory
-from dassl.evaluation import build_evaluator
+from dassl.evaluation import ClassSubset, build_evaluator
 from dassl.utils import (
     AverageMeter,
     CheckpointNotFoundError,
     MetricMeter,
+    UserError,
+    atomic_write,
     console_stream,
     get_rng_state,
     latest_checkpoint_path,
@@ -38,6 +42,7 @@ from dassl.utils import (
 )
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
+    LOG_FILE,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
     epoch_checkpoint_name,
@@ -401,6 +406,9 @@ class SimpleTrainer(TrainerBase):
         self.model_clip_sha256 = None
         # Set by train.py (dassl.engine.identity.run_identity); written to results.json.
         self.run_identity = None
+        # Set by train.py --subset-output: [{"subset": "base" | "new", "output_dir", "fields",
+        # "identity"}], tests of a class subset filed from the all-class test (_class_subsets).
+        self.subset_runs = None
 
         self.build_data_loader()
         self.build_model()
@@ -597,10 +605,16 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
+        subsets = [] if self._validating else self._class_subsets()
         for batch in tqdm(data_loader, file=console_stream(), leave=False):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
+            for subset, _ in subsets:
+                subset.process(output, label)
+        # The subsets' results first: a log parser reads the last "* accuracy" line as the run's.
+        for subset, run in subsets:
+            self._file_subset_run(split, subset, run)
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
@@ -608,9 +622,55 @@ class SimpleTrainer(TrainerBase):
             self.write_results_json(split, results)
         return list(results.values())[0]
 
-    def write_results_json(self, split, results):
-        """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json."""
+    @classmethod
+    def scores_classes_independently(cls, cfg):
+        """True when a class's logit does not depend on the other candidate classes, so a test
+        of a class subset equals the all-class test's logits restricted to it (train.py
+        --subset-output). Trainers that mix classes (e.g. a statistic over all class prompts)
+        return False."""
+        return True
+
+    def _class_subsets(self):
+        """(ClassSubset, run) for each of ``subset_runs`` (set by train.py --subset-output): the
+        test of the base or new classes alone, scored from this all-class test's logits."""
+        runs = self.subset_runs or []
+        base = getattr(self.dm.dataset, "base_labels", None)
+        if runs and base is None:
+            raise UserError("--subset-output needs a test over all classes of a base-to-new "
+                            "split (DATASET.SUBSAMPLE_CLASSES all, RUN.PROTOCOL openworld)")
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.TEST.COMPUTE_CMAT = False  # the confusion matrix file is the all-class test's
+        subsets = []
+        for run in runs:
+            labels = sorted(base) if run["subset"] == "base" else sorted(set(self.lab2cname) - set(base))
+            evaluator = build_evaluator(cfg, lab2cname={index: self.lab2cname[label]
+                                                        for index, label in enumerate(labels)})
+            subsets.append((ClassSubset(evaluator, labels), run))
+        return subsets
+
+    def _file_subset_run(self, split, subset, run):
+        """The results.json and log.txt a separate test of the subset would have written."""
+        print(f"The {run['subset']} classes alone (filed in {run['output_dir']}):")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            results = subset.evaluator.evaluate()
+        print(printed.getvalue(), end="")
+        mkdir_if_missing(run["output_dir"])
+        log = osp.join(self.output_dir, LOG_FILE)
+        sys.stdout.flush()
+        earlier = open(log).read() if osp.isfile(log) else ""
+        with atomic_write(osp.join(run["output_dir"], LOG_FILE)) as f:
+            f.write(f"One pass: the {run['subset']} classes scored from the all-class test in "
+                    f"{self.output_dir}, whose log up to that test follows.\n{earlier}"
+                    f"{printed.getvalue()}")
+        self.write_results_json(split, results, subset.evaluator, run)
+
+    def write_results_json(self, split, results, evaluator=None, subset_run=None):
+        """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json
+        (SUBSET_RUN: those of a class subset, to its own folder, see _class_subsets)."""
         cfg = self.cfg
+        subset_run = subset_run or {}
         record = {
             "protocol": cfg.RUN.PROTOCOL,
             "dataset": cfg.DATASET.NAME,
@@ -624,8 +684,9 @@ class SimpleTrainer(TrainerBase):
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
             "num_shots": cfg.DATASET.NUM_SHOTS,
             "backbone": cfg.MODEL.BACKBONE.NAME,
+            **subset_run.get("fields", {}),
         }
-        evaluator = self.evaluator
+        evaluator = evaluator or self.evaluator
         if hasattr(evaluator, "total"):
             record["total"] = evaluator.total
             record["correct"] = evaluator.correct
@@ -644,11 +705,11 @@ class SimpleTrainer(TrainerBase):
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL
         if self.run_identity is not None:
-            record["identity"] = {**self.run_identity,
+            record["identity"] = {**self.run_identity, **subset_run.get("identity", {}),
                                   "model": evaluated_model(self.loaded_epoch, self.loaded_best)}
             record["model_clip_sha256"] = self.model_clip_sha256
         record["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        path = osp.join(self.output_dir, RESULTS_FILE)
+        path = osp.join(subset_run.get("output_dir") or self.output_dir, RESULTS_FILE)
         write_json(record, path)
         print(f"Results written to {path}")
 
