@@ -1,7 +1,7 @@
 """Output folders -> the paper's tables.
 
     python parse_test_res.py output/ [--format table|markdown|csv|json|latex] [--ci95] [--paper]
-                             [--plot FILE.png] [--seeds 1 2 3]
+                             [--plot FILE.png] [--seeds 1 2 3] [--keyword METRIC]
 
 finds every run under the folder (the layout of scripts/protocols.py, which is MaPLe's), groups
 runs by protocol / dataset / trainer / config, averages seeds and prints base-to-new (base, new,
@@ -47,6 +47,8 @@ PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.jso
 AVERAGE = "Average"
 OOD_AVERAGE = "OOD Average"
 FORMATS = ("table", "markdown", "csv", "json", "latex")
+DEFAULT_KEYWORD = "accuracy"  # --keyword: the metric the tables show
+_CROSS_CONFIG_FOLDER = re.compile(r"(.+)_(\d+shots)")  # evaluation/<TRAINER>/<CFG>_16shots
 TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
 # Beyond this many methods, dataset-major tables print one row per dataset and method.
 MAX_METHODS_SIDE_BY_SIDE = 3
@@ -146,7 +148,7 @@ def recorded_setting(run):
     else:
         source = (identity or {}).get("source") or run.key.source
     if identity is None:
-        shots = metrics.get("num_shots", run.key.shots)
+        shots = _requested_shots(metrics, run.key.shots)
         setting = {"shots": shots, "source": source}
     else:
         overrides = ", ".join(f"{key}={value}" for key, value in
@@ -156,6 +158,12 @@ def recorded_setting(run):
                    "overrides": overrides}
     return tuple((field, setting[field]) for field in SETTING_FIELDS
                  if field in setting and (field != "source" or run.key.step.startswith("xd")))
+
+
+def _requested_shots(metrics, default):
+    """The shots a run asked for (results.json's num_shots is the shots used, fewer when the
+    classes have fewer images; older files hold the requested number there)."""
+    return metrics.get("num_shots_requested", metrics.get("num_shots", default))
 
 
 def _clip_label(identity):
@@ -195,7 +203,7 @@ def identity_conflicts(runs):
     for run in runs:
         metrics = run.metrics or {}
         identity = metrics.get("identity") or {}
-        recorded = {"shots": identity.get("shots", metrics.get("num_shots")),
+        recorded = {"shots": identity.get("shots", _requested_shots(metrics, None)),
                     "seed": identity.get("seed", metrics.get("seed"))}
         for field, value in recorded.items():
             in_path = getattr(run.key, field)
@@ -862,29 +870,74 @@ def _latex_escape(cells):
 
 # ----------------------------------------------------------------------------- plot
 
-def plot_hm(table, path):
-    """Grouped bars: per dataset, the HM of each method (base-to-new table)."""
+# The number each table's chart shows (the paper's headline column of that table).
+PLOT_METRICS = {"base2new": "HM", "openworld": "Acc", "xd": "accuracy", "dg": "accuracy"}
+
+
+def plot_series(table, paper=None, use_ci95=False):
+    """What the chart of TABLE shows, per method: bar heights (None: no number), error bars
+    (the spread over seeds; None for averages and single seeds) and the paper's values."""
+    metric = PLOT_METRICS[table.name]
+    series = {}
+    for method in table.methods:
+        cells = [table.cells.get((method, dataset, metric)) for dataset in table.datasets]
+        spread = [(cell.ci95 if use_ci95 else cell.std) if cell is not None and len(cell.values) > 1
+                  else None for cell in cells]
+        papers = [(paper_entry(paper, table, method, dataset, metric) or {}).get("mean")
+                  if paper is not None else None for dataset in table.datasets]
+        series[method] = {"heights": [cell.mean if cell is not None else None for cell in cells],
+                          "errors": spread, "paper": papers}
+    return metric, series
+
+
+def plot_tables(tables, path, paper=None, use_ci95=False):
+    """One chart per table (grouped bars: datasets x methods) in one image at PATH. A value
+    of 0 (e.g. an HM with a new accuracy of 0) gets a thin hatched bar and its number, so it is
+    not mistaken for a missing one. Returns {table name: (metric, series)} as plotted."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    width = 0.8 / len(table.methods)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(table.datasets)), 4.0))
-    for index, method in enumerate(table.methods):
-        cells = [table.cells.get((method, dataset, "HM")) for dataset in table.datasets]
-        heights = [cell.mean if cell is not None and cell.mean is not None else 0.0
-                   for cell in cells]
-        positions = [i + (index - (len(table.methods) - 1) / 2) * width
-                     for i in range(len(table.datasets))]
-        axes.bar(positions, heights, width, label=method)
-    axes.set_xticks(range(len(table.datasets)))
-    axes.set_xticklabels(table.datasets, rotation=30, ha="right")
-    axes.set_ylabel("HM (%)")
-    axes.set_title("Base-to-new HM per dataset")
-    axes.legend()
+    plotted = {table.name: plot_series(table, paper, use_ci95) for table in tables}
+    width_in = max(6.0, 1.1 * max(len(table.datasets) for table in tables))
+    figure, axes_list = plt.subplots(len(tables), 1, figsize=(width_in, 3.6 * len(tables)),
+                                     squeeze=False)
+    for table, axes in zip(tables, axes_list[:, 0], strict=True):
+        metric, series = plotted[table.name]
+        width = 0.8 / len(series)
+        top = max([h + (e or 0) for s in series.values() for h, e in zip(s["heights"], s["errors"])
+                   if h is not None] + [p for s in series.values() for p in s["paper"] if p] + [1])
+        visible = top * 0.01  # the height of a bar whose value is 0
+        for index, (method, values) in enumerate(series.items()):
+            offset = (index - (len(series) - 1) / 2) * width
+            positions = [i + offset for i in range(len(table.datasets))]
+            present = [(x, h, e) for x, h, e in zip(positions, values["heights"], values["errors"])
+                       if h is not None]
+            if present:
+                xs, heights, errors = zip(*present)
+                bars = axes.bar(xs, [max(h, visible) for h in heights], width, label=method,
+                                yerr=[e or 0 for e in errors], capsize=2, edgecolor="black",
+                                linewidth=0.4)
+                for bar, height in zip(bars, heights):
+                    if height < visible:
+                        bar.set_hatch("///")
+                        axes.annotate(f"{height:.1f}", (bar.get_x() + width / 2, visible),
+                                      ha="center", va="bottom", fontsize=7)
+            marks = [(x, p) for x, p in zip(positions, values["paper"]) if p is not None]
+            if marks:
+                axes.scatter(*zip(*marks), marker="D", s=14, color="black", zorder=3,
+                             label="paper" if index == 0 else None)
+        axes.set_xticks(range(len(table.datasets)))
+        axes.set_xticklabels(table.datasets, rotation=30, ha="right")
+        axes.set_ylabel(f"{metric} (%)")
+        spread = "95% CI" if use_ci95 else "std"
+        axes.set_title(f"{re.split('[:;]', table.title)[0]}: {metric} (bars: mean over seeds, "
+                       f"error bars: {spread})", fontsize=9)
+        axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+    return plotted
 
 
 # ----------------------------------------------------------------------------- classic form
@@ -902,22 +955,26 @@ def classic_metrics(run_folder, test_log):
     return path, read_result_file(path, test_log=True if test_log else None)
 
 
-def classic_summary(directory, test_log=False, use_ci95=False):
-    """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric."""
+def classic_summary(directory, test_log=False, use_ci95=False, keyword=DEFAULT_KEYWORD):
+    """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric
+    (accuracy and error, or only KEYWORD when another metric is asked for)."""
     print(f"Parsing files in {directory}")
-    collected = {"accuracy": [], "error": []}
+    collected = {"accuracy": [], "error": []} if keyword == DEFAULT_KEYWORD else {keyword: []}
     for folder in sorted(p for p in Path(directory).iterdir()
                          if p.is_dir() and not p.name.startswith(".")):
         path, metrics = classic_metrics(folder, test_log)
         if "accuracy" not in metrics:
             print(f"missing: {folder} has no result (unfinished or failed run)")
             continue
+        if keyword not in metrics:
+            print(f"missing: {path} records no {keyword} (it has: {', '.join(numeric_keys(metrics))})")
+            continue
         found = {key: float(metrics[key]) for key in collected if key in metrics}
         print(f"file: {path}. "
               + " ".join(f"{key}: {value:.2f}%." for key, value in found.items()))
         for key, value in found.items():
             collected[key].append(value)
-    if not collected["accuracy"]:
+    if not collected[keyword]:
         print(f"Nothing found in {directory}")
         return None
     print("===")
@@ -935,7 +992,7 @@ def classic_summary(directory, test_log=False, use_ci95=False):
 
 def classic_main(args):
     if not args.multi_exp:
-        return 0 if classic_summary(args.directory, args.test_log, args.ci95) else 1
+        return 0 if classic_summary(args.directory, args.test_log, args.ci95, args.keyword) else 1
     if is_experiment_folder(args.directory):
         print(f"error: {args.directory} looks like a single experiment (its seed folders hold the "
               "results); drop --multi-exp, or give the folder that holds several experiments",
@@ -944,7 +1001,8 @@ def classic_main(args):
     averages = {}
     for experiment in sorted(p for p in Path(args.directory).iterdir()
                              if p.is_dir() and not p.name.startswith(".")):
-        for key, value in (classic_summary(experiment, args.test_log, args.ci95) or {}).items():
+        for key, value in (classic_summary(experiment, args.test_log, args.ci95,
+                                           args.keyword) or {}).items():
             averages.setdefault(key, []).append(value)
     if not averages:
         return 1
@@ -952,6 +1010,69 @@ def classic_main(args):
     for key, values in averages.items():
         print(f"* {key}: {statistics.fmean(values):.2f}%")
     return 0
+
+
+# ----------------------------------------------------------------------------- --keyword
+
+
+def numeric_keys(metrics):
+    return sorted(key for key, value in metrics.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def select_keyword(runs, keyword):
+    """RUNS with KEYWORD's value in place of "accuracy" (the metric every table reads), and the
+    finished runs that do not record it. The open-world per-half columns read
+    base_<KEYWORD> / new_<KEYWORD> where recorded and stay empty otherwise."""
+    if keyword == DEFAULT_KEYWORD:
+        return runs, []
+    selected, lacking = [], []
+    for run in runs:
+        if run.metrics is None:
+            selected.append(run)
+        elif keyword in run.metrics:
+            metrics = {key: value for key, value in run.metrics.items()
+                       if key not in ("base_accuracy", "new_accuracy")}
+            metrics["accuracy"] = run.metrics[keyword]
+            for half in ("base", "new"):
+                if f"{half}_{keyword}" in run.metrics:
+                    metrics[f"{half}_accuracy"] = run.metrics[f"{half}_{keyword}"]
+            selected.append(Run(run.key, run.path, metrics))
+        else:
+            lacking.append(run)
+    return selected, lacking
+
+
+def keyword_warning(keyword, lacking):
+    example = lacking[0]
+    recorded = ", ".join(numeric_keys(example.metrics))
+    return (f"warning: {len(lacking)} finished run(s) record no {keyword}, so they are left out "
+            f"(e.g. {example.path}, which records: {recorded})")
+
+
+# ----------------------------------------------------------------------------- released weights
+
+def released_folders(directory):
+    """Where reproduce.sh put the results that the MaPLe docs parse at DIRECTORY.
+
+    The MaPLe docs parse released weights' results at the config folder of trained runs
+    (base2new/train_base/<dataset>/shots_16/MaPLe/<CFG>, evaluation/MaPLe/<CFG>_16shots/<target>);
+    our reproduce.sh writes them beside those, under <CFG>_released (<CFG>_released_16shots) and,
+    for the base classes, base2new/test_base/. Returns the existing folders that DIRECTORY names
+    that way (usually one)."""
+    parts = list(Path(directory).parts)
+    splits = [parts] + ([[("test_base" if p == "train_base" else p) for p in parts]]
+                        if "train_base" in parts else [])
+    found = []
+    for variant in splits:
+        for index in range(max(0, len(variant) - 3), len(variant)):
+            cross = _CROSS_CONFIG_FOLDER.fullmatch(variant[index])
+            name = (f"{cross.group(1)}{RELEASED_SUFFIX}_{cross.group(2)}" if cross
+                    else variant[index] + RELEASED_SUFFIX)
+            candidate = Path(*variant[:index], name, *variant[index + 1:])
+            if candidate.is_dir() and candidate not in found:
+                found.append(candidate)
+    return found
 
 
 # ----------------------------------------------------------------------------- main
@@ -966,7 +1087,14 @@ def parse_arguments(argv):
                         "t(0.975, n-1) * s / sqrt(n) (Student's t, s the sample std, n seeds)")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's numbers (configs/paper_results.json) beside ours")
-    parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the HM per dataset")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="bar charts, one per table (base-to-new HM, open-world Acc, "
+                        "cross-dataset and DG accuracy), error bars over seeds, the paper's "
+                        "values as markers with --paper")
+    parser.add_argument("--keyword", default=DEFAULT_KEYWORD, metavar="METRIC",
+                        help="the metric to tabulate (CoOp's flag): any number a run records in "
+                        "results.json, e.g. accuracy (default), error, macro_f1 (runs with only "
+                        "a log.txt: accuracy, error, macro_f1)")
     parser.add_argument("--seeds", nargs="+", type=int, default=(),
                         help="seeds every cell should have (default: those found per method)")
     parser.add_argument("--test-log", action="store_true",
@@ -979,11 +1107,29 @@ def parse_arguments(argv):
 def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     if not Path(args.directory).is_dir():
-        print(f"error: {args.directory} is not a folder", file=sys.stderr)
-        return 2
+        released = released_folders(args.directory)
+        if len(released) != 1:
+            hint = (f"; the released weights' results are in: {', '.join(map(str, released))}"
+                    if released else "")
+            print(f"error: {args.directory} is not a folder{hint}", file=sys.stderr)
+            return 2
+        print(f"note: {args.directory} does not exist; reading {released[0]}, where "
+              "reproduce.sh put the released weights' results (folders of their own, "
+              f"<CFG>{RELEASED_SUFFIX})\n")
+        args.directory = str(released[0])
     if args.multi_exp or is_experiment_folder(args.directory):
         return classic_main(args)
-    runs = find_runs(args.directory)
+    if args.keyword != DEFAULT_KEYWORD and args.paper:
+        print(f"error: --paper compares with the paper's accuracies; it cannot be used with "
+              f"--keyword {args.keyword}", file=sys.stderr)
+        return 2
+    runs, lacking = select_keyword(find_runs(args.directory), args.keyword)
+    if lacking and not any(run.metrics is not None for run in runs):
+        print(f"error: no run under {args.directory} records {args.keyword}; they record: "
+              f"{', '.join(numeric_keys(lacking[0].metrics))}", file=sys.stderr)
+        return 2
+    if lacking:
+        print(keyword_warning(args.keyword, lacking), file=sys.stderr)
     conflicts = base_result_conflicts(runs)
     if conflicts:
         print(conflicts_warning(conflicts), file=sys.stderr)
@@ -995,12 +1141,19 @@ def main(argv=None):
     paper = load_paper_results() if args.paper else None
     failed = failed_lines(runs)
     contradictions = identity_conflicts(runs)
+    rows = records(tables, paper)
+    if args.keyword != DEFAULT_KEYWORD:  # the metric names say accuracy; say what they hold
+        rows = [{**row, "keyword": args.keyword} for row in rows]
     if args.format == "json":
-        print(json.dumps({"records": records(tables, paper), "problems": problems(tables),
-                          "failed": failed, "conflicts": contradictions}, indent=1))
+        print(json.dumps({"records": rows, "problems": problems(tables), "failed": failed,
+                          "conflicts": contradictions}, indent=1))
     elif args.format == "csv":
-        print(to_csv(records(tables, paper)), end="")
+        print(to_csv(rows), end="")
     else:
+        if args.keyword != DEFAULT_KEYWORD:
+            print(f"Metric: {args.keyword} (--keyword); the accuracy columns (Acc, base, new, "
+                  f"HM of base and new) below hold {args.keyword}. Open-world Acc base / Acc new "
+                  f"need base_{args.keyword} / new_{args.keyword} in results.json.\n")
         print(render_text(tables, args.format, paper, args.ci95))
         issues = problems(tables)
         if issues:
@@ -1010,11 +1163,10 @@ def main(argv=None):
         if contradictions:
             print("\nConflicts:\n" + "\n".join(f"  {line}" for line in contradictions))
     if args.plot:
-        b2n = [table for table in tables if table.name == "base2new"]
-        if not b2n:
-            print("error: --plot needs base-to-new results", file=sys.stderr)
-            return 1
-        plot_hm(b2n[0], args.plot)
+        plot_tables(tables, args.plot, paper, args.ci95)
+        charts = ", ".join(f"{table.name} ({PLOT_METRICS[table.name]})" for table in tables)
+        print(f"\nwrote {Path(args.plot).resolve()}: one chart per table, {charts}",
+              file=sys.stderr if args.format in ("json", "csv") else sys.stdout)
     return 0
 
 

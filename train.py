@@ -128,13 +128,12 @@ def print_args(args, cfg):
 def save_config(cfg):
     """The resolved config next to the log, so the run can be reproduced from it. The config of
     an earlier run in the same folder is kept, renamed with a timestamp like its log."""
-    from dassl.utils import keep_old_file, mkdir_if_missing
+    from dassl.utils import atomic_write, keep_old_file
     from dassl.utils.run_files import CONFIG_FILE
 
-    mkdir_if_missing(cfg.OUTPUT_DIR)
     path = osp.join(cfg.OUTPUT_DIR, CONFIG_FILE)
     keep_old_file(path)
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         f.write(cfg.dump())
 
 
@@ -146,13 +145,15 @@ def main(argv=None):
     if args.list_configs:
         print_configs(args.list_configs, trainer_catalog())
         return
-    from dassl.utils import UserError
+    from dassl.utils import UserError, run_folder_lock
 
     try:
         cfg = setup_cfg(args)
         check_registered(cfg)
-        start_run(cfg, args)
-        run(cfg, args)
+        # One run per output folder: a second one would mix its files with this one's.
+        with run_folder_lock(cfg.OUTPUT_DIR):
+            start_run(cfg, args)
+            run(cfg, args)
     except UserError as err:
         # The message says what to do: print it alone instead of a traceback.
         sys.exit(f"error: {err}")
@@ -227,12 +228,14 @@ def start_run(cfg, args):
     import torch
 
     from dassl.engine.resume import check_resume_config
-    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+    from dassl.utils import collect_env_info, remove_temporary_files, set_random_seed, setup_logger
 
     if trains(args):
         # Before anything in OUTPUT_DIR changes, so a refused resume leaves the run as it was.
         check_resume_config(cfg)
     setup_logger(cfg.OUTPUT_DIR)
+    for path in remove_temporary_files(cfg.OUTPUT_DIR):
+        print(f"Removed {path}, left by a write that was interrupted")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

@@ -7,8 +7,6 @@ OpenAI's to such code (see clip/model.py).
 import warnings
 
 import torch
-from torchvision.transforms import (CenterCrop, Compose, InterpolationMode, Normalize, Resize,
-                                    ToTensor)
 
 from .model import build_model, convert_weights_to_fp16
 from .pretrained import (_MODELS, ModelFileError, _download, available_models, model_file,
@@ -46,12 +44,15 @@ def load(name_or_path, device="cpu", jit=False, download_root=None):
 
 def image_transform(n_px):
     """OpenAI's preprocessing: shorter side to n_px (bicubic), centre crop, RGB, normalise."""
-    return Compose([
-        Resize(n_px, interpolation=InterpolationMode.BICUBIC),
-        CenterCrop(n_px),
+    # torchvision is imported here, not with the package: it takes seconds to import.
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(n_px, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(n_px),
         _convert_image_to_rgb,
-        ToTensor(),
-        Normalize(CLIP_MEAN, CLIP_STD),
+        T.ToTensor(),
+        T.Normalize(CLIP_MEAN, CLIP_STD),
     ])
 
 

@@ -79,14 +79,16 @@ def _failure_message(failure):
         return (f"Downloaded {failure.url} but its {failure.reason}; the partial file was "
                 "deleted. Run again to download it afresh.")
     name = os.path.basename(failure.path)
+    resume = ""
+    if failure.kind == "interrupted" and os.path.isfile(failure.path + ".part"):
+        resume = f"\nThe transfer broke off: run again to resume from {name}.part."
     return (
         f"Could not download {failure.url} ({failure.reason}).\n"
         f"Without network access, download that file elsewhere and put it at\n"
         f"    {os.path.abspath(failure.path)}\n"
         f"(the cache folder is set by download_root or ${CACHE_DIR_ENV}; the file must have "
         f"SHA-256 {_expected_sha256(failure.url)}),\n"
-        f"or give a local file instead of the name: MODEL.BACKBONE.NAME /path/to/{name}.\n"
-        f"If the transfer broke off, run again: it resumes from {name}.part.")
+        f"or give a local file instead of the name: MODEL.BACKBONE.NAME /path/to/{name}.{resume}")
 
 
 def model_file(name_or_path, download_root=None):

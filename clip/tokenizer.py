@@ -2,14 +2,16 @@
 from functools import lru_cache
 
 import torch
-from open_clip.tokenizer import SimpleTokenizer
 
 DEFAULT_CONTEXT_LENGTH = 77
 
 
 @lru_cache(maxsize=1)
 def get_tokenizer():
-    """The shared tokenizer (reading the vocabulary takes about a second, so it is built once)."""
+    """The shared tokenizer (reading the vocabulary takes about a second, so it is built once).
+    open_clip is imported here, not with the package: importing it takes seconds."""
+    from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer()
 
 

@@ -9,6 +9,7 @@ it then runs the same steps for all of them:
     on disk -> DatasetBase
 """
 import os
+from collections import Counter
 
 from dassl.data.datasets.base_dataset import DatasetBase, DatasetError, check_labels
 
@@ -24,6 +25,23 @@ from .splits import (
     sample_hash,
     save_split,
 )
+
+
+
+def sources_name(key, val_is_test):
+    """The split a few-shot sample's `key` ("train" / "val") images are drawn from."""
+    return "training" if key == "train" or val_is_test else "validation"
+
+def shots_used(train, num_shots, name):
+    """The most training images any class has in a few-shot sample; warns when classes have
+    fewer than ``num_shots`` (they train on all they have)."""
+    counts = Counter(item.label for item in train)
+    short = sorted(count for count in counts.values() if count < num_shots)
+    if short:
+        print(f"Warning: {name}: DATASET.NUM_SHOTS is {num_shots}, but {len(short)} of its "
+              f"{len(counts)} classes have fewer training images (as few as {short[0]}), so they "
+              f"train on all they have; results.json records {max(counts.values())} shots")
+    return max(counts.values(), default=0)
 
 
 class BenchmarkDataset(DatasetBase):
@@ -49,6 +67,7 @@ class BenchmarkDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, self.image_folder)
         self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
         self.fewshot_hash = None
+        self.num_shots_used = None  # set when a few-shot sample is drawn
         require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
 
         train, val, test = self.read_splits()
@@ -138,6 +157,8 @@ class BenchmarkDataset(DatasetBase):
             self.check_split_labels(
                 (sample["train"], sample.get("val"), test), cache, "Delete it to have the sample drawn again."
             )
+            self.check_cache_matches_split(cache, sample, train, val)
+        self.num_shots_used = shots_used(sample["train"], num_shots, self.display_name)
         sampled_images = sample["train"] + sample.get("val", [])
         self.fewshot_hash = sample_hash(sampled_images, self.dataset_dir)
         val_note = f", {len(sample['val'])} val" if "val" in sample else ""
@@ -146,6 +167,25 @@ class BenchmarkDataset(DatasetBase):
             f"{len(sample['train'])} train{val_note} images, hash {self.fewshot_hash}"
         )
         return sample["train"], sample.get("val", val)
+
+    def check_cache_matches_split(self, cache, sample, train, val):
+        """Refuse a few-shot cache whose images are not in the splits it is drawn from (train;
+        val, or train when validation images come from unused training images): it was drawn
+        from an earlier split of the dataset (e.g. before the split file was replaced)."""
+        sources = {"train": train, "val": train if self.val_is_test else val}
+        for key, items in sample.items():
+            available = {(os.path.normpath(d.impath), d.label) for d in sources[key] or ()}
+            foreign = [d for d in items if (os.path.normpath(d.impath), d.label) not in available]
+            if foreign:
+                origin = self.labels_origin()[0]
+                raise DatasetError(
+                    f'{self.display_name}: the few-shot cache "{cache}" does not match the split '
+                    f'it is drawn from ("{origin}"): {len(foreign)} of its {len(items)} {key} '
+                    f'images are not {sources_name(key, self.val_is_test)} images there (e.g. '
+                    f'"{foreign[0].impath}", label {foreign[0].label}). It was drawn from an '
+                    "earlier split: delete it (or the whole split_fewshot/ folder) to have the "
+                    "sample drawn from the current split."
+                )
 
     def draw_few_shot(self, cfg, train, val, test):
         num_shots = cfg.DATASET.NUM_SHOTS

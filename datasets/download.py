@@ -6,6 +6,7 @@ import re
 import shutil
 import stat
 import tarfile
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 
@@ -104,8 +105,17 @@ def _failure_message(failure):
         return _corrupt_message(failure.url, failure.reason)
     if failure.kind == "refused":
         return f"download of {failure.url} failed: {failure.reason}."
+    name = os.path.basename(failure.path)
+    if failure.kind == "unreachable":
+        host = urllib.parse.urlsplit(failure.url).hostname or failure.url
+        return (f"cannot reach {host} to download {name} ({failure.reason}); is this machine "
+                f"offline? Download {failure.url} elsewhere and pass its folder with "
+                "--archives DIR, or serve the files from a reachable --mirror URL.")
     part = failure.path + ".part"
     kept = os.path.getsize(part) if os.path.isfile(part) else 0
+    if not kept:
+        return (f"download of {failure.url} broke off before any data arrived ({failure.reason}): "
+                "run the same command again.")
     return (f"download of {failure.url} interrupted ({failure.reason}); {kept} bytes are kept in "
             f"{part}: run the same command again to resume.")
 

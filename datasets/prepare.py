@@ -22,6 +22,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 from dassl.utils import UserError, write_json
 
 import datasets
+from dassl.utils.download import DownloadFailed
 from datasets.download import fetch, place
 
 MARKER = ".prepared.json"
@@ -158,7 +159,16 @@ def _fetch(cls, source, downloads_dir, mirror, archives_dir, root):
     except DatasetError as error:
         if cls.manual_steps and not source.public_address:
             raise DatasetError(f"{error}\n{cls.manual_steps}") from error
+        if _unreachable(error):
+            raise DatasetError(
+                f"{error}\nOr lay the dataset out by hand in {os.path.join(root, cls.folder)} as "
+                f"DATASETS.md §{cls.docs_section} describes, then check it with --verify.") from error
         raise
+
+
+def _unreachable(error):
+    cause = error.__cause__
+    return isinstance(cause, DownloadFailed) and cause.kind == "unreachable"
 
 
 def _complete_in_place(cls, root, mirror, archives_dir):
@@ -247,12 +257,24 @@ def parse_args(argv):
     return args
 
 
+def check_folders(args):
+    """--root must be a folder (or not exist yet), --archives an existing folder."""
+    root = os.path.expanduser(args.root)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f'--root "{args.root}" is a file, not a folder: pass the data folder')
+    if args.archives and not os.path.isdir(os.path.expanduser(args.archives)):
+        what = "is not a folder" if os.path.exists(os.path.expanduser(args.archives)) else "does not exist"
+        raise DatasetError(f'--archives "{args.archives}" {what}: pass the folder that holds the '
+                           "downloaded files")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
         list_datasets()
         return 0
     try:
+        check_folders(args)
         config_file = dataset_config_file(args.name)
         if args.verify and config_file:
             verify_config_file(config_file, args.root)

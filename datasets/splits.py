@@ -48,6 +48,16 @@ def path_inside(folder, relpath, origin):
     return path
 
 
+def same_prompt_classnames(classnames):
+    """Groups of class names that CLIP reads as the same text, and so cannot tell apart: the
+    prompts read ``_`` as a space (``prompt_classname`` of trainers.prompting) and CLIP's
+    tokenizer lower-cases text and collapses spaces (``sea_lake`` / ``Sea  lake``)."""
+    groups = {}
+    for name in classnames:
+        groups.setdefault(" ".join(name.replace("_", " ").lower().split()), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def portable_path(path, start):
     """``path`` relative to ``start``, with forward slashes (the split files' convention)."""
     return os.path.relpath(path, start).replace(os.sep, "/")
@@ -335,7 +345,28 @@ def read_legacy_pickle(path, dataset_dir):
         for items in data.values()
     ):
         raise DatasetError(f'"{path}" is not a dict of Datum lists; delete it to have it re-created.')
+    for key, items in data.items():
+        for index, item in enumerate(items):
+            problem = _datum_field_problem(item)
+            if problem:
+                raise DatasetError(
+                    f'"{path}": item {index} of "{key}" has {problem}; the cache is damaged or not '
+                    "CoOp's: delete it to have it re-created."
+                )
     return {key: relocate(items, dataset_dir, path) for key, items in data.items()}
+
+
+# The attributes a pickled Datum restores, and their types.
+_DATUM_FIELDS = (("_impath", str), ("_label", int), ("_domain", int), ("_classname", str))
+
+
+def _datum_field_problem(item):
+    """What is wrong with an unpickled Datum's attributes (None when nothing is)."""
+    for name, kind in _DATUM_FIELDS:
+        value = vars(item).get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{name.lstrip('_')} {value!r}, not a {kind.__name__}"
+    return None
 
 
 def relocate(items, dataset_dir, source):

@@ -14,7 +14,7 @@ from yacs.config import CfgNode
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 
 from .benchmark import BenchmarkDataset
-from .splits import docs_ref, path_inside, read_and_split_data, split_per_class
+from .splits import docs_ref, path_inside, read_and_split_data, same_prompt_classnames, split_per_class
 
 DOCS_SECTION = "Your own dataset"
 
@@ -60,10 +60,31 @@ class UserDataset(BenchmarkDataset):
     def display_name(self):
         return f"UserDataset {self.name}"
 
+    def read_splits(self):
+        splits = super().read_splits()
+        self.check_prompts_differ(splits)  # also for a split file written before this check
+        return splits
+
     def create_split(self):
         if not self.csv_file:
-            return read_and_split_data(self.image_dir)
-        return split_per_class(self.read_csv_classes(os.path.join(self.dataset_dir, self.csv_file)))
+            splits = read_and_split_data(self.image_dir)
+        else:
+            splits = split_per_class(self.read_csv_classes(os.path.join(self.dataset_dir, self.csv_file)))
+        self.check_prompts_differ(splits)  # before the split file is saved
+        return splits
+
+    def check_prompts_differ(self, splits):
+        """Refuse classes whose names make the same prompt: one of them would never be predicted."""
+        classnames = sorted({item.classname for items in splits if items for item in items})
+        collisions = same_prompt_classnames(classnames)
+        if collisions:
+            origin = os.path.join(self.dataset_dir, self.csv_file) if self.csv_file else self.image_dir
+            listed = "; ".join(" / ".join(f'"{name}"' for name in names) for names in collisions)
+            raise DatasetError(
+                f"{origin}: class names {listed} make the same prompt for CLIP (case, spaces and "
+                "underscores do not count), so one of them could never be predicted: rename or "
+                f"merge them ({docs_ref(DOCS_SECTION)})."
+            )
 
     def read_csv_classes(self, csv_path):
         """``(label, classname, impaths)`` per class; classes sorted by name, as folders are."""

@@ -35,6 +35,7 @@ evaluations run again too. Released weights (reproduce.sh, reproduce_xd.sh) are
 evaluated into folders of their own, the config folder named <CFG>_released, so they never
 overwrite or mix with the runs trained here.
 """
+import contextlib
 import functools
 import hashlib
 import json
@@ -51,7 +52,7 @@ from pathlib import Path
 import yaml
 
 from dassl.config import get_cfg_default
-from dassl.utils import epoch_checkpoints, holds_checkpoint, latest_checkpoint_path
+import dassl.utils as dassl_utils  # its checkpoint helpers load torch on first use, not here
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
     CONFIG_FILE,
@@ -402,8 +403,25 @@ def read_result_file(path, test_log=None):
     """The metrics in a results.json, or in a log.txt (see read_log_metrics for test_log)."""
     path = Path(path)
     if path.name == RESULTS_FILE:
-        return json.loads(path.read_text())
+        return read_results_json(path)
     return read_log_metrics(path, test_log)
+
+
+def read_results_json(path):
+    """The record in a results.json; {} (the run counts as unfinished) when the file cannot be
+    read or its accuracy is not a number, which is reported on stderr."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = str(error)
+    else:
+        accuracy = record.get("accuracy") if isinstance(record, dict) else None
+        if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+            return record
+        problem = ("not a JSON object" if not isinstance(record, dict)
+                   else f"its accuracy is {accuracy!r}, not a number")
+    print(f"warning: {path} is unreadable ({problem}); its run counts as unfinished", file=sys.stderr)
+    return {}
 
 
 def read_run_metrics(folder):
@@ -493,21 +511,23 @@ def _subfolders(run_folder):
 
 def saved_epochs(model_dir):
     """Epochs saved in a run folder (model.pth.tar-<epoch> in any registered model's folder)."""
-    return sorted({epoch for folder in _subfolders(model_dir) for epoch in epoch_checkpoints(folder)})
+    return sorted({epoch for folder in _subfolders(model_dir) for epoch in
+                   dassl_utils.epoch_checkpoints(folder)})
 
 
 def model_folders(run_folder):
     """The registered models' folders of a run: sub-folders holding a checkpoint to resume from
     (`checkpoint` or model.pth.tar-<epoch>, see latest_checkpoint_path) or model-best.pth.tar."""
-    return sorted(folder for folder in _subfolders(run_folder) if
-                  latest_checkpoint_path(folder) is not None or (folder / BEST_MODEL_NAME).is_file())
+    return sorted(folder for folder in _subfolders(run_folder)
+                  if dassl_utils.latest_checkpoint_path(folder) is not None
+                  or (folder / BEST_MODEL_NAME).is_file())
 
 
 def can_resume(run_folder):
     """True when training can continue from the run folder, by the engine's rule (holds_checkpoint:
     a model's folder holds the `checkpoint` pointer or an epoch's checkpoint; model-best alone is
     not a place to resume)."""
-    return holds_checkpoint(run_folder)
+    return dassl_utils.holds_checkpoint(run_folder)
 
 
 def choose_load_epoch(model_dir, config_file, overrides, env):
@@ -801,9 +821,24 @@ def run_job(job, env, console=False, companions=()):
     folder that replaces the run folder only once finished, so a failure leaves the previous
     results as they were. COMPANIONS (see one_pass) are filed by the same train.py run.
     console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
+    The run folders are locked from the plan to the end of train.py (which works under this
+    lock), so that a second script on the same folder neither deletes nor mixes files.
     """
     out = run_dir(env.output, job)
-    action = planned_action(job, env)
+    if planned_action(job, env) == SKIP:
+        print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
+        return 0
+    try:
+        with contextlib.ExitStack() as locks:
+            for folder in [out, *(run_dir(env.output, each) for each in companions)]:
+                locks.enter_context(dassl_utils.run_folder_lock(folder))
+            return _run_locked(job, env, out, console, companions)
+    except dassl_utils.RunFolderBusy as error:
+        raise ProtocolError(str(error)) from error
+
+
+def _run_locked(job, env, out, console, companions):
+    action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
@@ -864,6 +899,9 @@ USAGE = {
     "reproduce": "DATASET SEED WEIGHTS_DIR",
     "reproduce_xd": "DATASET SEED WEIGHTS_DIR",
 }
+# The steps the released-weights scripts run.
+REPRODUCE_STEPS = {"reproduce": ("base2new_test_base", "base2new_test", "openworld_test"),
+                   "reproduce_xd": ("xd_test",)}
 
 
 def jobs_from_arguments(trainer, script, args, variables):
@@ -897,7 +935,7 @@ def jobs_from_arguments(trainer, script, args, variables):
     if script == "reproduce":
         model_dir = released_weights_dir(weights, dataset, seed, "base")
         return [Job(step=step, model_dir=str(model_dir), **common)
-                for step in ("base2new_test_base", "base2new_test", "openworld_test")]
+                for step in REPRODUCE_STEPS[script]]
     if script == "reproduce_xd":
         return [Job(step="xd_test", model_dir=str(released_weights_dir(weights, XD_SOURCE, seed)),
                     **common)]
@@ -977,6 +1015,10 @@ def main(argv=None, variables=None):
               file=sys.stderr)
         return 2
     try:
+        if argv[0] in TRAINERS and argv[1] in USAGE and {"-h", "--help"} & set(argv[2:]):
+            from scripts.script_help import script_help
+            print(script_help(argv[0], argv[1], variables.get("CFG", "")))
+            return 0
         jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
         env = Environment.from_variables(variables)
         failure = run_jobs(jobs, env)

@@ -18,13 +18,13 @@ import queue
 import shlex
 import sys
 import threading
+import time
 from pathlib import Path
 
-from dassl.engine.identity import format_differences
 from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, DIFFERS, SEEDS,
-                               SHOTS, TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
-                               identity_changes, job_settings, planned_action, run_dir, run_jobs,
-                               script_invocation)
+                               SHOTS, SKIP, TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job,
+                               ProtocolError, identity_changes, job_settings, one_pass,
+                               planned_action, run_dir, run_job, script_invocation)
 
 PROTOCOLS = ("base2new", "openworld", "xd", "dg")
 DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
@@ -58,7 +58,65 @@ def plan_chains(trainers, protocols=PROTOCOLS, datasets=BASE2NEW_DATASETS, seeds
     return chains
 
 
-def run_chains(chains, env, devices=(None,)):
+def duration(seconds):
+    """1h02m, 4m05s, 12s."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class Progress:
+    """run k/N, elapsed time and an estimate of the time left, shared by the workers.
+
+    The estimate is the mean time of the runs that did work (skipped runs take no time)
+    times the runs left, divided by the workers; it is shown once a run has finished.
+    """
+
+    def __init__(self, total, workers=1, clock=time.monotonic, out=None):
+        self.total, self.workers, self.clock = total, workers, clock
+        self.out = out or sys.stdout
+        self.started, self.done, self.worked, self.work_seconds = clock(), 0, 0, 0.0
+        self.skipped = 0
+        self.lock = threading.Lock()
+
+    def eta(self):
+        if not self.worked:
+            return "?"
+        left = max(self.total - self.done, 0)
+        return "~" + duration(self.work_seconds / self.worked * left / self.workers)
+
+    def begin(self, job):
+        with self.lock:
+            self.out.write(f"run {self.done + 1}/{self.total} (elapsed "
+                           f"{duration(self.clock() - self.started)}, ETA {self.eta()}): "
+                           f"{script_invocation(job)}\n")
+            self.out.flush()
+            return self.clock()
+
+    def end(self, began, skipped, runs=1):
+        """RUNS: the runs one train.py did (an open-world test with the base / new tests)."""
+        with self.lock:
+            self.done += runs
+            if skipped:
+                self.skipped += runs
+            else:
+                self.worked += runs
+                self.work_seconds += self.clock() - began
+
+    def drop(self, count):
+        """A chain stopped: its remaining runs will not happen."""
+        with self.lock:
+            self.total -= count
+
+    def summary(self):
+        return (f"{self.done} runs in {duration(self.clock() - self.started)} "
+                f"({self.worked} ran, {self.skipped} skipped as finished)")
+
+
+def run_chains(chains, env, devices=(None,), progress=None):
     """Run chains on one worker per device; a chain stops at its first failure.
 
     Returns the failures as (job, reason). With several workers each run's console output goes
@@ -69,6 +127,7 @@ def run_chains(chains, env, devices=(None,)):
         pending.put(chain)
     failures, lock = [], threading.Lock()
     console = len(devices) > 1
+    progress = progress or Progress(sum(map(len, chains)), len(devices))
 
     def work(device):
         variables = dict(env.variables)
@@ -80,10 +139,20 @@ def run_chains(chains, env, devices=(None,)):
                 chain = pending.get_nowait()
             except queue.Empty:
                 return
-            reason = _run_chain(chain, worker_env, console)
-            if reason:
-                with lock:
-                    failures.append(reason)
+            remaining = list(chain)
+            while remaining:
+                # The base / new / open-world tests of a model in one pass (protocols.one_pass).
+                job, companions = one_pass(remaining, worker_env)
+                skipped = planned_action(job, worker_env) == SKIP
+                began = progress.begin(job)
+                reason = _run_one(job, worker_env, console, companions)
+                progress.end(began, skipped, runs=1 + len(companions))
+                remaining = [each for each in remaining if each != job and each not in companions]
+                if reason:
+                    with lock:
+                        failures.append((job, reason))
+                    progress.drop(len(remaining))
+                    break
 
     threads = [threading.Thread(target=work, args=(device,)) for device in devices]
     for thread in threads:
@@ -93,10 +162,15 @@ def run_chains(chains, env, devices=(None,)):
     return failures
 
 
-def _run_chain(chain, env, console):
-    """Run a chain (see protocols.run_jobs): (job, reason) of its failure, or None."""
-    failure = run_jobs(chain, env, console)
-    return None if failure is None else (failure[0], failure[2].removeprefix("error: "))
+def _run_one(job, env, console, companions=()):
+    """Run a job (and the companions it files in the same pass); the reason it failed, or None."""
+    try:
+        returncode = run_job(job, env, console, companions)
+    except ProtocolError as error:
+        return str(error)
+    if returncode:
+        return f"train.py exited with {returncode}; see {run_dir(env.output, job)}"
+    return None
 
 
 def dry_run_lines(chains, env):
@@ -112,6 +186,8 @@ def dry_run_lines(chains, env):
             counts[label] += 1
             lines.append(f"  {label:<{width}}  {script_invocation(job)}")
             if action == DIFFERS:  # what the finished run has -> what this one asks for
+                from dassl.engine.identity import format_differences
+
                 lines += ["    " + line for line in
                           format_differences(identity_changes(job, env)).splitlines()]
     summary = ", ".join(f"{counts[label]} {label}" for label in ACTION_LABELS.values()
@@ -204,10 +280,13 @@ def main(argv=None, variables=None):
         Path(args.sbatch).write_text(text)
         print(f"wrote {args.sbatch}: {len(chains)} array tasks; submit with `sbatch {args.sbatch}`")
         return 0
-    failures = run_chains(chains, env, args.gpus or [None])
+    devices = args.gpus or [None]
+    progress = Progress(sum(map(len, chains)), len(devices))
+    failures = run_chains(chains, env, devices, progress)
     for job, reason in failures:
         print(f"FAILED: {script_invocation(job)}\n  {reason}", file=sys.stderr)
-    print(f"{len(chains)} chains, {len(failures)} failed. Tables: python parse_test_res.py {env.output}")
+    print(f"{progress.summary()}; {len(chains)} chains, {len(failures)} failed. "
+          f"Tables: python parse_test_res.py {env.output}")
     return 1 if failures else 0
 
 

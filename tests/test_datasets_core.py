@@ -210,6 +210,30 @@ def test_legacy_pickle_and_portable_cache_give_the_same_samples(tmp_path, monkey
     assert not os.path.exists(portable_path)  # a legacy cache is read, not converted
 
 
+def test_a_cache_from_an_earlier_split_is_refused_naming_it(tmp_path):
+    """The dataset was re-split after its few-shot sample was cached: the cached training images
+    are test images now. The run stops naming the cache, the split file and the fix."""
+    dataset_dir = make_eurosat(tmp_path, n_classes=3, n_train=4, n_val=2, n_test=4)
+    build(tmp_path, num_shots=2, seed=1)
+    _, cache_path = fewshot_cache_paths(dataset_dir, 2, 1)
+    split_path = os.path.join(dataset_dir, "split_zhou_EuroSAT.json")
+    with open(split_path) as f:
+        split = json.load(f)
+    split["train"], split["test"] = split["test"], split["train"]
+    with open(split_path, "w") as f:
+        json.dump(split, f)
+    with pytest.raises(DatasetError) as error:
+        build(tmp_path, num_shots=2, seed=1)
+    message = str(error.value)
+    assert f'few-shot cache "{cache_path}" does not match the split' in message
+    assert split_path in message and "6 of its 6 train images are not training images" in message
+    assert "delete it" in message
+    os.remove(cache_path)
+    redrawn = build(tmp_path, num_shots=2, seed=1)
+    assert {d.impath for d in redrawn.train_x} <= {os.path.join(dataset_dir, "2750", row[0])
+                                                  for row in split["train"]}
+
+
 def test_sample_hash_tells_samples_apart(tmp_path):
     make_eurosat(tmp_path, n_classes=3, n_train=8, n_val=2, n_test=1)
     hashes = {seed: build(tmp_path, num_shots=2, seed=seed).fewshot_hash for seed in (1, 2)}
@@ -312,3 +336,35 @@ def test_a_dataset_file_written_for_coop_runs_unchanged(tmp_path):
     theirs = CoOpStyleEuroSAT(dataset_cfg(tmp_path, "EuroSAT", num_shots=2, seed=6, subsample="base"))
     assert theirs.train_x == ours.train_x and theirs.val == ours.val and theirs.test == ours.test
     assert theirs.classnames == ours.classnames == ["Annual Crop Land", "Forest"]
+
+
+@pytest.mark.parametrize("field, value", [("_label", "3"), ("_impath", 42), ("_classname", None)])
+def test_a_legacy_pickle_with_wrong_field_types_is_refused_naming_it(tmp_path, monkeypatch, field, value):
+    dataset_dir = make_eurosat(tmp_path, n_classes=3, n_train=5, n_val=5, n_test=1)
+    sample = build(tmp_path, num_shots=2, seed=4)
+    legacy_path, portable_path = fewshot_cache_paths(dataset_dir, 2, 4)
+    os.remove(portable_path)
+    write_legacy_pickle(legacy_path, {"train": sample.train_x, "val": sample.val}, dataset_dir, dataset_dir, monkeypatch)
+    upstream_datum = _upstream_datum_class()
+    with monkeypatch.context() as patch:
+        patch.setattr(base_dataset, "Datum", upstream_datum)
+        with open(legacy_path, "rb") as f:
+            data = pickle.load(f)
+        setattr(data["train"][1], field, value)
+        with open(legacy_path, "wb") as f:
+            pickle.dump(data, f)
+    with pytest.raises(DatasetError) as error:
+        build(tmp_path, num_shots=2, seed=4)
+    name = field.lstrip("_")
+    assert f'"{legacy_path}": item 1 of "train" has {name} {value!r}, not a ' in str(error.value)
+    assert "delete it to have it re-created" in str(error.value)
+
+
+def test_more_shots_than_images_warns_and_records_the_shots_used(tmp_path, capsys):
+    make_eurosat(tmp_path, n_classes=3, n_train=4, n_val=2, n_test=1)
+    dataset = build(tmp_path, num_shots=1000)
+    assert dataset.num_shots_used == 4 and len(dataset.train_x) == 12
+    assert ("Warning: EuroSAT: DATASET.NUM_SHOTS is 1000, but 3 of its 3 classes have fewer training images "
+            "(as few as 4), so they train on all they have; results.json records 4 shots") in capsys.readouterr().out
+    assert build(tmp_path, num_shots=2).num_shots_used == 2
+    assert "Warning" not in capsys.readouterr().out

@@ -3,14 +3,18 @@ import hashlib
 import os
 import random
 import shutil
+import socket
 import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 
 import pytest
 
-from dassl.data.datasets import build_dataset
+from dassl.data.datasets import DatasetError, build_dataset
 from datasets import prepare
-from datasets.download import Source
+from datasets.download import Source, download_url
 from datasets.dtd import DescribableTextures
 from datasets.eurosat import EuroSAT
 from datasets.stanford_cars import StanfordCars
@@ -93,6 +97,34 @@ def test_interrupted_download_resumes(tmp_path, served, monkeypatch, capsys):
     assert run("eurosat", "--root", root, "--mirror", served.url) == 0
     assert ("EuroSAT.zip", f"bytes={half}-") in served.requests
     assert os.path.isfile(root / "eurosat" / prepare.MARKER)
+
+
+def test_offline_names_the_host_the_options_and_the_manual_layout(tmp_path, monkeypatch, capsys):
+    """Unreachable host: no claim of an interrupted transfer or of kept bytes; --archives,
+    --mirror and the dataset's manual layout (DATASETS.md section, folder) are named."""
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    root = tmp_path / "data"
+    assert run("eurosat", "--root", root) == 1
+    err = capsys.readouterr().err
+    host = urllib.parse.urlsplit(EuroSAT.sources[0].url).hostname
+    assert f"cannot reach {host} to download {EuroSAT.sources[0].filename}" in err
+    assert "--archives" in err and "--mirror" in err
+    assert f"DATASETS.md §{EuroSAT.docs_section}" in err and str(root / "eurosat") in err
+    assert "interrupted" not in err and "bytes are kept" not in err
+    assert not os.path.exists(root / ".prepare" / "downloads" / "EuroSAT.zip.part")
+
+
+def test_a_transfer_that_breaks_off_before_any_byte_claims_nothing_kept(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    monkeypatch.setattr(urllib.request, "urlopen", broken)
+    with pytest.raises(DatasetError, match="broke off before any data arrived") as error:
+        download_url("https://example.invalid/a.zip", str(tmp_path / "a.zip"))
+    assert "kept" not in str(error.value)
 
 
 def test_count_mismatch_keeps_the_final_folder_absent(tmp_path, served, monkeypatch, capsys):
@@ -294,3 +326,15 @@ def test_verify_checks_your_own_data_from_its_config(tmp_path, monkeypatch, caps
     (tmp_path / "empty").mkdir()
     assert run(str(config), "--root", tmp_path / "empty", "--verify") == 1
     assert "my_flowers" in capsys.readouterr().err
+
+
+def test_a_file_as_root_and_a_missing_archives_folder_are_one_line_errors(tmp_path, capsys, served, monkeypatch):
+    publish_eurosat(served.folder, tmp_path / "work", monkeypatch)
+    (tmp_path / "a_file").write_text("")
+    assert run("eurosat", "--root", tmp_path / "a_file") == 1
+    assert capsys.readouterr().err == f'error: --root "{tmp_path / "a_file"}" is a file, not a folder: pass the data folder\n'
+    assert run("eurosat", "--root", tmp_path / "data", "--archives", tmp_path / "missing", "--mirror", served.url) == 1
+    err = capsys.readouterr().err
+    assert err == (f'error: --archives "{tmp_path / "missing"}" does not exist: pass the folder that holds the '
+                   "downloaded files\n")
+    assert served.requests == []  # nothing was downloaded instead

@@ -147,3 +147,21 @@ def test_split_file_paths_outside_the_image_folder_are_refused(tmp_path):
     split_path.write_text(json.dumps(split))
     with pytest.raises(DatasetError, match='entry 0 of "test": image path "../../outside.png" leads outside'):
         build_dataset(user_cfg(tmp_path, FOLDER_YAML))
+
+
+@pytest.mark.parametrize("names", [("sea_lake", "sea lake"), ("Cat", "cat")])
+def test_class_folders_that_make_the_same_prompt_are_refused(tmp_path, names):
+    for name in names:
+        for i in range(4):
+            write_image(os.path.join(tmp_path, "my_flowers", "images", name, f"{i}.png"), 0, i)
+    with pytest.raises(DatasetError) as error:
+        build_dataset(user_cfg(tmp_path, FOLDER_YAML))
+    listed = " / ".join(f'"{name}"' for name in sorted(names))
+    assert f"class names {listed} make the same prompt for CLIP" in str(error.value)
+    assert not os.path.exists(tmp_path / "my_flowers" / "split_zhou_my_flowers.json")  # nothing saved
+
+
+def test_csv_classes_that_make_the_same_prompt_are_refused(tmp_path):
+    yaml_text = write_csv_dataset(tmp_path / "my_flowers", [f"daisy/daisy_{i}.png,Daisy" for i in range(4)])
+    with pytest.raises(DatasetError, match='labels.csv: class names "Daisy" / "daisy" make the same prompt'):
+        build_dataset(user_cfg(tmp_path, yaml_text))

@@ -80,6 +80,21 @@ def test_help_listings_and_argument_errors_do_not_import_torch(script, argv):
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
 
 
+def test_a_config_key_mistake_is_found_before_torchvision_and_open_clip_are_imported():
+    """The keys live with the trainers (torch), but torchvision and open_clip (seconds more)
+    are imported only when transforms and tokenizers are built."""
+    code = ("import sys, train\n"
+            "try:\n    train.main(['--trainer', 'CoOp', 'OPTIM.MAX_EPOHC', '1'])\n"
+            "except SystemExit as exit:\n    print(exit.code)\n"
+            "print(sorted({name.split('.')[0] for name in sys.modules} & {'torchvision', 'open_clip'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=train.ROOT, capture_output=True,
+                            text=True, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2] == ("error: unknown config key OPTIM.MAX_EPOHC on the command line; "
+                         "did you mean OPTIM.MAX_EPOCH?"), result.stdout + result.stderr
+    assert lines[-1] == "[]"
+
+
 @pytest.mark.parametrize("args, known, expected", [
     (["--trainer", "NoSuchTrainer", "DATASET.NAME", "EngineToyColors"], "EngineToyTrainer",
      'error: Unknown trainer "NoSuchTrainer" (TRAINER.NAME / --trainer). Registered trainers: '),

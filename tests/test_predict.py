@@ -19,7 +19,7 @@ from dassl.engine import TRAINER_REGISTRY, build_trainer
 from tests.helpers.datasets import make_eurosat
 from tests.helpers.trainers import (fp16_exact_values, run_script, run_train_py, tiny_opts,
                                     train_py_args, write_checkpoint, write_tiny_clip)
-from trainers.predict import PredictorError, load_predictor
+from trainers.predict import PredictorError, check_classnames, load_predictor
 
 CONFIG_FILE = "BMIP/BMIP_ctx2_dp9_lr2.yaml"
 CONFIG = f"configs/trainers/{CONFIG_FILE}"
@@ -210,3 +210,20 @@ def test_csv_and_json_hold_the_text_output_values():
 def test_the_predictor_module_is_not_imported_as_a_trainer():
     assert "trainers.predict" not in [module.__name__ for module in trainers.MODULES]
     assert "BMIP" in TRAINER_REGISTRY.registered_names()
+
+
+@pytest.mark.parametrize("classnames, message", [
+    (["", "forest"], "an empty class name was given: every class needs a name"),
+    (["forest", "  "], "an empty class name was given: every class needs a name"),
+    (["sea_lake", "Sea Lake"], "class names 'sea_lake' / 'Sea Lake' make the same prompt for CLIP"),
+])
+def test_empty_or_colliding_class_names_are_refused(classnames, message):
+    with pytest.raises(PredictorError, match=message):
+        check_classnames(classnames)
+
+
+def test_the_command_line_refuses_an_empty_class_name_in_one_line(run, reference):
+    paths, _, _ = reference
+    result = run_cli(run, "--classnames", "", "forest", "--", paths[0])
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr == "error: an empty class name was given: every class needs a name\n"

@@ -451,7 +451,9 @@ def test_paper_differences_only_in_the_papers_setting(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("EuroSAT")]
     [paper] = [row for row in rows if "OPTIM.LR" not in row]
     [other] = [row for row in rows if "OPTIM.LR" in row]
-    assert f"{hm(90, 80):.2f} ± 0.00 (1) [paper 86.10, Δ {hm(90, 80) - 86.10:+.2f}]" in paper and "†" not in paper     # Table 1 EuroSAT HM
+    # Table 1, EuroSAT HM
+    assert f"{hm(90, 80):.2f} ± 0.00 (1) [paper 86.10, Δ {hm(90, 80) - 86.10:+.2f}]" in paper
+    assert "†" not in paper
     assert "[paper 86.10]" in other and "Δ" not in other and "†" in other
     assert "† not the paper's setting" in out
 
@@ -466,3 +468,23 @@ def test_a_failed_run_is_listed_with_its_error_and_is_no_seed(tmp_path):
     _, out = run_main(tmp_path)
     assert "missing seed" not in out and "DescribableTextures" not in out
     assert f"Failed (not counted):\n  {failed}: error: unknown config key OPTIM.LRR" in out
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"accuracy": 71.', "Expecting"),  # truncated
+    ('{"accuracy": "71.2%"}', "its accuracy is '71.2%', not a number"),
+    ("[71.2]", "not a JSON object"),
+])
+def test_an_unreadable_results_json_is_reported_and_skipped(tmp_path, content, problem):
+    for seed, accuracy in ((1, 80.0), (2, 84.0)):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, seed), accuracy)
+    broken = b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 3)
+    write_results(broken, 0.0)
+    (broken / "results.json").write_text(content)
+    errors = io.StringIO()
+    returncode, out = run_main(tmp_path, stderr=errors)
+    assert returncode == 0 and "82.00" in out  # the two readable seeds
+    assert f"warning: {broken / 'results.json'} is unreadable (" in errors.getvalue()
+    assert problem in errors.getvalue() and "Traceback" not in errors.getvalue()
+    _, out = run_main(broken.parent)  # the classic form too
+    assert "* accuracy: 82.00% +- 2.00%" in out and f"missing: {broken}" in out

@@ -309,7 +309,7 @@ def _record_commands(monkeypatch, run_folder=None):
     calls = []
 
     def fake_run(command, **kwargs):
-        names = sorted(p.name for p in run_folder.iterdir()) if run_folder else None
+        names = sorted(p.name for p in run_folder.iterdir() if p.name != ".lock") if run_folder else None
         calls.append((command, kwargs.get("stdout"), names))
         return subprocess.CompletedProcess(command, 0)
 

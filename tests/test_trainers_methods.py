@@ -3,8 +3,10 @@ blocks), the fixed text side of VPT, and frozen BatchNorm on a ResNet backbone."
 import pytest
 import torch
 
-from tests.helpers.clip_files import tiny_clip_model
-from tests.helpers.trainers import CLASSNAMES, images, run_recorded, tiny_clip, trainer_cfg
+from dassl.config import ConfigError
+from dassl.engine import build_trainer
+from tests.helpers.clip_files import make_resnet_state_dict, tiny_clip_model, write_clip_file
+from tests.helpers.trainers import CLASSNAMES, images, run_recorded, tiny_clip, toy_trainer_cfg, trainer_cfg
 from trainers.ivlp import VLPromptLearner
 from trainers.prompting import PromptedCLIP, tokenize
 from trainers.vpt import VisionPromptLearner
@@ -89,3 +91,20 @@ def test_vision_prompts_on_a_resnet_are_refused():
 def test_depth_beyond_the_encoder_is_refused():
     with pytest.raises(ValueError, match="PROMPT_DEPTH_TEXT is 4: it must be between 1 and 3"):
         ivlp(**{"TRAINER.IVLP.PROMPT_DEPTH_TEXT": 4})
+
+
+@pytest.mark.parametrize("trainer, config_file", [
+    ("MaPLe", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+    ("BMIP", "BMIP/BMIP_ctx2_dp9_lr2.yaml"),
+    ("IVLP", "IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml"),
+    ("VPT", "VPT/vit_b16_c2_ep5_batch4_4.yaml"),
+])
+def test_a_resnet_clip_for_a_vit_only_trainer_says_so_first(tmp_path, trainer, config_file):
+    """Before any complaint about INPUT.SIZE (the ResNet's resolution differs from the config's)."""
+    clip_file = write_clip_file(tmp_path / "rn.pt", make_resnet_state_dict(
+        embed_dim=24, image_resolution=64, transformer_width=32, transformer_layers=12))
+    cfg = toy_trainer_cfg(trainer, config_file, clip_file, tmp_path, tmp_path / "out")
+    with pytest.raises(ConfigError) as error:
+        build_trainer(cfg)
+    assert str(error.value) == ("image prompts need a ViT CLIP backbone (MODEL.BACKBONE.NAME, e.g. ViT-B/16), "
+                                "not a ModifiedResNet one")

@@ -29,6 +29,7 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import UserError, read_image
 from dassl.utils.run_files import CONFIG_FILE
+from datasets.splits import same_prompt_classnames
 
 
 class PredictorError(UserError, ValueError):
@@ -89,12 +90,19 @@ def resolve_trainer(trainer, model_dir, config_file=None):
 def check_classnames(classnames):
     if not classnames:
         raise PredictorError("no class names given: pass the classes to choose from")
+    if any(not name.strip() for name in classnames):
+        raise PredictorError("an empty class name was given: every class needs a name")
     seen = set()
     for name in classnames:
         if name in seen:
             raise PredictorError(f'class name "{name}" is given twice: class names must be '
                                  "distinct")
         seen.add(name)
+    collisions = same_prompt_classnames(classnames)
+    if collisions:
+        raise PredictorError(f"class names {' / '.join(repr(name) for name in collisions[0])} make the "
+                             "same prompt for CLIP (case, spaces and underscores do not count): give "
+                             "names that differ otherwise")
 
 
 class UserClasses:

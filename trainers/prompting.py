@@ -145,12 +145,17 @@ def text_width(clip_model):
     return clip_model.ln_final.weight.shape[0]
 
 
-def vision_width(clip_model):
-    """Width of the image transformer's tokens; image prompts need a ViT backbone."""
+def vision_transformer(clip_model):
+    """CLIP's image tower; image prompts need a ViT backbone."""
     if not isinstance(clip_model.visual, VisionTransformer):
-        raise ConfigError("image prompts need a ViT CLIP backbone (e.g. ViT-B/16), "
-                         f"not {type(clip_model.visual).__name__}")
-    return clip_model.visual.width
+        raise ConfigError("image prompts need a ViT CLIP backbone (MODEL.BACKBONE.NAME, e.g. ViT-B/16), "
+                         f"not a {type(clip_model.visual).__name__} one")
+    return clip_model.visual
+
+
+def vision_width(clip_model):
+    """Width of the image transformer's tokens."""
+    return vision_transformer(clip_model).width
 
 
 def num_text_layers(clip_model):
@@ -158,7 +163,7 @@ def num_text_layers(clip_model):
 
 
 def num_vision_layers(clip_model):
-    return len(clip_model.visual.transformer.resblocks)
+    return len(vision_transformer(clip_model).transformer.resblocks)
 
 
 def check_depth(name, depth, max_depth, minimum=1):
@@ -709,8 +714,9 @@ class PromptTrainer(TrainerX):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision)
-        check_input_size(cfg, clip_model)
+        # The learner first: a backbone it cannot prompt at all is the error to report.
         learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
+        check_input_size(cfg, clip_model)
         self.model = self.build_custom_clip(clip_model, learner)
         if cfg.MODEL.GRAD_CHECKPOINTING:
             print("Gradient checkpointing: CLIP's blocks are recomputed in backward")

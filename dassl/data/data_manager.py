@@ -4,7 +4,6 @@ import os
 import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import Compose, Normalize, Resize, ToTensor
 
 from dassl.utils import ConfigError, read_image
 
@@ -182,10 +181,12 @@ class DatasetWrapper(Dataset):
                 f"DATALOADER.K_TRANSFORMS={self.k_tfm} needs a transform, but none is set "
                 "(INPUT.NO_TRANSFORM is True)"
             )
-        steps = [Resize(list(cfg.INPUT.SIZE), interpolation=interpolation_mode(cfg)), ToTensor()]
+        from torchvision import transforms as T  # imported when needed (see transforms.py)
+
+        steps = [T.Resize(list(cfg.INPUT.SIZE), interpolation=interpolation_mode(cfg)), T.ToTensor()]
         if "normalize" in cfg.INPUT.TRANSFORMS:
-            steps.append(Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
-        self.to_tensor = Compose(steps)
+            steps.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
+        self.to_tensor = T.Compose(steps)
 
     def __len__(self):
         return len(self.data_source)

@@ -9,6 +9,7 @@ loaded, what is printed, or how the final model is scored, not what is learned.
 """
 import os.path as osp
 
+import yaml
 from yacs.config import CfgNode
 
 from dassl.config import leaf_values
@@ -78,8 +79,15 @@ def check_resume_config(cfg):
     if not osp.isfile(saved_path):
         print(f'Note: no {CONFIG_FILE} in "{directory}" to check the resumed settings against')
         return
-    with open(saved_path) as f:
-        saved = CfgNode.load_cfg(f)
+    try:
+        with open(saved_path) as f:
+            saved = CfgNode.load_cfg(f)
+    except yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise ResumeConfigError(
+            f'cannot check the resumed settings: "{saved_path}" is not valid YAML ({reason}); '
+            "put back a good copy, or delete it to resume without the check"
+        ) from error
     differences = config_differences(saved, cfg)
     if not differences:
         return

@@ -30,6 +30,7 @@ from dassl.utils import (
     UserError,
     atomic_write,
     console_stream,
+    epoch_checkpoints,
     get_rng_state,
     latest_checkpoint_path,
     load_checkpoint,
@@ -172,9 +173,20 @@ class TrainerBase:
             if engine_state:
                 self._restore_loop_state(engine_state)
             print(f"Resumed {name} at epoch {start_epoch}")
-        if engine_state and engine_state.get("rolling") and self._is_output_dir(directory):
-            self._rolling_epoch = start_epoch
+        if self._is_output_dir(directory):
+            if engine_state and engine_state.get("rolling"):
+                self._rolling_epoch = start_epoch
+            self._remove_older_rolling_checkpoints(start_epoch)
         return start_epoch
+
+    def _remove_older_rolling_checkpoints(self, start_epoch):
+        """Remove rolling checkpoints older than the one resumed from: a kill between saving an
+        epoch and removing the previous rolling one leaves that one behind."""
+        for name in self.get_model_names():
+            for epoch, path in sorted(epoch_checkpoints(osp.join(self.output_dir, name)).items()):
+                if epoch < start_epoch and (load_checkpoint(path).get("engine_state") or {}).get("rolling"):
+                    os.remove(path)
+                    print(f"Removed {path}, a rolling checkpoint left by an interrupted run")
 
     def _is_output_dir(self, directory):
         # A rolling checkpoint is removed only from the folder this run writes to, never from
@@ -478,6 +490,9 @@ class SimpleTrainer(TrainerBase):
         return self.cfg.TRAIN.EARLY_STOPPING or best_val
 
     def before_train(self):
+        if self.max_epoch < 1:
+            raise ConfigError(f"OPTIM.MAX_EPOCH is {self.max_epoch}: training needs at least one epoch "
+                              "(to evaluate a model without training, use --eval-only)")
         if self.selects_on_validation and self.val_loader is None:
             raise ConfigError(
                 "TRAIN.EARLY_STOPPING / TEST.FINAL_MODEL best_val select the model on the "
@@ -682,7 +697,9 @@ class SimpleTrainer(TrainerBase):
             "seed": cfg.SEED,
             "split": split,
             "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-            "num_shots": cfg.DATASET.NUM_SHOTS,
+            # The shots the sample holds (fewer than asked when the classes have fewer images).
+            "num_shots": getattr(self.dm.dataset, "num_shots_used", None) or cfg.DATASET.NUM_SHOTS,
+            "num_shots_requested": cfg.DATASET.NUM_SHOTS,
             "backbone": cfg.MODEL.BACKBONE.NAME,
             **subset_run.get("fields", {}),
         }

@@ -28,8 +28,9 @@ class DownloadFailed(Exception):
     """``url`` could not be downloaded to ``path``; ``kind`` says how, ``reason`` says why:
 
     - "refused": the server answered with an HTTP error (e.g. "HTTP 404 Not Found");
-    - "interrupted": unreachable, or the transfer broke off; the bytes received stay in
-      ``<path>.part`` and the next call resumes from them;
+    - "unreachable": no connection to the server (no network, unknown host, refused, timed out);
+    - "interrupted": the transfer broke off; the bytes received stay in ``<path>.part`` and the
+      next call resumes from them;
     - "corrupt": the file arrived whole but its digest does not match; it was removed.
     """
 
@@ -39,7 +40,7 @@ class DownloadFailed(Exception):
 
 
 def file_digest(path, algorithm="sha256"):
-    """The hex digest of a file, read in chunks."""
+    """The hex digest of the file at ``path``."""
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
@@ -69,6 +70,8 @@ def download(url, path, expected_digest=None, algorithm="sha256"):
         _stream(url, partial, label=os.path.basename(path))
     except urllib.error.HTTPError as error:
         raise DownloadFailed(url, path, "refused", f"HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:  # urlopen found no server to talk to
+        raise DownloadFailed(url, path, "unreachable", str(error.reason)) from error
     except (OSError, http.client.HTTPException) as error:
         raise DownloadFailed(url, path, "interrupted", str(error)) from error
     mismatch = digest_mismatch(partial, expected_digest, algorithm)

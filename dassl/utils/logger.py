@@ -5,7 +5,7 @@ import sys
 import time
 
 from .run_files import LOG_FILE
-from .tools import mkdir_if_missing
+from .tools import mkdir_if_missing, reporting_write_errors
 
 _active_tees = []
 
@@ -19,13 +19,26 @@ class _Tee:
 
     def write(self, message):
         self.console.write(message)
-        self.file.write(message)
-        # Flushed on every write so that a crashed run still leaves its log behind.
-        self.file.flush()
+        if self.file is None:
+            return
+        try:
+            self.file.write(message)
+            # Flushed on every write so that a crashed run still leaves its log behind.
+            self.file.flush()
+        except OSError as error:
+            # A full disk must not turn every print into a traceback: the console keeps the
+            # messages, and the run stops with a clear error at its next checkpoint or result.
+            self.file = None
+            self.console.write(f"\nwarning: cannot write the log ({error.strerror or error}); "
+                               "printing to the console only\n")
 
     def flush(self):
         self.console.flush()
-        self.file.flush()
+        if self.file is not None:
+            try:
+                self.file.flush()
+            except OSError:
+                self.file = None
 
     def isatty(self):
         return False
@@ -72,8 +85,11 @@ def close_logger():
         stream_name, tee = _active_tees.pop()
         if getattr(sys, stream_name) is tee:
             setattr(sys, stream_name, tee.console)
-        if not tee.file.closed:
-            tee.file.close()
+        if tee.file is not None and not tee.file.closed:
+            try:
+                tee.file.close()
+            except OSError:
+                pass  # the disk filled up: what could be written was, the rest went to the console
 
 
 def setup_logger(output=None):
@@ -86,9 +102,10 @@ def setup_logger(output=None):
         return
     close_logger()
     fpath = _log_path(output)
-    mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    keep_old_file(fpath)
-    log_file = open(fpath, "w")
+    with reporting_write_errors(fpath):
+        mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
+        keep_old_file(fpath)
+        log_file = open(fpath, "w")
     for stream_name in ("stdout", "stderr"):
         tee = _Tee(getattr(sys, stream_name), log_file)
         setattr(sys, stream_name, tee)

@@ -19,3 +19,8 @@ TRAIN_END_MESSAGE = "Finish training"
 def epoch_checkpoint_name(epoch):
     """The file name of the checkpoint saved after ``epoch`` epochs: ``model.pth.tar-<epoch>``."""
     return f"{EPOCH_CHECKPOINT_PREFIX}{epoch}"
+
+# In a run folder while a run uses it: who holds it (see dassl.utils.run_lock).
+LOCK_FILE = ".lock"
+# Prefix of the temporary files atomic writes rename into place; one left behind is debris.
+TEMPORARY_PREFIX = ".tmp-"

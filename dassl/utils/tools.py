@@ -13,6 +13,46 @@ import torch
 from PIL import Image
 
 from .errors import UserError
+from .run_files import LOCK_FILE, TEMPORARY_PREFIX
+
+
+class WriteError(UserError, OSError):
+    """A file cannot be written (disk full, file too large, read-only folder, a folder in its
+    place); the message names the file and the cause in one line."""
+
+
+_WRITE_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space, then run the same command again",
+    errno.EDQUOT: "the disk quota is used up: free space, then run the same command again",
+    errno.EFBIG: "the file would exceed the largest size allowed here (file system, or ulimit -f)",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "permission denied: choose a folder you can write to",
+    errno.EPERM: "permission denied: choose a folder you can write to",
+    errno.EISDIR: "a folder stands where the file should be: move it away",
+    errno.ENOTDIR: "a file stands where a folder should be: move it away",
+}
+
+
+def write_error(path, error):
+    """The one-line ``WriteError`` for ``error``, an OSError raised while writing ``path``; None
+    when the error is not one of those a user fixes on the disk (it is then re-raised as is)."""
+    if isinstance(error, WriteError) or error.errno not in _WRITE_ADVICE:
+        return None
+    failure = WriteError(f'cannot write "{path}": {error.strerror or error}; {_WRITE_ADVICE[error.errno]}')
+    failure.errno = error.errno
+    return failure
+
+
+@contextmanager
+def reporting_write_errors(path):
+    """Turn the disk-side OSErrors of writing ``path`` into a ``WriteError``."""
+    try:
+        yield
+    except OSError as error:
+        failure = write_error(path, error)
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def mkdir_if_missing(dirname):
@@ -45,22 +85,67 @@ def atomic_write(fpath, binary=False):
 
     The data go to a temporary file beside ``fpath`` that replaces it in one rename, so a reader
     (or a resumed run) never sees half a file; on error the temporary file is removed and
-    ``fpath`` is left as it was. The file gets the permissions of any newly created file (0o666
-    minus the umask), not tempfile.mkstemp's private 0o600: a lab sharing $DATA or output/ must
-    be able to read each other's split caches, results and checkpoints.
+    ``fpath`` is left as it was. The data are flushed to the disk before the rename and the
+    rename itself after it (``fsync`` of the file, then of the folder), so that a power loss
+    leaves the old file or the new one, never an empty one. The file gets the permissions of any
+    newly created file (0o666 minus the umask), not tempfile.mkstemp's private 0o600: a lab
+    sharing $DATA or output/ must be able to read each other's split caches, results and
+    checkpoints.
     """
     directory = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(directory)
-    tmp_path = osp.join(directory, f".tmp-{secrets.token_hex(8)}-{osp.basename(fpath)}")
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp_path = osp.join(directory, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{osp.basename(fpath)}")
+    with reporting_write_errors(fpath):
+        mkdir_if_missing(directory)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, fpath)
+        except BaseException:
+            if osp.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+        fsync_folder(directory)
+
+
+def fsync_folder(directory):
+    """Make the entries of ``directory`` (a rename, a removal) durable; a no-op where folders
+    cannot be opened (Windows) or synced (some network file systems)."""
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            yield f
-        os.replace(tmp_path, fpath)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def remove_temporary_files(folder):
+    """Remove the temporary files that writes killed halfway through left in ``folder`` and in
+    its sub-folders (not in those another run holds, see ``run_lock``). Returns their paths.
+
+    Call it only while holding ``folder``'s lock: a live write's temporary file looks the same."""
+    removed = []
+    for directory in [folder] + sorted(
+        path for path in (osp.join(folder, name) for name in _listdir(folder))
+        if osp.isdir(path) and not osp.islink(path) and not osp.exists(osp.join(path, LOCK_FILE))
+    ):
+        for name in _listdir(directory):
+            path = osp.join(directory, name)
+            if name.startswith(TEMPORARY_PREFIX) and osp.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def _listdir(folder):
+    return sorted(os.listdir(folder)) if osp.isdir(folder) else []
 
 
 def write_json(obj, fpath, compact=False):

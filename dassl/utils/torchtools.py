@@ -4,6 +4,7 @@ Checkpoints are ``torch.save`` dicts with ``state_dict``, ``epoch``, ``optimizer
 (and ``val_result`` for the best-validation model), as upstream Dassl writes them. They are read
 with ``torch.load(weights_only=True)``: a checkpoint is untrusted input.
 """
+import io
 import os
 import os.path as osp
 import pickle
@@ -148,8 +149,12 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     if not model_name:
         model_name = epoch_checkpoint_name(state["epoch"])
     fpath = osp.join(save_dir, model_name)
+    # Serialised in memory first: torch.save writing to the file itself turns a full disk or a
+    # file-size limit into an opaque "unexpected pos" error instead of the OSError naming it.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_write(fpath, binary=True) as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
     print(f"Checkpoint saved to {fpath}")
 
     if model_name != BEST_MODEL_NAME:

@@ -4,32 +4,36 @@ Training: each chosen augmentation in a fixed order, then ToTensor and (if chose
 Test: resize the smaller edge to ``max(INPUT.SIZE)``, center crop ``INPUT.SIZE``, ToTensor,
 normalize; the crop is always applied so test images match the training size.
 """
+import functools
 import random
 
 import torch
-from torchvision.transforms import (
-    CenterCrop,
-    ColorJitter,
-    Compose,
-    GaussianBlur,
-    InterpolationMode,
-    Normalize,
-    RandomApply,
-    RandomCrop,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    Resize,
-    ToTensor,
-)
 
 from dassl.utils import ConfigError
 
-INTERPOLATION_MODES = {
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
-}
+# torchvision is imported when a transform is built, not with this module: importing it takes
+# seconds (it loads torch's compiler stack), which a command stopping at a config mistake should
+# not wait for. INTERPOLATION_MODES (name -> torchvision InterpolationMode) is built on first use.
+INTERPOLATION_NAMES = ("bilinear", "bicubic", "nearest")
+
+
+def _torchvision_transforms():
+    from torchvision import transforms
+
+    return transforms
+
+
+@functools.lru_cache(maxsize=1)
+def _interpolation_modes():
+    modes = _torchvision_transforms().InterpolationMode
+    return {name: getattr(modes, name.upper()) for name in INTERPOLATION_NAMES}
+
+
+def __getattr__(name):
+    if name == "INTERPOLATION_MODES":
+        return _interpolation_modes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 AVAILABLE_CHOICES = (
     "random_flip",
@@ -71,11 +75,11 @@ def _check_choices(choices):
 
 def interpolation_mode(cfg):
     """The torchvision interpolation that ``INPUT.INTERPOLATION`` names."""
-    if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
+    if cfg.INPUT.INTERPOLATION not in INTERPOLATION_NAMES:
         raise ConfigError(
-            f'INPUT.INTERPOLATION "{cfg.INPUT.INTERPOLATION}" is not one of {list(INTERPOLATION_MODES)}'
+            f'INPUT.INTERPOLATION "{cfg.INPUT.INTERPOLATION}" is not one of {list(INTERPOLATION_NAMES)}'
         )
-    return INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
+    return _interpolation_modes()[cfg.INPUT.INTERPOLATION]
 
 
 def build_transform(cfg, is_train=True, choices=None):
@@ -88,13 +92,15 @@ def build_transform(cfg, is_train=True, choices=None):
         return None
     choices = list(cfg.INPUT.TRANSFORMS if choices is None else choices)
     _check_choices(choices)
-    normalize = Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
+    T = _torchvision_transforms()
+    normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     if is_train:
         return _build_transform_train(cfg, choices, normalize)
     return _build_transform_test(cfg, choices, normalize)
 
 
 def _build_transform_train(cfg, choices, normalize):
+    T = _torchvision_transforms()
     print("Building transform_train")
     interpolation = interpolation_mode(cfg)
     input_size = list(cfg.INPUT.SIZE)
@@ -103,21 +109,21 @@ def _build_transform_train(cfg, choices, normalize):
     # Without a crop nothing else brings the image to the network's input size.
     if "random_crop" not in choices and "random_resized_crop" not in choices:
         print(f"+ resize to {input_size[0]}x{input_size[1]}")
-        steps.append(Resize(input_size, interpolation=interpolation))
+        steps.append(T.Resize(input_size, interpolation=interpolation))
     if "random_crop" in choices:
         print(f"+ random crop (padding = {cfg.INPUT.CROP_PADDING})")
-        steps.append(RandomCrop(input_size, padding=cfg.INPUT.CROP_PADDING))
+        steps.append(T.RandomCrop(input_size, padding=cfg.INPUT.CROP_PADDING))
     if "random_resized_crop" in choices:
         scale = tuple(cfg.INPUT.RRCROP_SCALE)
         print(f"+ random resized crop (size={tuple(input_size)}, scale={scale})")
-        steps.append(RandomResizedCrop(input_size, scale=scale, interpolation=interpolation))
+        steps.append(T.RandomResizedCrop(input_size, scale=scale, interpolation=interpolation))
     if "random_flip" in choices:
         print("+ random flip")
-        steps.append(RandomHorizontalFlip())
+        steps.append(T.RandomHorizontalFlip())
     if "colorjitter" in choices:
         print("+ color jitter")
         steps.append(
-            ColorJitter(
+            T.ColorJitter(
                 brightness=cfg.INPUT.COLORJITTER_B,
                 contrast=cfg.INPUT.COLORJITTER_C,
                 saturation=cfg.INPUT.COLORJITTER_S,
@@ -126,34 +132,35 @@ def _build_transform_train(cfg, choices, normalize):
         )
     if "randomgrayscale" in choices:
         print("+ random gray scale")
-        steps.append(RandomGrayscale(p=cfg.INPUT.RGS_P))
+        steps.append(T.RandomGrayscale(p=cfg.INPUT.RGS_P))
     if "gaussian_blur" in choices:
         print(f"+ gaussian blur (kernel={cfg.INPUT.GB_K})")
-        steps.append(RandomApply([GaussianBlur(cfg.INPUT.GB_K)], p=cfg.INPUT.GB_P))
+        steps.append(T.RandomApply([T.GaussianBlur(cfg.INPUT.GB_K)], p=cfg.INPUT.GB_P))
 
     print("+ to torch tensor of range [0, 1]")
-    steps.append(ToTensor())
+    steps.append(T.ToTensor())
     if "normalize" in choices:
         print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
         steps.append(normalize)
     if "gaussian_noise" in choices:
         print(f"+ gaussian noise (mean={cfg.INPUT.GN_MEAN}, std={cfg.INPUT.GN_STD})")
         steps.append(GaussianNoise(cfg.INPUT.GN_MEAN, cfg.INPUT.GN_STD))
-    return Compose(steps)
+    return T.Compose(steps)
 
 
 def _build_transform_test(cfg, choices, normalize):
+    T = _torchvision_transforms()
     print("Building transform_test")
     interpolation = interpolation_mode(cfg)
     input_size = list(cfg.INPUT.SIZE)
     print(f"+ resize the smaller edge to {max(input_size)}")
     print(f"+ {input_size[0]}x{input_size[1]} center crop")
     steps = [
-        Resize(max(input_size), interpolation=interpolation),
-        CenterCrop(input_size),
-        ToTensor(),
+        T.Resize(max(input_size), interpolation=interpolation),
+        T.CenterCrop(input_size),
+        T.ToTensor(),
     ]
     if "normalize" in choices:
         print(f"+ normalization (mean={cfg.INPUT.PIXEL_MEAN}, std={cfg.INPUT.PIXEL_STD})")
         steps.append(normalize)
-    return Compose(steps)
+    return T.Compose(steps)
