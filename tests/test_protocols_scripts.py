@@ -353,7 +353,7 @@ def _staged_runs(monkeypatch, returncode=0, accuracy=90.0):
     def fake_run(command, **kwargs):
         output = Path(command[command.index("--output-dir") + 1])
         replaced = output.with_name(output.name.removesuffix(".staging"))
-        calls.append((command, sorted(p.name for p in replaced.iterdir())))
+        calls.append((command, sorted(p.name for p in replaced.iterdir() if p.name != ".lock")))
         (output / "log.txt").parent.mkdir(parents=True, exist_ok=True)
         (output / "log.txt").write_text("error: it failed\n" if returncode else "done\n")
         if not returncode:
@@ -418,7 +418,7 @@ def test_run_chains_one_worker_per_gpu_and_a_failure_stops_its_chain(env, monkey
         seen.append((job.step, job.dataset, job_env.variables["CUDA_VISIBLE_DEVICES"], console))
         return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
 
-    monkeypatch.setattr(protocols, "run_job", fake_run_job)
+    monkeypatch.setattr(sweep, "run_job", fake_run_job)
     chains = sweep.plan_chains(["maple"], protocols=["base2new"], datasets=["eurosat", "dtd"],
                                seeds=[1])
     failures = sweep.run_chains(chains, env, devices=["0", "1"])
