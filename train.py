@@ -252,11 +252,11 @@ def trains(args):
 
 
 def identity_of(cfg, args):
-    """The run's identity (dassl.engine.identity) as results.json records it, less the model
+    """The run's identity (dassl.config.identity) as results.json records it, less the model
     the run evaluates."""
     from clip.pretrained import clip_sha256
     from dassl.data.datasets import DATASET_REGISTRY
-    from dassl.engine.identity import run_identity
+    from dassl.config.identity import run_identity
 
     dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     return run_identity(cfg, args.opts, dataset.own_name(cfg), clip_sha256(cfg.MODEL.BACKBONE.NAME))

@@ -23,13 +23,15 @@ pieces. The environment it reads:
                 previous results as they were
     PYTHON      the interpreter of the .sh wrappers (default: python)
 
-A run's identity (dassl/engine/identity.py) is everything that changes its numbers; results.json
+A run's identity (dassl/config/identity.py) is everything that changes its numbers; results.json
 records it. The folder says the plain case in MaPLe's layout: shots_<K> is the resolved number of
 shots (SHOTS, or a DATASET.NUM_SHOTS override); runs with overrides that change training or
 evaluation get the config folder <CFG>_<TAG>; an xd_test of a model trained on another source
 than ImageNet lies under evaluation_from_<source>/. A finished run whose identity is the one
 requested is skipped; one whose identity differs stops the script with the differences; an
-unfinished training run resumes when its folder holds a checkpoint, else it starts afresh. An evaluation counts as finished only while its result
+unfinished training run resumes when its folder holds a checkpoint, else it starts afresh. The
+base / new / open-world tests of one model that all need running (reproduce.sh, sweeps) are done
+in one pass over the test images (one_pass). An evaluation counts as finished only while its result
 is newer than the model it evaluated: after the training run is trained again (FORCE=1), its
 evaluations run again too. Released weights (reproduce.sh, reproduce_xd.sh) are
 evaluated into folders of their own, the config folder named <CFG>_released, so they never
@@ -285,7 +287,7 @@ def overrides_tag(overrides):
     """A short readable form of the overrides that change training or evaluation, e.g.
     "max_epoch-1+size-32x32" (the same rule as train.py's resume check and the run identity);
     cut with a hash of the whole beyond TAG_MAX_LENGTH characters; "" when there are none."""
-    from dassl.engine.identity import override_keys
+    from dassl.config.identity import override_keys
 
     overrides = list(overrides)
     values = dict(zip(overrides[::2], overrides[1::2], strict=True))  # the last value wins
@@ -625,7 +627,7 @@ def train_command(job, env, resume=False, output=None, options=()):
 
 
 def requested_identity(job, env):
-    """The identity (dassl.engine.identity) the job's run would record, built by train.py's own
+    """The identity (dassl.config.identity) the job's run would record, built by train.py's own
     config code from the job's command; its "model" only for evaluations whose model exists."""
     import train
 
@@ -647,7 +649,7 @@ def train_config(job, env):
 
 
 def identity_model(load_epoch):
-    from dassl.engine.identity import evaluated_model
+    from dassl.config.identity import evaluated_model
 
     return evaluated_model(load_epoch, best=load_epoch is None)
 
@@ -656,7 +658,7 @@ def identity_changes(job, env):
     """(field, finished run's value, requested value) for each difference between the finished
     run in the job's folder and the request; [] when they agree or the run recorded no identity
     (runs of other codebases, or of an older version)."""
-    from dassl.engine.identity import OUTCOME_FIELDS, identity_differences
+    from dassl.config.identity import OUTCOME_FIELDS, identity_differences
 
     recorded = (read_run_metrics(run_dir(env.output, job)) or {}).get("identity")
     if not recorded:
@@ -753,7 +755,7 @@ def replace_run(staging, run_folder):
 
 
 def differences_message(job, env, differences):
-    from dassl.engine.identity import format_differences
+    from dassl.config.identity import format_differences
 
     return (f"{run_dir(env.output, job)} holds a finished run with other settings than this one "
             f"(finished -> requested):\n{format_differences(differences)}\nTo keep both, give "

@@ -186,7 +186,7 @@ def dry_run_lines(chains, env):
             counts[label] += 1
             lines.append(f"  {label:<{width}}  {script_invocation(job)}")
             if action == DIFFERS:  # what the finished run has -> what this one asks for
-                from dassl.engine.identity import format_differences
+                from dassl.config.identity import format_differences
 
                 lines += ["    " + line for line in
                           format_differences(identity_changes(job, env)).splitlines()]

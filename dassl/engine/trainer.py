@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
-from dassl.engine.identity import evaluated_model
+from dassl.config.identity import evaluated_model
 from dassl.engine.resume import resume_directory
 from dassl.evaluation import ClassSubset, build_evaluator
 from dassl.utils import (
@@ -416,7 +416,7 @@ class SimpleTrainer(TrainerBase):
         self.loaded_epoch = None
         self.loaded_best = False
         self.model_clip_sha256 = None
-        # Set by train.py (dassl.engine.identity.run_identity); written to results.json.
+        # Set by train.py (dassl.config.identity.run_identity); written to results.json.
         self.run_identity = None
         # Set by train.py --subset-output: [{"subset": "base" | "new", "output_dir", "fields",
         # "identity"}], tests of a class subset filed from the all-class test (_class_subsets).

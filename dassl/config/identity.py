@@ -3,14 +3,40 @@
 ``run_identity`` builds it from the resolved config (values, not the command line): protocol and
 step, dataset (a user dataset by its own name), transfer source, trainer, config, tag, shots,
 seed, the backbone and the SHA-256 of its CLIP file, and every command-line override that
-changes training or evaluation, by the one rule ``train.py`` applies when resuming
-(``dassl.engine.resume.changes_training``). The engine adds the model it evaluated ("epoch N" or
-"best_val"). The protocol scripts build the identity a request would have the same way and
+changes training or evaluation, by the one rule ``changes_training`` (the rule train.py's resume
+check applies, dassl.engine.resume). The engine adds the model it evaluated ("epoch N" or
+"best_val"). Nothing here imports torch: the scripts' --help uses it. The protocol scripts build the identity a request would have the same way and
 compare it with a finished run's (``identity_differences``); the parser groups rows by it.
 """
 import json
 
-from dassl.engine.resume import changes_training
+# Exact keys, or sections ending in "." (every key below them).
+RESUME_SAFE_KEYS = (
+    "OUTPUT_DIR",
+    "RESUME",
+    "DATASET.ROOT",  # the same data moved to another disk
+    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.TEST.",
+    "TRAIN.PRINT_FREQ",
+    "TEST.EVALUATOR",
+    "TEST.PER_CLASS_RESULT",
+    "TEST.COMPUTE_CMAT",
+    "TEST.SPLIT",
+    "VERBOSE",
+    "USE_CUDA",
+    "RUN.CONFIG_NAME",  # names of the config files; their contents are compared key by key
+    "RUN.DATASET_CONFIG_NAME",
+    "RUN.EVAL_ONLY",
+)
+
+
+def changes_training(key):
+    """False for the keys of ``RESUME_SAFE_KEYS`` (where files are, speed, printing), True for
+    every other key: it changes what a run trains or how it is scored. The run identity, the
+    protocol scripts' folder tags and train.py's resume check use the same rule."""
+    return not any(key == safe or (safe.endswith(".") and key.startswith(safe))
+                   for safe in RESUME_SAFE_KEYS)
+
 
 # Config keys recorded in fields of their own, so not listed again among the overrides.
 OWN_FIELD_KEYS = frozenset({
