@@ -179,11 +179,7 @@ def unpack(archive, target):
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
         raise DatasetError(f'cannot extract "{archive}" ({error}); delete it and run again.') from error
     except OSError as error:
-        raise DatasetError(f'cannot extract "{archive}" into "{target}": {_os_reason(error)}.') from error
-
-
-def _os_reason(error):
-    return error.strerror or str(error)
+        raise DatasetError(f'cannot extract "{archive}" into "{target}": {error.strerror or error}.') from error
 
 
 class ArchiveMembers:

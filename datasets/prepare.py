@@ -251,6 +251,9 @@ def parse_args(argv):
     parser.add_argument("--archives", help="folder holding files already downloaded (by their original names)")
     parser.add_argument("--keep-archives", action="store_true", help="keep the downloads after success")
     parser.add_argument("--list", action="store_true", help="list the datasets the tool knows")
+    parser.add_argument("--coprompt-descriptions", action="store_true",
+                        help="fetch only CoPrompt's class descriptions of the dataset (MD5-checked) "
+                        "into <root>/coprompt_descriptions/")
     args = parser.parse_args(argv)
     if not args.list and not (args.name and args.root):
         parser.error("give a dataset name and --root (or --list)")
@@ -280,7 +283,11 @@ def main(argv=None):
             verify_config_file(config_file, args.root)
             return 0
         cls = resolve(args.name)
-        if args.verify:
+        if args.coprompt_descriptions:
+            from datasets.descriptions import fetch_descriptions
+
+            fetch_descriptions(cls.__name__, args.root, mirror=args.mirror, archives_dir=args.archives)
+        elif args.verify:
             verify_only(cls, args.root)
         else:
             prepare(cls, args.root, mirror=args.mirror, archives_dir=args.archives, keep_archives=args.keep_archives)

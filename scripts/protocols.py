@@ -136,6 +136,11 @@ TRAINERS = {
     "maple": TrainerSpec("MaPLe", "vit_b16_c2_ep5_batch4_2ctx",
                          "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
     "bmip": TrainerSpec("BMIP", "BMIP_ctx2_dp9_lr2", "BMIP_ctx2_dp9_lr2_cross_datasets"),
+    # Regularisers over a prompting (TRAINER.<METHOD>.PROMPTING): over BMIP with
+    # CFG=vit_b16_c2_ep20_batch4_4ctx_bmip / CFG=coprompt_bmip.
+    "promptsrc": TrainerSpec("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx",
+                             "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets"),
+    "coprompt": TrainerSpec("CoPrompt", "coprompt", "coprompt"),
 }
 
 
@@ -832,14 +837,15 @@ def run_job(job, env, console=False, companions=()):
         return 0
     try:
         with contextlib.ExitStack() as locks:
-            for folder in [out, *(run_dir(env.output, each) for each in companions)]:
-                locks.enter_context(dassl_utils.run_folder_lock(folder))
-            return _run_locked(job, env, out, console, companions)
+            lock_environment = locks.enter_context(dassl_utils.run_folder_lock(out))
+            for companion in companions:  # train.py writes into them under our lock
+                locks.enter_context(dassl_utils.run_folder_lock(run_dir(env.output, companion)))
+            return _run_locked(job, env, out, console, companions, lock_environment)
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
 
 
-def _run_locked(job, env, out, console, companions):
+def _run_locked(job, env, out, console, companions, lock_environment):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -866,7 +872,7 @@ def _run_locked(job, env, out, console, companions):
         where += (" and, in one pass over the test images, "
                   + ", ".join(str(each_out) for each_out, _ in folders[1:]))
     print(f"{message}: {where}", flush=True)
-    variables = {**os.environ, **env.variables}
+    variables = {**os.environ, **env.variables, **lock_environment}  # train.py works under our lock
     if not console:
         returncode = subprocess.run(command, env=variables).returncode
     else:

@@ -66,16 +66,18 @@ def test_the_main_config_holds_the_authors_settings():
     assert cfg.MODEL.BACKBONE.NAME == "ViT-B/16"
     assert dict(cfg.TRAINER.BMIP) == {
         "N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9,
-        "SHARE_PROJECTIONS": True, "AGGREGATION": "weighted", "ATTN_POOL": "per_sample"}
+        "SHARE_PROJECTIONS": True, "AGGREGATION": "weighted", "ATTN_POOL": "per_sample",
+        "DEEP_VISION_INIT": "independent"}
 
 
-# Each config and the one option that sets it apart from the main config.
+# Each config and the options that set it apart from the main config.
 VARIANTS = {
-    "BMIP_ctx2_dp9_lr2_add.yaml": ("TRAINER.BMIP.AGGREGATION", "add"),
-    "BMIP_ctx2_dp9_lr2_attention.yaml": ("TRAINER.BMIP.AGGREGATION", "attention"),
-    "BMIP_ctx2_dp9_lr2_joint.yaml": ("TRAINER.BMIP.AGGREGATION", "joint"),
-    "BMIP_ctx2_dp9_lr2_authors.yaml": ("TRAINER.BMIP.ATTN_POOL", "authors"),
-    "BMIP_ctx2_dp9_lr2_per_layer_proj.yaml": ("TRAINER.BMIP.SHARE_PROJECTIONS", False),
+    "BMIP_ctx2_dp9_lr2_add.yaml": {"TRAINER.BMIP.AGGREGATION": "add"},
+    "BMIP_ctx2_dp9_lr2_attention.yaml": {"TRAINER.BMIP.AGGREGATION": "attention"},
+    "BMIP_ctx2_dp9_lr2_joint.yaml": {"TRAINER.BMIP.AGGREGATION": "joint"},
+    "BMIP_ctx2_dp9_lr2_authors.yaml": {"TRAINER.BMIP.ATTN_POOL": "authors",
+                                       "TRAINER.BMIP.DEEP_VISION_INIT": "same"},
+    "BMIP_ctx2_dp9_lr2_per_layer_proj.yaml": {"TRAINER.BMIP.SHARE_PROJECTIONS": False},
 }
 
 
@@ -96,12 +98,11 @@ def flat(cfg, prefix=""):
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_each_ablation_config_changes_one_option_and_builds(name):
+def test_each_ablation_config_changes_only_its_options_and_builds(name):
     assert set(config_files()) == {MAIN_CONFIG, "BMIP_ctx2_dp9_lr2_cross_datasets.yaml",
                                    *VARIANTS}
     main, variant = flat(load_cfg(MAIN_CONFIG)), flat(load_cfg(name))
-    key, value = VARIANTS[name]
-    assert {k for k in main if main[k] != variant[k]} == {key} and variant[key] == value
+    assert {k: variant[k] for k in main if main[k] != variant[k]} == VARIANTS[name]
     cfg = load_cfg(name)
     cfg.merge_from_list(["TRAINER.BMIP.PROMPT_DEPTH", 3, "INPUT.SIZE", (32, 32)])
     clip_model = tiny_clip()

@@ -88,14 +88,18 @@ def test_the_lock_is_exclusive_within_one_process_and_released_after_an_error(tm
     assert not (tmp_path / LOCK_FILE).exists()
 
 
-def test_a_child_of_the_holder_works_under_its_lock(tmp_path):
-    """The protocol scripts lock a run folder and start train.py on it."""
+def test_a_process_started_by_the_holder_works_under_its_lock_only_with_its_token(tmp_path):
+    """The protocol scripts lock a run folder and start train.py on it (perhaps through a
+    wrapper such as srun); any other process is refused."""
     code = f"import sys; sys.path.insert(0, {REPO!r})\nfrom dassl.utils import run_folder_lock\n" \
            f"with run_folder_lock({str(tmp_path)!r}): print('inside')"
-    with run_folder_lock(tmp_path):
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    with run_folder_lock(tmp_path) as lock_environment:
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env={**os.environ, **lock_environment})
         assert child.returncode == 0 and child.stdout == "inside\n", child.stderr
         assert (tmp_path / LOCK_FILE).is_file()  # still ours
+        stranger = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert stranger.returncode == 1 and "is in use by another run" in stranger.stderr
 
 
 def test_protocol_script_refuses_a_busy_folder_before_deleting_anything(tmp_path):

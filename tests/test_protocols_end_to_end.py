@@ -76,7 +76,8 @@ def test_runs_land_in_the_documented_folders(sweep):
         record = results(sweep["output"] / folder)
         assert (record["trainer"], record["protocol"], record["subsample_classes"]) == (
             trainer, protocol, subsample), folder
-        assert record["seed"] == 1 and record["num_shots"] == 16
+        # The tiny datasets hold fewer than 16 training images per class: the shots used are recorded.
+        assert record["seed"] == 1 and record["num_shots_requested"] == 16 and record["num_shots"] <= 16
 
 
 def test_evaluations_load_the_trained_model(sweep):

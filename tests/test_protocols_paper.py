@@ -122,5 +122,9 @@ def test_ablation_configs_map_to_table_5():
     assert paper.method("BMIP", "BMIP_ctx2_dp9_lr2_add") == "Addition"
     assert paper.method("BMIP", "BMIP_ctx2_dp9_lr2") == "BMIP"
     assert paper.method("ZeroshotCLIP", "vit_b16_ep50") == "CLIP"
+    assert paper.method("PromptSRC", "vit_b16_c2_ep20_batch4_4ctx_bmip") == "PromptSRC+BMIP"
+    assert paper.method("CoPrompt", "coprompt_bmip") == "CoPrompt+BMIP"
+    assert paper.method("MaPLe", "vit_b16_c2_ep5_batch4_8ctx") == "MaPLe-dagger"
+    assert paper.method("PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx") == "PromptSRC"
     for config in paper.method_of_config:
-        assert (REPO / "configs" / "trainers" / "BMIP" / f"{config}.yaml").is_file(), config
+        assert list((REPO / "configs" / "trainers").glob(f"*/{config}.yaml")), config

@@ -29,10 +29,11 @@ from dassl.config import ConfigError
 from dassl.engine import TRAINER_REGISTRY
 from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, check_depth,
                                 init_context, num_text_layers, num_vision_layers, prompt_list,
-                                text_width, vision_width)
+                                rename_by_patterns, text_width, vision_width)
 
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
+DEEP_VISION_INITS = ("independent", "same")
 # Queries scored at once by the attention statistic: bounds the scores held in memory to
 # [batch, heads, QUERY_CHUNK, keys] instead of the full attention matrix.
 QUERY_CHUNK = 64
@@ -47,12 +48,16 @@ def extend_cfg(cfg):
     cfg.TRAINER.BMIP.SHARE_PROJECTIONS = True  # one F_v, F_l pair for all layers, else per layer
     cfg.TRAINER.BMIP.AGGREGATION = "weighted"  # weighted | add | attention | joint
     cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
+    # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
+    # draw, as the authors' SHARE_PARAMETER_VISUAL default does (see BMIPPromptLearner)
+    cfg.TRAINER.BMIP.DEEP_VISION_INIT = "independent"
 
 
 def check_options(bmip):
-    """Reject unknown AGGREGATION / ATTN_POOL values with the accepted ones."""
+    """Reject unknown AGGREGATION / ATTN_POOL / DEEP_VISION_INIT values with the accepted ones."""
     for key, value, choices in (("AGGREGATION", bmip.AGGREGATION, AGGREGATIONS),
-                                ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS)):
+                                ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS),
+                                ("DEEP_VISION_INIT", bmip.DEEP_VISION_INIT, DEEP_VISION_INITS)):
         if value not in choices:
             raise ConfigError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
 
@@ -170,6 +175,11 @@ class BMIPPromptLearner(PromptLearner):
       other variants with 2b tokens: text P_0 (the first 2b words of CTX_INIT when 2b <= 4, else
       random with 2b placeholder words), image F_0(P_0); deep layers write [P_i ; F_l(P_v_i)] and
       [P_v_i ; F_v(P_i)], P_i and P_v_i holding b tokens each.
+    - DEEP_VISION_INIT same (the authors' SHARE_PARAMETER_VISUAL default): every P_v_i starts
+      from one and the same draw and then trains apart. Their ParameterList holds the same slice
+      of one tensor for every layer, but moving the model to the GPU (any `Module.to` that
+      converts) gives each entry its own copy, so on the GPU they are one initialisation, not
+      one tensor; their checkpoints hold one tensor per layer.
     - ATTN_POOL authors (the authors' code): the vision A is also averaged over the batch (one w
       per token for all images of a batch); the text A is read from the SOS query row, which the
       causal mask keeps at 0 (so w_l = sigmoid(bias)); text prompts are replaced in layers
@@ -192,6 +202,10 @@ class BMIPPromptLearner(PromptLearner):
         self.proj = nn.Linear(d_text, d_vision)
         self.deep_text = prompt_list(n_deep, n_ctx, d_text)
         self.deep_vision = prompt_list(n_deep, n_ctx, d_vision)
+        if bmip.DEEP_VISION_INIT == "same":
+            with torch.no_grad():
+                for prompt in self.deep_vision[1:]:
+                    prompt.copy_(self.deep_vision[0])
         n_projections = min(n_deep, 1) if bmip.SHARE_PROJECTIONS else n_deep
         self.to_vision = _linear_list(n_projections, d_text, d_vision)
         self.to_text = _linear_list(n_projections, d_vision, d_text)
@@ -261,6 +275,55 @@ class BMIPPromptLearner(PromptLearner):
         return w * local + (1 - w) * foreign
 
 
+# ---------------------------------------------------------------------------------------------
+# The authors' checkpoints (LAMDASZ-ML/BMIP): their whole CustomCLIP under their own names
+# ---------------------------------------------------------------------------------------------
+
+def _skip(match):
+    return None
+
+
+def _weight_head(name, n_deep):
+    """Their block i's head -> our heads[i - 1] for the blocks that have one (1 <= i <= J-1);
+    the heads of the other blocks exist in their model but are never used."""
+    def rename(match):
+        i = int(match[1])
+        return f"prompt_learner.{name}.{i - 1}.{match[2]}" if 1 <= i <= n_deep else None
+    return rename
+
+
+def authors_key_renamer(cfg):
+    """Key names of the authors' BMIP checkpoints -> ours (for TRAINER.BMIP.PROMPT_DEPTH J).
+
+    Theirs: ctx_t (P_0), proj_t (F_0), compound_prompts_text / _visual (P_i / P_v_i),
+    single_layer_t / single_layer_v (shared F_v / F_l; compound_prompt_projections_t / _v per
+    layer without SHARE_PARAMETER_*), and one pair of Linear(1, 1) heads in every CLIP block:
+    learnable_linear1 of image block i is L_v_i, learnable_linear2 of text block i is L_l_i.
+    Entries their forward pass never uses map to None (skipped by name): ctx_v, proj_v, the
+    exchange layers and the heads of other blocks or of the other tower. Everything else is
+    strict (load_learner_state)."""
+    n_deep = cfg.TRAINER.BMIP.PROMPT_DEPTH - 1
+    learner, resblocks = r"prompt_learner\.", r"transformer\.resblocks\.(\d+)\."
+    return rename_by_patterns([
+        (learner + r"ctx_t", "prompt_learner.ctx"),
+        (learner + r"proj_t\.(weight|bias)", r"prompt_learner.proj.\1"),
+        (learner + r"compound_prompts_text\.(\d+)", r"prompt_learner.deep_text.\1"),
+        (learner + r"compound_prompts_visual\.(\d+)", r"prompt_learner.deep_vision.\1"),
+        (learner + r"single_layer_t\.(weight|bias)", r"prompt_learner.to_vision.0.\1"),
+        (learner + r"single_layer_v\.(weight|bias)", r"prompt_learner.to_text.0.\1"),
+        (learner + r"compound_prompt_projections_t\.(\d+)\.(weight|bias)",
+         r"prompt_learner.to_vision.\1.\2"),
+        (learner + r"compound_prompt_projections_v\.(\d+)\.(weight|bias)",
+         r"prompt_learner.to_text.\1.\2"),
+        (r"image_encoder\." + resblocks + r"learnable_linear1\.(weight|bias)",
+         _weight_head("vision_weight_heads", n_deep)),
+        (r"text_encoder\." + resblocks + r"learnable_linear2\.(weight|bias)",
+         _weight_head("text_weight_heads", n_deep)),
+        (r"(image|text)_encoder\." + resblocks + r"learnable_linear[12]\.(weight|bias)", _skip),
+        (learner + r"(ctx_v|(proj_v|exchange_layer_[tv]|compound_exchange_[tv])\..+)", _skip),
+    ])
+
+
 @TRAINER_REGISTRY.register()
 class BMIP(PromptTrainer):
     MODEL_NAME = "MultiModalPromptLearner"
@@ -278,3 +341,6 @@ class BMIP(PromptTrainer):
 
     def build_prompt_learner(self, classnames, clip_model):
         return BMIPPromptLearner(self.cfg, classnames, clip_model)
+
+    def rename_checkpoint_key(self, key):
+        return authors_key_renamer(self.cfg)(key)

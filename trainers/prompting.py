@@ -63,6 +63,11 @@ The pieces:
   and, when the text side does not depend on the image, cached during an evaluation
   (``eval()`` + ``torch.no_grad()``); any ``train()`` / ``eval()`` call or checkpoint load drops
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
+  ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
+  the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
+  methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
+  ``adapt_text_features`` (identity) see the encoders' unnormalised outputs before they are
+  normalised: a subclass adds modules there (CoPrompt's adapters).
   ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
   prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
@@ -555,7 +560,7 @@ class PromptedCLIP(nn.Module):
             x = learner.text_embeddings(encoder.embed(tokens[rows]), rows, prompts)
             eot = tokens[rows].argmax(dim=-1)
             chunks.append(encoder.encode_embeddings(x, eot, deep, n_prompts))
-        return normalize(torch.cat(chunks))
+        return normalize(self.adapt_text_features(torch.cat(chunks)))
 
     def text_features(self):
         """Normalised text features, computed once per evaluation (eval mode, no grad) or once
@@ -573,10 +578,31 @@ class PromptedCLIP(nn.Module):
 
     def image_features(self, images):
         prompts = self.prompt_learner.image_prompts()
-        return normalize(self.image_encoder(images, prompts))
+        return normalize(self.adapt_image_features(self.image_encoder(images, prompts)))
+
+    # What a method does to the encoders' unnormalised outputs before they are normalised and
+    # compared (CoPrompt's residual adapters); nothing by default.
+    def adapt_image_features(self, features):
+        return features
+
+    def adapt_text_features(self, features):
+        return features
 
     def forward(self, images):
         return clip_logits(self.image_features(images), self.text_features(), self.logit_scale)
+
+    # Frozen CLIP from the same encoders with the prompts switched off (no second CLIP): the
+    # targets of regularised methods (PromptSRC, CoPrompt). No gradients.
+    @torch.no_grad()
+    def frozen_image_features(self, images):
+        """CLIP's own normalised image features [N, embed_dim]."""
+        return normalize(self.image_encoder(images))
+
+    @torch.no_grad()
+    def frozen_text_features(self, tokens):
+        """CLIP's own text features [N, embed_dim] of token ids [N, L] (not normalised),
+        encoded `text_chunk_size` rows at a time."""
+        return torch.cat([self.text_encoder(chunk) for chunk in tokens.split(self.text_chunk_size)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +666,8 @@ def _describe_mismatch(missing, unexpected, wrong_shapes, wrong_clip, another_me
 def load_learner_state(model, state_dict, rename=lambda key: key, method=""):
     """Load a checkpoint's learner entries into `model` (a PromptedCLIP), strictly.
 
-    `rename` maps upstream key names to ours; `method` (the trainer's name) is named in the error
+    `rename` maps upstream key names to ours (None: an upstream entry our model has no use for,
+    skipped by name); `method` (the trainer's name) is named in the error
     when the checkpoint seems to come from another method. Ignored explicitly: upstream
     frozen-CLIP entries (their shapes are checked against the loaded CLIP, their values are
     CLIP's) and the class-name buffers token_prefix / token_suffix. Every learner entry must be present with its
@@ -651,7 +678,7 @@ def load_learner_state(model, state_dict, rename=lambda key: key, method=""):
     loaded, unexpected, wrong_shapes, wrong_clip = {}, [], [], []
     for key, value in state_dict.items():
         key = rename(key)
-        if key in UPSTREAM_CLASSNAME_BUFFERS:
+        if key is None or key in UPSTREAM_CLASSNAME_BUFFERS:
             continue
         if key in expected:
             if value.shape != expected[key].shape:

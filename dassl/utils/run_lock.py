@@ -5,12 +5,15 @@ seed beside the checkpoint of another). A run therefore holds ``<folder>/.lock``
 an exclusive ``flock`` on the file, which the operating system drops when the process dies, and
 in the file who holds it (pid, host, start time, command) for the message a second run gets.
 A lock left by a dead process is taken over with a note. On file systems without ``flock`` the
-recorded process is checked instead (alive on this host: busy). A process started by the
-holder (the protocol scripts run train.py under their own lock) works under its parent's lock.
+recorded process is checked instead (alive on this host: busy). A process the holder starts to
+do the work (the protocol scripts run train.py under their own lock) works under the holder's
+lock when it is given the holder's token in its environment (``child_environment``), also
+through wrappers such as ``srun`` that stand between the two.
 """
 import json
 import os
 import os.path as osp
+import secrets
 import socket
 import sys
 import time
@@ -30,35 +33,43 @@ class RunFolderBusy(UserError):
     """Another live run holds the output folder."""
 
 
+# Set in the environment of the processes a lock holder starts to work in its folder.
+TOKEN_VARIABLE = "RUN_FOLDER_LOCK_TOKEN"
+
+
 @contextmanager
 def run_folder_lock(folder):
-    """Hold ``folder``'s lock for the duration of the ``with`` block (see the module notes)."""
+    """Hold ``folder``'s lock for the duration of the ``with`` block (see the module notes).
+
+    Yields the environment variables that let a process started inside the block work under
+    this lock (pass them to ``subprocess``)."""
     folder = osp.abspath(folder)
     path = osp.join(folder, LOCK_FILE)
     with reporting_write_errors(folder):
         mkdir_if_missing(folder)
-        descriptor = _acquire(folder, path)
+        descriptor, token = _acquire(folder, path)
     try:
-        yield
+        yield {TOKEN_VARIABLE: token}
     finally:
         if descriptor is not None:
             _release(path, descriptor)
 
 
 def _acquire(folder, path):
-    """The open, locked lock file; None when the parent process holds the lock for us."""
+    """(the open, locked lock file, its token); the file is None when the process that started
+    this one holds the lock for it."""
     while True:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            outcome = _lock(folder, path, descriptor)
+            outcome, token = _lock(folder, path, descriptor)
         except BaseException:
             os.close(descriptor)
             raise
         if outcome == "locked":
-            return descriptor
+            return descriptor, token
         os.close(descriptor)
-        if outcome == "held by parent":
-            return None
+        if outcome == "held for us":
+            return None, token
         # "replaced": the holder removed the file while releasing it; lock the new one.
 
 
@@ -66,16 +77,15 @@ def _lock(folder, path, descriptor):
     locked = _try_flock(descriptor)
     owner = _read_owner(descriptor)
     if locked is False or (locked is None and _alive_elsewhere(owner)):
-        if owner and owner.get("pid") == os.getppid() and owner.get("host") == socket.gethostname():
-            return "held by parent"
+        if owner and owner.get("token") and os.environ.get(TOKEN_VARIABLE) == owner["token"]:
+            return "held for us", owner["token"]
         raise RunFolderBusy(_busy_message(folder, owner))
     if not _same_file(descriptor, path):
-        return "replaced"
+        return "replaced", None
     if owner and owner.get("pid") != os.getpid():
         print(f'Note: taking over the lock of "{folder}" from process {owner.get("pid")} on '
               f"{owner.get('host')}, which ended without releasing it")
-    _write_owner(descriptor)
-    return "locked"
+    return "locked", _write_owner(descriptor)
 
 
 def _try_flock(descriptor):
@@ -119,7 +129,9 @@ def _read_owner(descriptor):
 
 
 def _write_owner(descriptor):
+    """Record this process as the holder; returns the lock's new token."""
     owner = {
+        "token": secrets.token_hex(16),
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -129,6 +141,7 @@ def _write_owner(descriptor):
     os.lseek(descriptor, 0, os.SEEK_SET)
     os.write(descriptor, json.dumps(owner).encode())
     os.fsync(descriptor)
+    return owner["token"]
 
 
 def _same_file(descriptor, path):

@@ -45,6 +45,7 @@ AVAILABLE_CHOICES = (
     "randomgrayscale",
     "gaussian_blur",
     "gaussian_noise",
+    "randaugment",
 )
 
 
@@ -120,6 +121,13 @@ def _build_transform_train(cfg, choices, normalize):
     if "random_flip" in choices:
         print("+ random flip")
         steps.append(T.RandomHorizontalFlip())
+    if "randaugment" in choices:
+        # torchvision's RandAugment: N ops at magnitude M of 30, as Dassl's RandAugment(N, M)
+        # (whose op list also holds SolarizeAdd and Cutout)
+        n_ops, magnitude = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
+        print(f"+ randaugment (n={n_ops}, m={magnitude})")
+        steps.append(T.RandAugment(num_ops=n_ops, magnitude=magnitude, num_magnitude_bins=31,
+                                   interpolation=interpolation))
     if "colorjitter" in choices:
         print("+ color jitter")
         steps.append(

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# CoPrompt. Base-to-new, step 1: train on the base classes of DATASET (16 shots) and test on them.
+# Usage: DATA=/path/to/datasets bash scripts/coprompt/base2new_train.sh DATASET SEED [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" coprompt base2new_train "$@"

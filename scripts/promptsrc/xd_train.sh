@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# PromptSRC. Cross-dataset / domain generalisation, step 1: train on all classes of ImageNet
+# (16 shots), or of SOURCE when given.
+# Usage: DATA=/path/to/datasets bash scripts/promptsrc/xd_train.sh [SOURCE] SEED [KEY VALUE ...]
+# Defaults and conventions: scripts/protocols.py.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../protocol.sh" promptsrc xd_train "$@"

@@ -1,0 +1,224 @@
+"""PromptSRC over a choice of prompting: each PROMPTING choice runs its own learner, the frozen
+targets are plain CLIP's, each loss term equals a direct computation, a few steps lower the loss,
+CLIP stays frozen, and GPA's final prompts are the Gaussian-weighted average of the epochs'."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import clip
+from dassl.config import ConfigError
+from dassl.engine import build_trainer
+from tests.helpers.trainers import (CLASSNAMES, images, snapshot, tiny_clip, toy_trainer_cfg,
+                                    trainer_cfg, write_tiny_clip)
+from trainers.bmip import BMIPPromptLearner
+from trainers.ivlp import VLPromptLearner
+from trainers.maple import MultiModalPromptLearner
+from trainers.promptsrc import (IMAGENET_TEMPLATES, GaussianPromptAggregation, PromptSRCLoss,
+                                gpa_weights)
+from trainers.prompting import PromptedCLIP, learner_state_dict
+from trainers.regularised import prompting_of
+
+# Depths that fit the tiny CLIP's three layers per tower.
+TINY_DEPTHS = {"TRAINER.IVLP.PROMPT_DEPTH_TEXT": 2, "TRAINER.IVLP.PROMPT_DEPTH_VISION": 2,
+               "TRAINER.MAPLE.PROMPT_DEPTH": 3, "TRAINER.BMIP.PROMPT_DEPTH": 3}
+LEARNERS = {"ivlp": VLPromptLearner, "maple": MultiModalPromptLearner, "bmip": BMIPPromptLearner}
+LABELS = torch.tensor([0, 3, 4])
+# A few of the 60 templates keep the tests fast; the ensemble rule is the same.
+TEMPLATES = IMAGENET_TEMPLATES[:3]
+
+
+def promptsrc_model(prompting, seed=0):
+    torch.manual_seed(seed)
+    cfg = trainer_cfg("PromptSRC", **{"TRAINER.PROMPTSRC.PROMPTING": prompting, **TINY_DEPTHS})
+    clip_model = tiny_clip()
+    learner = prompting_of(cfg, "PROMPTSRC").learner(cfg, CLASSNAMES, clip_model)
+    return cfg, clip_model, PromptedCLIP(clip_model, learner)
+
+
+@pytest.mark.parametrize("prompting", list(LEARNERS))
+def test_each_prompting_runs_its_own_learner_and_every_parameter_gets_a_gradient(prompting):
+    _, _, model = promptsrc_model(prompting)
+    learner = model.prompt_learner
+    assert type(learner) is LEARNERS[prompting]
+    loss, _, _ = PromptSRCLoss(model, 25, 10, TEMPLATES)(images(), LABELS)
+    loss.backward()
+    for name, param in learner.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    heads = [name for name, _ in learner.named_parameters() if "weight_heads" in name]
+    assert bool(heads) == (prompting == "bmip")
+
+
+def test_an_unknown_prompting_is_a_config_error():
+    cfg = trainer_cfg("PromptSRC", **{"TRAINER.PROMPTSRC.PROMPTING": "coop"})
+    with pytest.raises(ConfigError, match="ivlp"):
+        prompting_of(cfg, "PROMPTSRC")
+
+
+def test_frozen_targets_are_plain_clip_features():
+    _, clip_model, model = promptsrc_model("maple")
+    batch = images()
+    with torch.no_grad():
+        expected_image = F.normalize(clip_model.encode_image(batch), dim=-1)
+        tokens = clip.tokenize(["a photo of a forest.", "a river."])
+        expected_text = clip_model.encode_text(tokens)
+    assert torch.allclose(model.frozen_image_features(batch), expected_image, atol=1e-5)
+    assert torch.allclose(model.frozen_text_features(tokens), expected_text, atol=1e-5)
+    assert not model.frozen_image_features(batch).requires_grad
+
+
+def test_text_targets_are_the_template_ensemble_computed_once_per_class_set(monkeypatch):
+    _, clip_model, model = promptsrc_model("ivlp")
+    objective = PromptSRCLoss(model, 25, 10, TEMPLATES)
+    with torch.no_grad():
+        total = sum(clip_model.encode_text(clip.tokenize(
+            [template.format(name.replace("_", " ")) for name in CLASSNAMES]))
+            for template in TEMPLATES)
+    expected = F.normalize(total / len(TEMPLATES), dim=-1)
+    assert len(IMAGENET_TEMPLATES) == 60
+    assert torch.allclose(objective.text_targets(), expected, atol=1e-5)
+    calls = []
+    encode = model.frozen_text_features
+    monkeypatch.setattr(model, "frozen_text_features", lambda tokens: calls.append(1) or encode(tokens))
+    objective(images(), LABELS)
+    objective(images(), LABELS)
+    assert calls == []
+
+
+def test_each_loss_term_equals_a_direct_computation():
+    _, clip_model, model = promptsrc_model("bmip")
+    objective = PromptSRCLoss(model, text_weight=25, image_weight=10, templates=TEMPLATES)
+    batch = images()
+    with torch.no_grad():
+        total, logits, terms = objective(batch, LABELS)
+        text = F.normalize(model.encode_text(), dim=-1)
+        image = F.normalize(model.image_encoder(batch, model.prompt_learner.image_prompts()),
+                            dim=-1)
+        scale = clip_model.logit_scale.exp()
+        direct_logits = scale * image @ text.t()
+        text_targets = objective.text_targets()
+        image_targets = F.normalize(clip_model.encode_image(batch), dim=-1)
+        zs_logits = scale * image_targets @ text_targets.t()
+        p_zs = zs_logits.softmax(dim=1)
+        kl = (p_zs * (p_zs.log() - direct_logits.log_softmax(dim=1))).sum() / direct_logits.numel()
+        expected = {
+            "ce": F.cross_entropy(direct_logits, LABELS),
+            "scl_text": 25 * (text - text_targets).abs().mean(),
+            "scl_image": 10 * (image - image_targets).abs().mean(),
+            "scl_logits": kl,
+        }
+    assert torch.allclose(logits, direct_logits, atol=1e-5)
+    for name, value in expected.items():
+        assert torch.allclose(terms[name], value, atol=1e-5), name
+    assert terms["scl_logits"] > 0 and terms["scl_text"] > 0 and terms["scl_image"] > 0
+    assert torch.allclose(total, sum(expected.values()), atol=1e-5)
+
+
+def test_a_few_steps_lower_the_loss_and_leave_clip_frozen():
+    _, clip_model, model = promptsrc_model("maple")
+    frozen = {key: value for key, value in snapshot(model).items()
+              if not key.startswith("prompt_learner.")}
+    objective = PromptSRCLoss(model, 25, 10, TEMPLATES)
+    optimizer = torch.optim.Adam(model.prompt_learner.parameters(), lr=0.02)
+    batch = images(5, seed=1)
+    labels = torch.arange(5)
+    losses = []
+    for _ in range(8):
+        loss, _, _ = objective(batch, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    after = snapshot(model)
+    for key, value in frozen.items():
+        assert torch.equal(after[key], value), key
+    assert all(not p.requires_grad for p in clip_model.parameters())
+
+
+def test_gpa_weights_are_the_normalised_gaussian_over_epochs():
+    weights = gpa_weights(4, mean=2, std=1)
+    density = [math.exp(-0.5), 1.0, math.exp(-0.5), math.exp(-2.0)]
+    assert weights == pytest.approx([d / sum(density) for d in density])
+    with pytest.raises(ConfigError, match="GPA_STD"):
+        gpa_weights(4, mean=2, std=0)
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny.pt")
+
+
+def test_training_ends_with_the_gaussian_average_of_the_epochs_prompts(clip_file, tmp_path):
+    cfg = toy_trainer_cfg(
+        "PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip.yaml", clip_file, tmp_path,
+        tmp_path / "out", "OPTIM.MAX_EPOCH", 3, "OPTIM.LR", 0.01, "TRAINER.BMIP.PROMPT_DEPTH", 3,
+        "TRAINER.BMIP.N_CTX", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2, "TRAINER.PROMPTSRC.GPA_STD", 1)
+    trainer = build_trainer(cfg)
+    assert trainer.get_model_names() == ["MultiModalPromptLearner"]
+    before = snapshot(trainer.model)
+    per_epoch = []
+    add = trainer.gpa.add
+    trainer.gpa.add = lambda epoch, state: per_epoch.append(
+        {k: v.detach().clone() for k, v in state.items()}) or add(epoch, state)
+    trainer.train()
+    assert len(per_epoch) == 3
+    a, b = math.exp(-0.5), 1.0  # N(e; 2, 1) at e = 1, 3 and at e = 2
+    weights = [a / (2 * a + b), b / (2 * a + b), a / (2 * a + b)]
+    final = learner_state_dict(trainer.model)
+    for key, value in final.items():
+        expected = sum(w * state[key] for w, state in zip(weights, per_epoch))
+        assert torch.allclose(value, expected, atol=1e-6), key
+        assert not torch.equal(value, per_epoch[-1][key]), key
+    for key, value in snapshot(trainer.model).items():
+        if not key.startswith("prompt_learner."):
+            assert torch.equal(value, before[key]), key
+    # The saved last-epoch checkpoint is the aggregate.
+    reloaded = build_trainer(cfg)
+    reloaded.load_model(cfg.OUTPUT_DIR, epoch=3)
+    for key, value in learner_state_dict(reloaded.model).items():
+        assert torch.equal(value, final[key]), key
+
+
+def test_early_stopping_is_refused_with_the_keys_to_change(clip_file, tmp_path):
+    cfg = toy_trainer_cfg("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml", clip_file,
+                          tmp_path, tmp_path / "out", "TRAIN.EARLY_STOPPING", True)
+    with pytest.raises(ConfigError, match="EARLY_STOPPING"):
+        build_trainer(cfg)
+
+
+def test_gpa_sum_is_carried_in_the_engine_state():
+    aggregation = GaussianPromptAggregation([0.25, 0.75])
+    aggregation.add(0, {"prompt_learner.ctx": torch.ones(2)})
+    aggregation.add(1, {"prompt_learner.ctx": torch.full((2,), 3.0)})
+    assert torch.allclose(aggregation.total["prompt_learner.ctx"], torch.full((2,), 2.5))
+
+
+def test_an_upstream_promptsrc_checkpoint_loads_with_its_frozen_encoder_copy():
+    """Upstream PromptSRC saves IVLP's keys plus its zero-shot image encoder inside the learner
+    (prompt_learner.ZS_image_encoder.*): CLIP's weights, checked and skipped."""
+    from tests.helpers.trainers import fp16_exact_values, upstream_frozen_entries
+    from trainers.promptsrc import PromptSRC
+    from trainers.prompting import load_learner_state
+
+    cfg, clip_model, source = promptsrc_model("ivlp")
+    values = fp16_exact_values(learner_state_dict(source), seed=4)
+    load_learner_state(source, values)
+    p = "prompt_learner."
+    upstream = dict(upstream_frozen_entries(clip_model))
+    upstream[p + "ctx"] = values[p + "text.ctx"]
+    upstream["image_encoder.VPT"] = values[p + "vision.ctx"]
+    for tower, ours in (("text_encoder", "text"), ("image_encoder", "vision")):
+        upstream[f"{tower}.transformer.resblocks.1.VPT_shallow"] = values[f"{p}{ours}.deep.0"]
+    for key, value in clip_model.visual.state_dict().items():
+        upstream[f"{p}ZS_image_encoder.{key}"] = value.half()
+    trainer = PromptSRC.__new__(PromptSRC)
+    trainer.cfg = cfg
+    _, _, target = promptsrc_model("ivlp", seed=1)
+    load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")
+    with torch.no_grad():
+        assert torch.allclose(target(images()), source(images()), atol=1e-6)
+    upstream[p + "ZS_image_encoder.proj"] = torch.zeros(3, 3)
+    with pytest.raises(Exception, match="frozen CLIP"):
+        load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")
