@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import clip
 from dassl.config import ConfigError
 from dassl.engine import build_trainer
+from dassl.utils import set_random_seed
 from tests.helpers.trainers import (CLASSNAMES, images, snapshot, tiny_clip, toy_trainer_cfg,
                                     trainer_cfg, write_tiny_clip)
 from trainers.bmip import BMIPPromptLearner
@@ -222,3 +223,39 @@ def test_an_upstream_promptsrc_checkpoint_loads_with_its_frozen_encoder_copy():
     upstream[p + "ZS_image_encoder.proj"] = torch.zeros(3, 3)
     with pytest.raises(Exception, match="frozen CLIP"):
         load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
+    """GPA's running sum travels in the checkpoint: killed after epoch 2 of 3 and resumed, the
+    final prompts equal those of an uninterrupted run."""
+    def cfg_for(output):
+        return toy_trainer_cfg(
+            "PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_2ctx_maple.yaml", clip_file, tmp_path,
+            tmp_path / output, "OPTIM.MAX_EPOCH", 3, "OPTIM.LR", 0.01,
+            "TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2,
+            "TRAINER.PROMPTSRC.GPA_STD", 1)
+
+    set_random_seed(1)
+    uninterrupted = build_trainer(cfg_for("full"))
+    uninterrupted.train()
+    set_random_seed(1)  # the same initial prompts and data order
+    killed = build_trainer(cfg_for("killed"))
+    after_epoch = killed.after_epoch
+
+    def stop_after_the_second_epoch():
+        after_epoch()
+        if killed.epoch == 1:
+            raise Interrupted
+    killed.after_epoch = stop_after_the_second_epoch
+    with pytest.raises(Interrupted):
+        killed.train()
+    resumed = build_trainer(cfg_for("killed"))
+    resumed.train()
+    assert resumed.start_epoch == 2
+    expected = learner_state_dict(uninterrupted.model)
+    for key, value in learner_state_dict(resumed.model).items():
+        assert torch.allclose(value, expected[key], atol=1e-6), key
