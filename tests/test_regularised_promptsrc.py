@@ -229,9 +229,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
-    """GPA's running sum travels in the checkpoint: killed after epoch 2 of 3 and resumed, the
-    final prompts equal those of an uninterrupted run."""
+def check_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
     def cfg_for(output):
         return toy_trainer_cfg(
             "PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_2ctx_maple.yaml", clip_file, tmp_path,
@@ -259,3 +257,21 @@ def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
     expected = learner_state_dict(uninterrupted.model)
     for key, value in learner_state_dict(resumed.model).items():
         assert torch.allclose(value, expected[key], atol=1e-6), key
+
+
+def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
+    """GPA's running sum travels in the checkpoint: killed after epoch 2 of 3 and resumed, the
+    final prompts equal those of an uninterrupted run. In a fresh interpreter: after some other
+    tests of the suite, the two in-process runs were seen to diverge (the cause, some global
+    state those tests leave, is not identified)."""
+    import subprocess
+    import sys
+
+    from tests.helpers.trainers import ROOT
+
+    code = ("import pathlib, sys; from tests.test_regularised_promptsrc import "
+            "check_a_resumed_run_aggregates_the_same_epochs as check; "
+            "check(sys.argv[1], pathlib.Path(sys.argv[2]))")
+    result = subprocess.run([sys.executable, "-c", code, str(clip_file), str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
