@@ -62,18 +62,13 @@ def two_head_model():
     return model, text_in[1], image_in[1]
 
 
-@pytest.fixture(params=[64, 2], ids=["one-chunk", "query-chunks"])
-def query_chunk(request, monkeypatch):
-    monkeypatch.setattr(bmip, "QUERY_CHUNK", request.param)
-
-
 def no_second_attention_pass(block, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the statistic ran the attention module a second time")
     monkeypatch.setattr(block.attn, "forward", refuse)
 
 
-def test_image_statistic_equals_torch_attention_weights(two_head_model, query_chunk, monkeypatch):
+def test_image_statistic_equals_torch_attention_weights(two_head_model, monkeypatch):
     model, _, x = two_head_model
     block = model.image_encoder.transformer.resblocks[1]
     length, n = x.shape[1], N_CTX
@@ -87,11 +82,13 @@ def test_image_statistic_equals_torch_attention_weights(two_head_model, query_ch
 
 
 def test_text_statistic_equals_torch_attention_weights_under_the_causal_mask(
-        two_head_model, query_chunk, monkeypatch):
+        two_head_model, monkeypatch):
     model, x, _ = two_head_model
     block = model.text_encoder.transformer.resblocks[1]
-    mask = model.text_encoder.attn_mask
+    length = x.shape[1]  # the class prompts cut after their last EOT
+    mask = model.text_encoder.attn_mask[:length, :length]
     eot = model.prompt_learner.tokenized_prompts.argmax(dim=-1)
+    assert length == eot.max() + 1
     assert len(set(eot.tolist())) > 1  # class names of different lengths
     weights = torch_attention_weights(block, x, mask)
     n = N_CTX

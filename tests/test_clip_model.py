@@ -211,3 +211,20 @@ def test_attention_never_runs_multihead_attention_forward(vit_state_dict, monkey
     monkeypatch.setattr(torch.nn.MultiheadAttention, "forward", refuse)
     with torch.no_grad():
         model(images(32), clip.tokenize(TEXTS))
+
+
+def test_bf16_layer_norm_on_cpu_equals_the_fp32_computation():
+    from clip.model import LayerNorm
+
+    norm = LayerNorm(64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(4)).bfloat16()
+    x.requires_grad_()
+    out = norm(x)
+    reference = torch.nn.functional.layer_norm(x.float(), (64,), norm.weight, norm.bias,
+                                               norm.eps).bfloat16()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.float(), rtol=0, atol=0.02)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()

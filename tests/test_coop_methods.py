@@ -45,7 +45,9 @@ def set_distinct_context(model):
 
 
 def embedded_prompts(model):
-    """The class prompts entering the first text block, positional embedding removed."""
+    """The class prompts entering the first text block at full length (not cut after the last
+    EOT, so the padding is checked too), positional embedding removed."""
+    model.text_encoder.cut_at_eot = False
     inputs, _, handles = record_block_inputs(model.text_encoder.transformer.resblocks[:1])
     with torch.no_grad():
         model.encode_text()

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +25,8 @@ def no_torch(tmp_path):
 
 
 def run_script(path, *args, env):
-    began = time.perf_counter()
-    result = subprocess.run(["bash", str(REPO / path), *args], capture_output=True, text=True,
-                            env=env, cwd=REPO)
-    return result, time.perf_counter() - began
+    return subprocess.run(["bash", str(REPO / path), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO)
 
 
 def test_every_protocol_script_has_help(capsys):
@@ -52,7 +49,7 @@ def test_every_protocol_script_has_help(capsys):
                                   "scripts/maple/reproduce_maple.sh", "scripts/coop/main.sh",
                                   "scripts/zsclip/zeroshot.sh", "scripts/run_all.sh"])
 def test_help_answers_without_torch(path, no_torch):
-    result, _ = run_script(path, "--help", env=no_torch)
+    result = run_script(path, "--help", env=no_torch)
     assert result.returncode == 0, result.stderr
     assert "usage: " in result.stdout and "bash scripts/" in result.stdout
 
@@ -67,22 +64,14 @@ def test_released_weights_help_and_list_without_torch(no_torch):
 
 
 def test_help_names_the_output_folders_and_the_trainer_config(no_torch):
-    result, _ = run_script("scripts/maple/reproduce.sh", "-h", env=no_torch)
+    result = run_script("scripts/maple/reproduce.sh", "-h", env=no_torch)
     assert ("$OUTPUT/base2new/test_new/<DATASET>/shots_16/MaPLe/vit_b16_c2_ep5_batch4_2ctx_released"
             "/seed<SEED>/") in result.stdout
     assert "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml" in result.stdout
     assert "WEIGHTS_DIR" in result.stdout
-    result, _ = run_script("scripts/maple/xd_test_maple.sh", "eurosat", "--help", env=no_torch)
+    result = run_script("scripts/maple/xd_test_maple.sh", "eurosat", "--help", env=no_torch)
     assert "vit_b16_c2_ep5_batch4_2ctx_cross_datasets_16shots/<DATASET>/seed<SEED>/" in result.stdout
     assert "imagenet_sketch" in result.stdout  # xd_test takes the DG targets too
-
-
-def test_help_is_quick(no_torch):
-    # Measured, not asserted tightly: a generous bound that only an import of torch would break.
-    result, seconds = run_script("scripts/bmip/base2new_train.sh", "--help", env=no_torch)
-    assert result.returncode == 0
-    print(f"bash scripts/bmip/base2new_train.sh --help: {seconds:.2f} s")
-    assert seconds < 5
 
 
 def test_scripts_import_no_torch():

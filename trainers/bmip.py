@@ -11,11 +11,12 @@ own prompts with the other tower's, projected to its width:
     P_v'_i = w_v * P_v_i + (1 - w_v) * F_v(P_i)
     P'_i   = w_l * P_i   + (1 - w_l) * F_l(P_v_i)
 
-A is read from layer i's own ln_1 and in_proj applied to the hidden state entering the layer (the
-prompt positions still hold the previous layer's outputs), and detached. It needs only the
-queries' scores against the b prompt keys and each query's softmax normaliser over all the keys
-it may see: one query-key product, taken QUERY_CHUNK queries at a time, without the value
-product, the output projection or a full attention matrix (`attention_to_prompts`).
+A is read from the queries and keys that layer i's own attention computes from the hidden state
+entering the layer (the prompt positions still hold the previous layer's outputs), detached.
+They are computed once (`LayerInput.qkv`): the layer's attention reuses them, recomputing only
+the b prompt positions after the replacement. A needs only the b prompt columns of the
+attention weights: one fused attention over one-hot "values" that pick those columns, without
+a full attention matrix (`attention_to_prompts`).
 
 The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
 checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
@@ -34,9 +35,6 @@ from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, chec
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
 DEEP_VISION_INITS = ("independent", "same")
-# Queries scored at once by the attention statistic: bounds the scores held in memory to
-# [batch, heads, QUERY_CHUNK, keys] instead of the full attention matrix.
-QUERY_CHUNK = 64
 
 
 def extend_cfg(cfg):
@@ -77,45 +75,42 @@ def _keys_to_score(queries, prompt_keys, length, attn_mask):
 
 
 @torch.no_grad()
-def attention_to_prompts(x, block, queries, prompt_keys, attn_mask=None):
-    """Head-averaged attention weights [B, n_queries, n_prompt_keys] that `block`'s attention
-    (its ln_1 and in_proj) applied to `x` [B, L, d] gives from the positions `queries` (a slice)
-    to the positions `prompt_keys` (a slice), under the additive float `attn_mask` [L, L].
+def attention_to_prompts(q, k, queries, prompt_keys, attn_mask=None):
+    """Head-averaged attention weights [B, n_queries, n_prompt_keys] that queries `q` give keys
+    `k` (both [B, heads, L, head_width], as a block's `attn.qkv` returns them) from the positions
+    `queries` (a slice) to the positions `prompt_keys` (a slice), under the additive float
+    `attn_mask` [L, L].
 
-    Equal to the matching entries of nn.MultiheadAttention's averaged weights, without its
-    value product and output projection: the scores of QUERY_CHUNK queries at a time against the
-    keys they may see give each query's softmax normaliser, and only the prompt columns of the
-    result are kept. Scores in fp32. Detached (no graph is built)."""
-    attn = block.attn
-    n_keys = _keys_to_score(queries, prompt_keys, x.shape[1], attn_mask)
-    width, n_heads = attn.embed_dim, attn.num_heads
-    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[:2 * width]
-    # Queries and keys in one product with the first two thirds of in_proj (values unused).
-    qk = F.linear(block.ln_1(x[:, :n_keys]), attn.in_proj_weight[:2 * width], bias)
-    batch = qk.shape[0]
-    qk = qk.view(batch, n_keys, 2, n_heads, width // n_heads).permute(2, 0, 3, 1, 4)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        q = qk[0][:, :, queries].float() * (width // n_heads) ** -0.5  # [B, heads, Q, d_head]
-        k_t = qk[1].float().transpose(-2, -1)  # [B, heads, d_head, keys]
+    Equal to the matching entries of nn.MultiheadAttention's averaged weights, without a full
+    attention matrix: the weights of query i to prompt key p are its attention output over the
+    "values" that are 1 at p and 0 elsewhere, so one fused `scaled_dot_product_attention` over
+    one-hot values (padded to the head width, which its fast kernels need) gives every prompt
+    column at once. In fp32. Detached (no graph is built)."""
+    n_keys = _keys_to_score(queries, prompt_keys, k.shape[2], attn_mask)
+    n_prompt_keys = prompt_keys.stop - prompt_keys.start
+    batch, heads, _, head_width = q.shape
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        picker = torch.zeros(n_keys, max(head_width, n_prompt_keys), device=q.device)
+        picker[prompt_keys, :n_prompt_keys] = torch.eye(n_prompt_keys, device=q.device)
         mask = None if attn_mask is None else attn_mask[queries, :n_keys].float()
-        chunks = []
-        for start in range(0, q.shape[2], QUERY_CHUNK):
-            rows = slice(start, start + QUERY_CHUNK)
-            scores = q[:, :, rows] @ k_t
-            if mask is not None:
-                scores = scores + mask[rows]
-            # The other columns only feed each query's normaliser; softmax is the fused form
-            # of exp(score - logsumexp(scores)), and just the prompt columns are kept.
-            chunks.append(scores.softmax(dim=-1)[..., prompt_keys].mean(dim=1))
-    return torch.cat(chunks, dim=1)
+        weights = F.scaled_dot_product_attention(
+            q[:, :, queries].float(), k[:, :, :n_keys].float(),
+            picker.expand(batch, heads, -1, -1), attn_mask=mask)
+    return weights[..., :n_prompt_keys].mean(dim=1)
+
+
+def layer_attention_to_prompts(layer, queries, prompt_keys):
+    """`attention_to_prompts` of the queries and keys block i computes anyway
+    (`LayerInput.qkv`, which the encoder then reuses for the block)."""
+    q, k, _ = layer.qkv()
+    return attention_to_prompts(q, k, queries, prompt_keys, layer.attn_mask)
 
 
 def image_attention(layer):
     """A_v [N, n]: attention from each image's CLS and patch queries to its n prompt keys (the
     last n positions), averaged over heads and queries."""
     length, n = layer.x.shape[1], layer.n_prompts
-    weights = attention_to_prompts(layer.x, layer.block, slice(0, length - n),
-                                   slice(length - n, length))
+    weights = layer_attention_to_prompts(layer, slice(0, length - n), slice(length - n, length))
     return weights.mean(dim=1)
 
 
@@ -125,8 +120,7 @@ def text_attention(layer):
     over heads and those queries."""
     n = layer.n_prompts
     last = int(layer.eot.max())
-    weights = attention_to_prompts(layer.x, layer.block, slice(n + 1, last + 1), slice(1, n + 1),
-                                   layer.attn_mask)
+    weights = layer_attention_to_prompts(layer, slice(n + 1, last + 1), slice(1, n + 1))
     positions = torch.arange(n + 1, last + 1, device=weights.device)
     sees = (positions[None] <= layer.eot[:, None]).to(weights.dtype)  # [C, queries]
     return (weights * sees[..., None]).sum(dim=1) / sees.sum(dim=1, keepdim=True)
@@ -136,8 +130,7 @@ def text_attention_authors(layer):
     """The authors' A_l [n]: the SOS query row (which the causal mask lets see only itself, so
     it is 0), averaged over the class rows."""
     n = layer.n_prompts
-    weights = attention_to_prompts(layer.x, layer.block, slice(0, 1), slice(1, n + 1),
-                                   layer.attn_mask)
+    weights = layer_attention_to_prompts(layer, slice(0, 1), slice(1, n + 1))
     return weights[:, 0].mean(dim=0)
 
 

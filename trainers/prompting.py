@@ -37,7 +37,8 @@ The pieces:
   set per sequence; ``deep(layer: LayerInput) -> Tensor | None`` is called before every block
   i >= 1 with the hidden state entering it (``layer.x``, [B, L, d]), the block itself (its
   ``ln_1`` / ``attn`` for methods that look at attention), ``layer.n_prompts``, the block's
-  ``attn_mask`` and, on the text side, each row's EOT position; it returns [n, d] or [B, n, d]
+  ``attn_mask`` and, on the text side, each row's EOT position (``layer.qkv()``: the block's
+  queries, keys and values of ``layer.x``, computed once and reused by the block); it returns [n, d] or [B, n, d]
   tokens for the prompt positions, or None to let the tokens already there flow on. The number of
   prompt tokens n is set by ``first`` and stays the same in every layer (a method that uses 2b
   tokens, e.g. two sets side by side, supplies 2b from layer 0 on and tokenizes 2b placeholders).
@@ -63,6 +64,9 @@ The pieces:
   and, when the text side does not depend on the image, cached during an evaluation
   (``eval()`` + ``torch.no_grad()``); any ``train()`` / ``eval()`` call or checkpoint load drops
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
+  The text tower runs the class prompts cut after the last EOT token of the chunk (positions
+  and causal mask cut to match; the same features): ``MODEL.CUT_TEXT_AT_EOT`` False runs all
+  77 positions.
   ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
   the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
   methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
@@ -79,12 +83,14 @@ The pieces:
   their shapes against the loaded CLIP, and is strict on the learner's entries: a checkpoint that
   does not fit raises ``CheckpointMismatchError`` naming the keys and shapes.
 
-Precision: learner parameters are fp32 master weights in every mode; their tokens are cast to
-CLIP's dtype where they are written. CLIP is fp16 only for PREC fp16 on CUDA, fp32 otherwise
-(amp runs fp32 weights under the engine's autocast).
+Precision: learner parameters (and the optimizer) are fp32 in every mode; their tokens are cast
+to CLIP's dtype where they are written, and features are normalised and compared in fp32. CLIP's
+frozen weights are fp16 for PREC fp16 (CUDA), bf16 for PREC bf16 (CPU or CUDA; also what fp16
+and amp configs run on a CPU with native bf16), fp32 otherwise (amp runs fp32 weights under the
+engine's autocast, on CUDA only).
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -93,7 +99,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to_fp16
+from clip.model import VisionTransformer, convert_weights_to, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -119,20 +125,30 @@ def extend_cfg(cfg):
     # Recompute each CLIP block in backward instead of keeping its activations: less memory with
     # many classes (every class prompt runs through the text tower), about one more forward pass.
     cfg.MODEL.GRAD_CHECKPOINTING = False
+    # Run the text tower on the class prompts cut after their last EOT token, not at CLIP's 77
+    # positions: the same features (causal mask), a fraction of the work. False: full length
+    # (for speed comparisons).
+    cfg.MODEL.CUT_TEXT_AT_EOT = True
 
 
 # ---------------------------------------------------------------------------------------------
 # CLIP loading and the class prompts
 # ---------------------------------------------------------------------------------------------
 
-def load_clip(backbone_name, precision="fp32"):
-    """CLIP from an OpenAI model name or a local file, on CPU, in eval mode.
+# Frozen CLIP weights stored in half precision for these PREC values (amp keeps them fp32).
+WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-    `precision` is the engine's resolved one (fp16 | fp32 | amp; fp16 never on CPU): weights are
-    fp16 only for "fp16", fp32 otherwise."""
+
+def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
+    """CLIP from an OpenAI model name or a local file, on CPU, in eval mode; `cut_text_at_eot`
+    (MODEL.CUT_TEXT_AT_EOT) sets its `cut_at_eot`, which the prompted text encoder copies.
+
+    `precision` is the engine's resolved one (fp16 | bf16 | fp32 | amp; fp16 and amp never on
+    CPU): weights are stored in fp16 for "fp16", in bf16 for "bf16", in fp32 otherwise."""
     model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
-    if precision == "fp16":
-        convert_weights_to_fp16(model)
+    if precision in WEIGHT_DTYPES:
+        convert_weights_to(model, WEIGHT_DTYPES[precision])
+    model.cut_at_eot = cut_text_at_eot
     return model
 
 
@@ -247,6 +263,16 @@ class LayerInput:
     n_prompts: int                      # number of prompt tokens in x
     attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None
     eot: Optional[torch.Tensor] = None  # text: EOT position of each row of x; image: None
+    computed_qkv: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    def qkv(self):
+        """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
+        computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
+        encoder: the encoder reuses them for block i, recomputing only the prompt positions when
+        the callback writes new prompts (in place: use them detached, e.g. under no_grad)."""
+        if self.computed_qkv is None:
+            self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
+        return self.computed_qkv
 
 
 DeepPrompts = Callable[[LayerInput], Optional[torch.Tensor]]
@@ -323,6 +349,21 @@ def append(x, tokens):
 # Prompted encoders: CLIP's own modules, run block by block
 # ---------------------------------------------------------------------------------------------
 
+def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, **kwargs):
+    """Block i of a prompted encoder after its deep-prompt callback saw `layer` (or None when
+    the block has no callback) and returned `tokens` (or None): the tokens are written at the
+    prompt `positions` (a slice) with `write`; q, k, v the callback had computed
+    (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens
+    and written over the old ones in place (callbacks read q, k, v detached, so nothing in the
+    graph holds the old values)."""
+    qkv = None if layer is None else layer.computed_qkv
+    if tokens is not None:
+        x = write(x, tokens, layer.n_prompts)
+        if qkv is not None:
+            qkv[..., positions, :] = block.attn.qkv(block.ln_1(x[:, positions]))
+    return run_block(block, x, checkpointed, qkv=qkv, **kwargs)
+
+
 def run_block(block, x, checkpointed, **kwargs):
     """CLIP's `block` on x; `checkpointed` and grad enabled: its activations are recomputed in
     backward rather than kept (prompts are written outside, so the callbacks run once)."""
@@ -339,6 +380,7 @@ class PromptedTextEncoder(nn.Module):
 
     def __init__(self, clip_model):
         super().__init__()
+        self.cut_at_eot = clip_model.cut_at_eot
         self.token_embedding = clip_model.token_embedding
         self.positional_embedding = clip_model.positional_embedding
         self.transformer = clip_model.transformer
@@ -367,15 +409,19 @@ class PromptedTextEncoder(nn.Module):
     def encode_embeddings(self, x, eot, deep=None, n_prompts=0):
         """Text features from input embeddings x [B, L, d] (layer-0 prompts already in place,
         positions not added) read at the EOT positions `eot` [B] (the input of a learner's
-        `text_embeddings`)."""
-        x = x + self.positional_embedding.to(x.dtype)
-        mask = self.attn_mask.to(x.dtype)
+        `text_embeddings`). With `cut_at_eot` the blocks (and deep-prompt callbacks) see the
+        sequences cut after the last EOT of the batch (`clip.model.text_length`)."""
+        length = text_length(eot, x.shape[1], self.cut_at_eot)
+        x = x[:, :length] + self.positional_embedding[:length].to(x.dtype)
+        mask = self.attn_mask[:length, :length].to(x.dtype)
+        positions = slice(1, 1 + n_prompts)
         for i, block in enumerate(self.transformer.resblocks):
+            layer = tokens = None
             if deep is not None and i > 0:
-                tokens = deep(LayerInput(i, x, block, n_prompts, mask, eot))
-                if tokens is not None:
-                    x = write_after_sos(x, tokens, n_prompts)
-            x = run_block(block, x, self.grad_checkpointing, attn_mask=mask)
+                layer = LayerInput(i, x, block, n_prompts, mask, eot)
+                tokens = deep(layer)
+            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
+                                   write_after_sos, positions, attn_mask=mask)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
 
@@ -415,12 +461,14 @@ class PromptedImageEncoder(nn.Module):
             x = append(x, prompts.first)
             n_prompts, deep = prompts.n_prompts, prompts.deep
         x = self.ln_pre(x)
+        positions = slice(x.shape[1] - n_prompts, x.shape[1])
         for i, block in enumerate(self.transformer.resblocks):
+            layer = tokens = None
             if deep is not None and i > 0:
-                tokens = deep(LayerInput(i, x, block, n_prompts, None))
-                if tokens is not None:
-                    x = write_at_end(x, tokens, n_prompts)
-            x = run_block(block, x, self.grad_checkpointing)
+                layer = LayerInput(i, x, block, n_prompts, None)
+                tokens = deep(layer)
+            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
+                                   write_at_end, positions)
         return self.ln_post(x[:, 0]) @ self.proj
 
 
@@ -740,7 +788,7 @@ class PromptTrainer(TrainerX):
     def build_model(self):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision)
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision, cfg.MODEL.CUT_TEXT_AT_EOT)
         # The learner first: a backbone it cannot prompt at all is the error to report.
         learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
         check_input_size(cfg, clip_model)

@@ -118,7 +118,8 @@ class ZeroshotCLIP(TrainerX):
     def build_model(self):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision).to(self.device)
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision,
+                               cfg.MODEL.CUT_TEXT_AT_EOT).to(self.device)
         check_input_size(cfg, clip_model)
         templates = self.templates()
         classnames = self.dm.dataset.classnames
