@@ -37,9 +37,11 @@ from pathlib import Path
 from scipy import stats
 from tabulate import tabulate
 
-from scripts.protocols import (BASE2NEW_DATASETS, DG_TARGETS, RELEASED_SUFFIX, TRAINERS,
-                               XD_SOURCE, XD_TARGETS, display_name, parse_run_dir,
-                               read_result_file, read_run_metrics, result_file)
+from dassl.utils.run_files import LOG_FILE
+from scripts.protocols import (BASE2NEW_DATASETS, CONSOLE_FILE, DG_TARGETS, RELEASED_SUFFIX,
+                               SHOTS, TRAINERS, USER_DATASET, XD_SOURCE, XD_TARGETS,
+                               display_name, parse_run_dir, read_result_file, read_run_metrics,
+                               registry_name, result_file)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
@@ -76,10 +78,26 @@ class Run:
     key: object                # scripts.protocols.RunKey
     path: Path
     metrics: dict = None       # None while unfinished
+    error: str = None          # a failed run: the last error line of its log
+    setting: tuple = None      # (field, value) pairs of its identity beyond the folder
 
     @property
     def method(self):
-        return (self.key.trainer, self.key.config)
+        """What a table row stands for: trainer, config folder and the rest of the identity."""
+        return (self.key.trainer, self.key.config, self.setting)
+
+    @property
+    def failed(self):
+        return self.error is not None
+
+    @property
+    def dataset(self):
+        """The dataset's row / column: its config's name; a user dataset's own name where the
+        run records it (one config may serve several folders of data)."""
+        own = ((self.metrics or {}).get("identity") or {}).get("dataset")
+        if own and registry_name(self.key.dataset) == USER_DATASET:
+            return own
+        return self.key.dataset
 
 
 def find_runs(root):
@@ -88,10 +106,112 @@ def find_runs(root):
     for folder, subfolders, _ in os.walk(Path(root).resolve()):
         key = parse_run_dir(folder)
         if key is not None:
-            runs.append(Run(key, Path(folder), read_run_metrics(folder)))
+            metrics = read_run_metrics(folder)
+            error = failure_line(folder) if metrics is None else None
+            runs.append(Run(key, Path(folder), metrics, error))
             subfolders.clear()
         subfolders.sort()
+    return assign_settings(runs)
+
+
+# ----------------------------------------------------------------------------- run identity
+
+# The last line a failed train.py leaves in its log: our one-line errors, or a traceback's end.
+_ERROR_LINE = re.compile(r"^(error: .*|(\w+\.)*\w*(Error|Exception|Interrupt)\b.*|Killed.*)$")
+
+
+def failure_line(folder):
+    """The error line a failed run's log ends with (log.txt, else the sweep's console.txt), or
+    None: an unfinished run that may still be running or was stopped."""
+    for name in (LOG_FILE, CONSOLE_FILE):
+        path = Path(folder) / name
+        if path.is_file():
+            lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                     if line.strip()]
+            if lines and _ERROR_LINE.match(lines[-1]):
+                return lines[-1]
+    return None
+
+
+# The fields of a run's identity that can tell runs of one folder layout apart, in the order
+# their columns appear. The rest is in the path (trainer, config folder, dataset, step, seed).
+SETTING_FIELDS = ("shots", "source", "CLIP", "model", "overrides")
+UNRECORDED = "?"
+
+
+def recorded_setting(run):
+    """The setting a finished run records: its results.json identity; runs without one (other
+    codebases, older versions) by what they record (shots) and their folder."""
+    metrics = run.metrics or {}
+    identity = metrics.get("identity")
+    if run.key.step == "xd_train":
+        source = run.key.dataset
+    else:
+        source = (identity or {}).get("source") or run.key.source
+    if identity is None:
+        shots = _requested_shots(metrics, run.key.shots)
+        setting = {"shots": shots, "source": source}
+    else:
+        overrides = ", ".join(f"{key}={value}" for key, value in
+                              sorted((identity.get("overrides") or {}).items()))
+        setting = {"shots": identity.get("shots"), "source": source,
+                   "CLIP": _clip_label(identity), "model": identity.get("model"),
+                   "overrides": overrides}
+    return tuple((field, setting[field]) for field in SETTING_FIELDS
+                 if field in setting and (field != "source" or run.key.step.startswith("xd")))
+
+
+def _requested_shots(metrics, default):
+    """The shots a run asked for (results.json's num_shots is the shots used, fewer when the
+    classes have fewer images; older files hold the requested number there)."""
+    return metrics.get("num_shots_requested", metrics.get("num_shots", default))
+
+
+def _clip_label(identity):
+    digest = identity.get("clip_sha256")
+    return f"{identity.get('backbone')} sha256:{digest[:12]}" if digest else identity.get("backbone")
+
+
+def assign_settings(runs):
+    """Give each run its setting. A finished run has its own; a run without a result (still
+    running, stopped) joins the settings of the finished runs of its folder group that it may
+    be part of, else stands alone with what its folder says."""
+    for run in runs:
+        if run.metrics is not None:
+            run.setting = recorded_setting(run)
+    finished = {}
+    for run in runs:
+        if run.metrics is not None:
+            finished.setdefault(_folder_group(run), set()).add(run.setting)
+    for run in runs:
+        if run.metrics is None:
+            own = recorded_setting(run)
+            candidates = [setting for setting in finished.get(_folder_group(run), ())
+                          if dict(setting).get("shots") == run.key.shots]
+            run.setting = candidates[0] if len(candidates) == 1 else own
     return runs
+
+
+def _folder_group(run):
+    return (run.key.trainer, run.key.config, run.key.source if run.key.step == "xd_test"
+            else run.key.dataset if run.key.step == "xd_train" else "")
+
+
+def identity_conflicts(runs):
+    """Runs whose recorded numbers contradict their folder (e.g. a 4-shot run in shots_16/,
+    written by an older version): grouped by what they record, listed for the reader."""
+    lines = []
+    for run in runs:
+        metrics = run.metrics or {}
+        identity = metrics.get("identity") or {}
+        recorded = {"shots": identity.get("shots", _requested_shots(metrics, None)),
+                    "seed": identity.get("seed", metrics.get("seed"))}
+        for field, value in recorded.items():
+            in_path = getattr(run.key, field)
+            if value is not None and value != in_path:
+                lines.append(f"{run.path}: its folder says {field} {in_path}, its results "
+                             f"{value}; counted as {field} {value}")
+    return lines
 
 
 def _group(runs, key):
@@ -213,7 +333,7 @@ class Table:
     methods: list
     datasets: list
     metrics: list
-    method_info: dict          # method label -> (trainer, config)
+    method_info: dict          # method label -> (trainer, config folder, setting)
     paper_datasets: dict       # dataset label -> the paper's column / row name
     average_labels: tuple
     cells: dict = field(default_factory=dict)
@@ -223,12 +343,58 @@ class Table:
     def datasets_as_rows(self):
         return self.name in ("base2new", "openworld")
 
+    @property
+    def setting_columns(self):
+        """The setting fields that differ among the table's rows: a column each."""
+        return varying_fields(self.method_info.values())
+
+    def setting_of(self, label):
+        return dict(self.method_info[label][2] or ())
+
 
 def method_labels(methods):
-    """Label (trainer, config) by the trainer ("MaPLe", "MaPLe (released)" for released
-    weights); the paper's ablation configs by their Table 5 name ("BMIP (Addition)"). Where a
-    trainer has several other configs of the kind, its default config keeps the trainer's name
-    and the others are "trainer/config"."""
+    """Labels of the rows, methods being (trainer, config folder, setting).
+
+    By the trainer ("MaPLe", "MaPLe (released)" for released weights); the paper's ablation
+    configs by their Table 5 name ("BMIP (Addition)"). Where a trainer has several other configs
+    of the kind, its default config keeps the trainer's name and the others are
+    "trainer/config". Runs of one config in several settings (other shots, CLIP weights,
+    evaluated model, overrides) are told apart by what differs: "BMIP [shots 4]"."""
+    methods = set(methods)
+    folders = folder_labels({(trainer, config) for trainer, config, _ in methods})
+    by_label = {}
+    for method in methods:
+        by_label.setdefault(folders[method[:2]], []).append(method)
+    labels = {}
+    for label, group in by_label.items():
+        varying = varying_fields(group)
+        for method in group:
+            setting = dict(method[2] or ())
+            labels[method] = label if len(group) == 1 else label + " [" + ", ".join(
+                f"{field} {_setting_text(setting.get(field))}" for field in varying) + "]"
+    order = {name: index for index, name in enumerate(TRAINER_ORDER)}
+    return dict(sorted(labels.items(), key=lambda item: (
+        order.get(item[0][0], len(order)), item[0][:2], item[1])))
+
+
+def varying_fields(methods):
+    """The setting fields whose values differ among METHODS, in SETTING_FIELDS order."""
+    values = {}
+    for _, _, setting in methods:
+        setting = dict(setting or ())
+        for field in SETTING_FIELDS:
+            values.setdefault(field, set()).add(repr(setting.get(field)))
+    return [field for field in SETTING_FIELDS if len(values.get(field, ())) > 1]
+
+
+def _setting_text(value):
+    if value is None:
+        return UNRECORDED
+    return str(value) if value != "" else "none"
+
+
+def folder_labels(methods):
+    """Label (trainer, config folder) pairs (see method_labels)."""
     order = {name: index for index, name in enumerate(TRAINER_ORDER)}
     methods = sorted(set(methods), key=lambda m: (order.get(m[0], len(order)), m))
     kinds = [(trainer, config.endswith(RELEASED_SUFFIX)) for trainer, config in methods]
@@ -293,7 +459,7 @@ def base_new_cells(runs, requested_seeds):
     cells = {}
     for method, method_runs in _group(b2n_runs, lambda run: run.method).items():
         expected = expected_seeds(method_runs, requested_seeds)
-        for dataset, dataset_runs in _group(method_runs, lambda run: run.key.dataset).items():
+        for dataset, dataset_runs in _group(method_runs, lambda run: run.dataset).items():
             evaluated = {run.key.seed for run in _of_steps(dataset_runs, "base2new_test_base")
                          if run.metrics is not None}
             base_runs = _of_steps(dataset_runs, "base2new_test_base") + [
@@ -359,6 +525,8 @@ def base2new_table(runs, requested_seeds):
     return table
 
 
+SETTING_NOTE = ("Rows are runs of one setting (results.json's run identity); columns show what "
+                "differs between them, never averaged together (? = not recorded).")
 HM_NOTE = ("HM cells: the HM of the mean base and the mean new accuracy over the seeds that have "
            "both (their count in brackets); ± over those seeds' HMs.")
 
@@ -373,7 +541,7 @@ def openworld_table(runs, requested_seeds):
     b2n = base_new_cells(runs, requested_seeds)
     by_method = _group(openworld_runs, lambda run: run.method)
     labels = method_labels(by_method)
-    datasets = ordered_datasets({run.key.dataset for run in openworld_runs}, BASE2NEW_DATASETS)
+    datasets = ordered_datasets({run.dataset for run in openworld_runs}, BASE2NEW_DATASETS)
     names = [display_name(d) for d in datasets]
     metrics = ["HM", *OPENWORLD_METRICS]
     table = _new_table("openworld", "Open-world generalisation (Table 1): the base-to-new HM "
@@ -383,7 +551,7 @@ def openworld_table(runs, requested_seeds):
     columns = dict(zip(datasets, names, strict=True))
     for method, label in labels.items():
         expected = expected_seeds(by_method[method], requested_seeds)
-        by_dataset = _group(by_method[method], lambda run: run.key.dataset)
+        by_dataset = _group(by_method[method], lambda run: run.dataset)
         for dataset, name in columns.items():
             table.cells[(label, name, "HM")] = b2n.get((method, dataset), {}).get("HM")
             for metric, key in OPENWORLD_METRICS.items():
@@ -407,11 +575,12 @@ def transfer_table(runs, protocol, requested_seeds):
     methods = {run.method for run in targets_runs}
     source_runs = [run for run in _of_steps(runs, "xd_train") if run.method in methods]
     labels = method_labels(methods)
-    # The source column stays when its runs are missing: shown as missing, counted in averages.
-    sources = ordered_datasets({run.key.dataset for run in source_runs} or {XD_SOURCE},
-                               [XD_SOURCE])
+    # A row's source column stays when its runs are missing: shown as missing, counted in
+    # averages. Rows of models trained on another source than ImageNet have their own column.
+    source_of = {method: dict(method[2] or ()).get("source") or XD_SOURCE for method in methods}
+    sources = ordered_datasets(set(source_of.values()), [XD_SOURCE])
     protocol_targets = XD_TARGETS if protocol == "xd" else DG_TARGETS
-    targets = ordered_datasets({run.key.dataset for run in targets_runs}, protocol_targets)
+    targets = ordered_datasets({run.dataset for run in targets_runs}, protocol_targets)
     targets_expected = len(protocol_targets)
     source_labels = [f"{display_name(s)} (source)" for s in sources]
     target_labels = [display_name(t) for t in targets]
@@ -431,10 +600,10 @@ def transfer_table(runs, protocol, requested_seeds):
         method_runs = [run for run in source_runs + targets_runs if run.method == method]
         expected = expected_seeds(method_runs, requested_seeds)
         by_source = _group(_of_steps(method_runs, "xd_train"), lambda run: run.key.dataset)
-        by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.key.dataset)
-        for dataset, column in zip(sources, source_labels, strict=True):
-            table.cells[(label, column, "accuracy")] = (metric_cell(
-                by_source.get(dataset, []), "accuracy", expected) or missing_cell(expected))
+        by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.dataset)
+        own_source = f"{display_name(source_of[method])} (source)"
+        table.cells[(label, own_source, "accuracy")] = (metric_cell(
+            by_source.get(source_of[method], []), "accuracy", expected) or missing_cell(expected))
         for dataset, column in target_columns.items():
             table.cells[(label, column, "accuracy")] = metric_cell(
                 by_target.get(dataset, []), "accuracy", expected)
@@ -443,9 +612,9 @@ def transfer_table(runs, protocol, requested_seeds):
             table.cells[(label, AVERAGE, "accuracy")] = average_cell(target_cells,
                                                                      targets_expected)
         else:
-            every = {c: table.cells[(label, c, "accuracy")] for c in source_labels}
+            every = {own_source: table.cells[(label, own_source, "accuracy")]}
             table.cells[(label, AVERAGE, "accuracy")] = average_cell(
-                {**every, **target_cells}, len(source_labels) + targets_expected)
+                {**every, **target_cells}, 1 + targets_expected)
             table.cells[(label, OOD_AVERAGE, "accuracy")] = average_cell(target_cells,
                                                                          targets_expected)
     table.notes += user_datasets_note(targets, protocol_targets)
@@ -458,6 +627,10 @@ def missing_cell(expected):
 
 
 def build_tables(runs, requested_seeds=()):
+    """The tables of the runs that did not fail (a failed run never counts as a seed)."""
+    runs = [run for run in runs if not run.failed]
+    if any(run.setting is None for run in runs):
+        assign_settings(runs)
     tables = [base2new_table(runs, requested_seeds), openworld_table(runs, requested_seeds),
               transfer_table(runs, "xd", requested_seeds), transfer_table(runs, "dg", requested_seeds)]
     return [table for table in tables if table is not None]
@@ -485,9 +658,32 @@ def load_paper_results(path=PAPER_RESULTS):
     return PaperResults(document["method_of_trainer"], document["method_of_config"], entries)
 
 
+PAPER_CLIP = "ViT-B/16"  # the paper's backbone: OpenAI's ViT-B/16 weights
+NOT_PAPER_MARK = "†"
+NOT_PAPER_NOTE = (f"{NOT_PAPER_MARK} not the paper's setting (16 shots, the published config, "
+                  "OpenAI's ViT-B/16 weights): the paper's number is shown without a difference.")
+
+
+def paper_setting(table, label):
+    """True when a row's runs are in the paper's setting: 16 shots, a published config (a
+    trainer's default or a Table 5 ablation; trained here or released weights) without
+    overrides, tags or another epoch, and OpenAI's ViT-B/16 weights. Runs that record no CLIP
+    fingerprint (other codebases' logs) are taken at their folder's word."""
+    from clip.pretrained import clip_sha256
+
+    trainer, config, setting = table.method_info[label]
+    setting = dict(setting or ())
+    published = {config for spec in TRAINERS.values() for config in (spec.config, spec.xd_config)}
+    published |= set(load_paper_results().method_of_config)
+    clip = setting.get("CLIP")
+    return (setting.get("shots") == SHOTS and config.removesuffix(RELEASED_SUFFIX) in published
+            and not setting.get("overrides")
+            and (clip is None or clip.endswith(f"sha256:{clip_sha256(PAPER_CLIP)[:12]}")))
+
+
 def paper_entry(paper, table, method_label, dataset_label, metric):
     """The paper's entry (mean, std, table) for a cell, or None."""
-    method = paper.method(*table.method_info[method_label])
+    method = paper.method(*table.method_info[method_label][:2])
     dataset = table.paper_datasets.get(dataset_label, dataset_label)
     for source in PAPER_TABLES.get((table.name, metric, dataset_label in table.average_labels), ()):
         entry = paper.entries.get((source, method, dataset, metric))
@@ -506,13 +702,17 @@ def records(tables, paper=None):
             for dataset in table.datasets:
                 for metric in table.metrics:
                     cell = table.cells.get((method, dataset, metric))
-                    trainer, config = table.method_info[method]
+                    trainer, config, _ = table.method_info[method]
                     row = {"table": table.name, "method": method, "trainer": trainer,
                            "config": config, "dataset": dataset, "metric": metric,
+                           **{field.lower(): table.setting_of(method).get(field)
+                              for field in SETTING_FIELDS},
                            **_cell_fields(cell)}
                     if paper is not None:
+                        comparable = paper_setting(table, method)
                         row.update(_paper_fields(paper_entry(paper, table, method, dataset,
-                                                             metric), cell))
+                                                             metric), cell, comparable))
+                        row["paper_setting"] = comparable
                     rows.append(row)
     return rows
 
@@ -525,10 +725,11 @@ def _cell_fields(cell):
             "unfinished_seeds": sorted(cell.unfinished), "datasets": list(cell.datasets)}
 
 
-def _paper_fields(entry, cell):
+def _paper_fields(entry, cell, setting_comparable=True):
     if entry is None:
         return {"paper_mean": None, "paper_std": None, "paper_source": None, "diff": None}
-    comparable = cell is not None and cell.mean is not None and not cell.incomplete_average
+    comparable = (setting_comparable and cell is not None and cell.mean is not None
+                  and not cell.incomplete_average)
     return {"paper_mean": entry["mean"], "paper_std": entry.get("std"),
             "paper_source": entry["table"],
             "diff": cell.mean - entry["mean"] if comparable else None}
@@ -557,6 +758,11 @@ def _csv_value(key, value):
     return repr(value) if isinstance(value, float) else value
 
 
+def failed_lines(runs):
+    """A line per failed run: its folder and the last error line of its log."""
+    return [f"{run.path}: {run.error}" for run in runs if run.failed]
+
+
 def problems(tables):
     """Lines naming every missing seed and unfinished run, per cell."""
     lines = []
@@ -574,7 +780,7 @@ def problems(tables):
 
 # ----------------------------------------------------------------------------- text output
 
-def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
+def format_cell(cell, paper_value=None, use_ci95=False, latex=False, comparable=True):
     empty = "--" if latex else "—"
     if cell is None:
         return empty
@@ -591,7 +797,9 @@ def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
         seeds = f"{count}/{expected}" if count < expected else f"{count}"
         spread_text = "" if spread is None else f"{plus_minus}{spread:.2f}"
         text = f"{cell.mean:.2f}{spread_text} ({seeds})"
-    if paper_value is not None:
+    if paper_value is not None and not comparable:
+        text += f" [paper {paper_value:.2f}]"
+    elif paper_value is not None:
         delta = r"$\Delta$" if latex else "Δ"
         # An average over fewer datasets than the paper's is not comparable with it.
         difference = empty if cell.incomplete_average else f"{cell.mean - paper_value:+.2f}"
@@ -600,24 +808,35 @@ def format_cell(cell, paper_value=None, use_ci95=False, latex=False):
 
 
 def table_rows(table, paper=None, use_ci95=False, latex=False):
-    """(headers, rows) of a table as the paper lays it out."""
+    """(headers, rows) of a table as the paper lays it out; a column for each setting field
+    that differs among the rows (then one row per dataset and method)."""
+    comparable = {method: paper is None or paper_setting(table, method) for method in table.methods}
+
     def cell_text(method, dataset, metric):
         entry = paper_entry(paper, table, method, dataset, metric) if paper else None
         return format_cell(table.cells.get((method, dataset, metric)),
-                           entry["mean"] if entry else None, use_ci95, latex)
+                           entry["mean"] if entry else None, use_ci95, latex, comparable[method])
 
-    if table.datasets_as_rows and len(table.methods) > MAX_METHODS_SIDE_BY_SIDE:
-        headers = ["Dataset", "Method", *table.metrics]
-        rows = [[dataset, method] + [cell_text(method, dataset, metric) for metric in table.metrics]
+    def name(method):
+        return method if comparable[method] else f"{method} {NOT_PAPER_MARK}"
+
+    columns = table.setting_columns
+    settings = {method: [_setting_text(table.setting_of(method).get(field))
+                         for field in columns] for method in table.methods}
+    if table.datasets_as_rows and (len(table.methods) > MAX_METHODS_SIDE_BY_SIDE or columns):
+        headers = ["Dataset", "Method", *columns, *table.metrics]
+        rows = [[dataset, name(method), *settings[method]]
+                + [cell_text(method, dataset, metric) for metric in table.metrics]
                 for dataset in table.datasets for method in table.methods]
     elif table.datasets_as_rows:
-        headers = ["Dataset"] + [f"{method} {metric}" for method in table.methods
+        headers = ["Dataset"] + [f"{name(method)} {metric}" for method in table.methods
                                  for metric in table.metrics]
         rows = [[dataset] + [cell_text(method, dataset, metric) for method in table.methods
                              for metric in table.metrics] for dataset in table.datasets]
     else:
-        headers = ["Method"] + table.datasets
-        rows = [[method] + [cell_text(method, dataset, "accuracy") for dataset in table.datasets]
+        headers = ["Method", *columns] + table.datasets
+        rows = [[name(method), *settings[method]]
+                + [cell_text(method, dataset, "accuracy") for dataset in table.datasets]
                 for method in table.methods]
     return headers, rows
 
@@ -635,6 +854,10 @@ def render_text(tables, style, paper=None, use_ci95=False):
         if latex:
             title = f"% {table.title}"
         notes = [f"Cells: mean ± {spread} over seeds (number of seeds)."] + table.notes
+        if paper is not None and not all(paper_setting(table, m) for m in table.methods):
+            notes.append(NOT_PAPER_NOTE)
+        if table.setting_columns:
+            notes.append(SETTING_NOTE)
         comment = "% " if latex else ""
         blocks.append("\n".join([title, "", tabulate(rows, headers=headers, tablefmt=tablefmt,
                                                      disable_numparse=True),
@@ -917,11 +1140,14 @@ def main(argv=None):
               "scripts/protocols.py (e.g. base2new/train_base/<dataset>/shots_16/<TRAINER>/<CFG>/seed1)")
         return 1
     paper = load_paper_results() if args.paper else None
+    failed = failed_lines(runs)
+    contradictions = identity_conflicts(runs)
     rows = records(tables, paper)
     if args.keyword != DEFAULT_KEYWORD:  # the metric names say accuracy; say what they hold
         rows = [{**row, "keyword": args.keyword} for row in rows]
     if args.format == "json":
-        print(json.dumps({"records": rows, "problems": problems(tables)}, indent=1))
+        print(json.dumps({"records": rows, "problems": problems(tables), "failed": failed,
+                          "conflicts": contradictions}, indent=1))
     elif args.format == "csv":
         print(to_csv(rows), end="")
     else:
@@ -933,6 +1159,10 @@ def main(argv=None):
         issues = problems(tables)
         if issues:
             print("\nMissing or unfinished:\n" + "\n".join(f"  {line}" for line in issues))
+        if failed:
+            print("\nFailed (not counted):\n" + "\n".join(f"  {line}" for line in failed))
+        if contradictions:
+            print("\nConflicts:\n" + "\n".join(f"  {line}" for line in contradictions))
     if args.plot:
         plot_tables(tables, args.plot, paper, args.ci95)
         charts = ", ".join(f"{table.name} ({PLOT_METRICS[table.name]})" for table in tables)

@@ -37,6 +37,11 @@ def build_parser():
     parser.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
     parser.add_argument("--load-epoch", type=int, help="load the model weights of this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
+    parser.add_argument("--subset-output", nargs=2, action="append", default=[],
+                        metavar=("SUBSET", "DIR"),
+                        help="with --eval-only over all classes: also file the test of the base "
+                        "or new classes alone (what DATASET.SUBSAMPLE_CLASSES base|new tests) in "
+                        "DIR, scored from the same logits (one pass over the test images)")
     parser.add_argument("--list-trainers", action="store_true",
                         help="print the trainers (and their configs in configs/trainers/) and exit")
     parser.add_argument("--list-configs", metavar="TRAINER",
@@ -246,10 +251,51 @@ def trains(args):
     return not args.eval_only and not args.no_train
 
 
+def identity_of(cfg, args):
+    """The run's identity (dassl.config.identity) as results.json records it, less the model
+    the run evaluates."""
+    from clip.pretrained import clip_sha256
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.config.identity import run_identity
+
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    return run_identity(cfg, args.opts, dataset.own_name(cfg), clip_sha256(cfg.MODEL.BACKBONE.NAME))
+
+
+# The base-to-new tests a --subset-output files (scripts/protocols.py's steps), as their own
+# runs record them.
+SUBSET_STEPS = {"base": "base2new_test_base", "new": "base2new_test"}
+
+
+def subset_runs(args):
+    """The class-subset tests to file from an all-class evaluation (--subset-output)."""
+    from dassl.utils import UserError
+
+    runs = []
+    for subset, directory in args.subset_output:
+        if subset not in SUBSET_STEPS or not args.eval_only:
+            raise UserError(f"--subset-output {subset} {directory}: give base or new, with "
+                            "--eval-only")
+        fields = {"protocol": "base2new", "subsample_classes": subset}
+        runs.append({"subset": subset, "output_dir": directory, "fields": fields,
+                     "identity": {**fields, "step": SUBSET_STEPS[subset]}})
+    return runs
+
+
+def scores_classes_independently(cfg):
+    """True when the trainer's logit of a class does not depend on which other classes are
+    candidates, so one all-class test gives the base / new tests' numbers (--subset-output)."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    return TRAINER_REGISTRY.get(cfg.TRAINER.NAME).scores_classes_independently(cfg)
+
+
 def run(cfg, args):
     from dassl.engine import build_trainer
 
     trainer = build_trainer(cfg)
+    trainer.run_identity = identity_of(cfg, args)
+    trainer.subset_runs = subset_runs(args)
     if args.eval_only:
         check_model_dir_given(trainer, args)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)

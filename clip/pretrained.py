@@ -1,5 +1,6 @@
 """OpenAI's released CLIP files: where they live, how they are downloaded and verified, how a
 file on disk becomes a state dict."""
+import json
 import os
 import re
 import warnings
@@ -7,8 +8,9 @@ import zipfile
 
 import torch
 
-from dassl.utils.download import DownloadFailed, digest_mismatch, download, folder_lock
+from dassl.utils.download import DownloadFailed, digest_mismatch, download, file_digest, folder_lock
 from dassl.utils.errors import UserError
+from dassl.utils.tools import write_json
 
 # Each address ends in /<sha256 of the file>/<file name>.
 _MODELS = {
@@ -100,6 +102,47 @@ def model_file(name_or_path, download_root=None):
         f"CLIP model {name_or_path!r} (MODEL.BACKBONE.NAME / --backbone) is neither an OpenAI "
         f"model name ({', '.join(available_models())}) nor an existing file: check the name, "
         "or the path of a local CLIP file")
+
+
+SHA256_CACHE_FILE = "sha256-cache.json"  # in the cache folder: path -> size, mtime, SHA-256
+
+
+def clip_sha256(name_or_path, download_root=None):
+    """SHA-256 fingerprint of the CLIP weights a name or path stands for, without downloading:
+    an OpenAI name by the digest in its address (its file is verified against it); a local file
+    hashed once, then read from a cache keyed by path, size and modification time (the file
+    ``sha256-cache.json`` in the cache folder). None when there is no such file."""
+    if name_or_path in _MODELS:
+        return _expected_sha256(_MODELS[name_or_path])
+    path = os.path.abspath(os.path.expanduser(name_or_path))
+    if not os.path.isfile(path):
+        return None
+    stat = os.stat(path)
+    key = [stat.st_size, stat.st_mtime_ns]
+    cache_file = os.path.join(os.path.expanduser(download_root or default_cache_dir()),
+                              SHA256_CACHE_FILE)
+    cache = _read_sha256_cache(cache_file)
+    entry = cache.get(path)
+    if entry and entry[:2] == key:
+        return entry[2]
+    digest = file_digest(path, "sha256")
+    cache[path] = [*key, digest]
+    try:  # a cache that cannot be written only costs hashing again
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        with folder_lock(os.path.dirname(cache_file)):
+            write_json({**_read_sha256_cache(cache_file), path: [*key, digest]}, cache_file)
+    except OSError:
+        pass
+    return digest
+
+
+def _read_sha256_cache(cache_file):
+    try:
+        with open(cache_file) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
 
 
 def read_state_dict(path):

@@ -45,10 +45,16 @@ class UserDataset(BenchmarkDataset):
         self.folder = os.path.expanduser(settings.DIR)
         self.image_folder = settings.IMAGE_DIR
         self.csv_file = settings.CSV
-        self.name = settings.SPLIT_NAME or os.path.basename(os.path.normpath(self.folder))
+        self.name = self.own_name(cfg)
         self.split_file = f"split_zhou_{self.name}.json"
         self.split_inputs = (self.csv_file, self.image_folder) if self.csv_file else (self.image_folder,)
         super().__init__(cfg)
+
+    @classmethod
+    def own_name(cls, cfg):
+        """SPLIT_NAME, else the name of the dataset's folder."""
+        settings = cfg.DATASET.USER
+        return settings.SPLIT_NAME or os.path.basename(os.path.normpath(os.path.expanduser(settings.DIR)))
 
     @property
     def display_name(self):

@@ -14,20 +14,32 @@ pieces. The environment it reads:
     CFG         config name (configs/trainers/<TRAINER>/<CFG>.yaml) instead of the default
     SHOTS       shots per class (default: 16)
     SOURCE      xd_test: the xd_train source whose model is tested (default: imagenet)
-    LOAD_EPOCH  evaluate this epoch's checkpoint instead of the last (or best-validation) one
-    FORCE=1     run again even when finished: a training run starts from scratch (its checkpoint
-                folders, results.json and tensorboard event files are deleted first; logs are
-                kept), an evaluation is evaluated again
+    TAG         a name for the config folder of runs with other settings (default: a short form
+                of the overrides that change training or evaluation)
+    LOAD_EPOCH  evaluate this epoch's checkpoint instead of the last (or best-validation) one,
+                into a folder of its own (<CFG>_epoch<N>)
+    FORCE=1     run again even when finished, from scratch, in a staging folder (seed<S>.staging)
+                that replaces the run folder only once it finished: a failure leaves the
+                previous results as they were
     PYTHON      the interpreter of the .sh wrappers (default: python)
 
-A finished run (a final result) is skipped; an unfinished training run resumes when its folder
-holds a checkpoint, else it starts afresh. An evaluation counts as finished only while its result
+A run's identity (dassl/config/identity.py) is everything that changes its numbers; results.json
+records it. The folder says the plain case in MaPLe's layout: shots_<K> is the resolved number of
+shots (SHOTS, or a DATASET.NUM_SHOTS override); runs with overrides that change training or
+evaluation get the config folder <CFG>_<TAG>; an xd_test of a model trained on another source
+than ImageNet lies under evaluation_from_<source>/. A finished run whose identity is the one
+requested is skipped; one whose identity differs stops the script with the differences; an
+unfinished training run resumes when its folder holds a checkpoint, else it starts afresh. The
+base / new / open-world tests of one model that all need running (reproduce.sh, sweeps) are done
+in one pass over the test images (one_pass). An evaluation counts as finished only while its result
 is newer than the model it evaluated: after the training run is trained again (FORCE=1), its
 evaluations run again too. Released weights (reproduce.sh, reproduce_xd.sh) are
 evaluated into folders of their own, the config folder named <CFG>_released, so they never
 overwrite or mix with the runs trained here.
 """
+import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -67,15 +79,36 @@ DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 DATASET_CONFIGS = REPO_ROOT / "configs" / "datasets"
 
 
+USER_DATASET = "UserDataset"  # the registry name of users' own data (datasets/user_dataset.py)
+
+
+@functools.cache
+def _dataset_config(dataset):
+    path = DATASET_CONFIGS / f"{dataset}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def registry_name(dataset):
+    """The DATASET.NAME of configs/datasets/<dataset>.yaml, or None without such a config."""
+    return _dataset_config(dataset).get("DATASET", {}).get("NAME")
+
+
 @functools.cache
 def display_name(dataset):
     """The paper's column name of a dataset: the DATASET.NAME of configs/datasets/<dataset>.yaml
-    (its registry name), or `dataset` itself when there is no such config."""
-    path = DATASET_CONFIGS / f"{dataset}.yaml"
-    if not path.is_file():
-        return dataset
-    config = yaml.safe_load(path.read_text()) or {}
-    return config.get("DATASET", {}).get("NAME") or dataset
+    (its registry name); for users' own data, the dataset's own name (SPLIT_NAME, or its
+    folder's); `dataset` itself when there is no such config."""
+    name = registry_name(dataset) or dataset
+    if name == USER_DATASET:
+        from yacs.config import CfgNode
+
+        from datasets.user_dataset import UserDataset, extend_cfg
+
+        cfg = CfgNode({"DATASET": CfgNode()})
+        extend_cfg(cfg)
+        cfg.DATASET.USER.update(_dataset_config(dataset)["DATASET"].get("USER") or {})
+        return UserDataset.own_name(cfg)
+    return name
 
 
 @dataclass(frozen=True)
@@ -139,6 +172,8 @@ CLASS_SPLIT_FOLDERS = {
     "openworld_test": ("openworld", "test_all"),
 }
 EVALUATION_FOLDER = "evaluation"
+# xd_test of a model trained on another source than ImageNet: evaluation_from_<source>/...
+EVALUATION_FROM_PREFIX = "evaluation_from_"
 # Appended to the config folder of runs that evaluate released weights (reproduce.sh), so
 # they sit beside, never inside, the runs of the same config trained here.
 RELEASED_SUFFIX = "_released"
@@ -167,6 +202,8 @@ class Job:
     source: str = XD_SOURCE    # cross-dataset source whose model xd_test evaluates
     overrides: tuple = ()      # trailing KEY VALUE pairs for train.py
     model_dir: str = ""        # released weights (reproduce); else the model_step's run folder
+    tag: str = ""              # TAG: names the config folder of runs with other settings
+    load_epoch: int = None     # LOAD_EPOCH: the epoch an evaluation loads (None: the default)
 
     @property
     def spec(self):
@@ -184,9 +221,32 @@ class Job:
         return bool(self.model_dir)
 
     @property
+    def folder_tag(self):
+        """The user's TAG, else a short form of the overrides that change training or
+        evaluation; "" in the plain case."""
+        return self.tag or overrides_tag(self.overrides)
+
+    @property
+    def epoch_requested(self):
+        """LOAD_EPOCH where this job loads a model (evaluations of trained models), else None."""
+        loads = self.evaluates_only and (self.released or self.model_job() is not None)
+        return self.load_epoch if loads else None
+
+    @property
+    def run_tag(self):
+        """RUN.TAG, part of the identity: the user's TAG, "released" for released weights."""
+        return "+".join(name for name in (self.tag, "released" if self.released else "") if name)
+
+    @property
     def config_folder(self):
-        """The config's name in the output layout: <CFG>, or <CFG>_released for released weights."""
-        return self.resolved_config + (RELEASED_SUFFIX if self.released else "")
+        """The config's name in the output layout: <CFG>, then _<TAG> (runs with other
+        settings), _epoch<N> (LOAD_EPOCH), _released (released weights)."""
+        folder = self.resolved_config
+        if self.folder_tag:
+            folder += f"_{self.folder_tag}"
+        if self.epoch_requested is not None:
+            folder += f"_epoch{self.epoch_requested}"
+        return folder + (RELEASED_SUFFIX if self.released else "")
 
     @property
     def protocol(self):
@@ -202,7 +262,7 @@ class Job:
         if not self.spec.trains or not step.model_step:
             return None
         dataset = self.source if step.cross_dataset else self.dataset
-        return replace(self, step=step.model_step, dataset=dataset, model_dir="")
+        return replace(self, step=step.model_step, dataset=dataset, model_dir="", load_epoch=None)
 
 
 # ----------------------------------------------------------------------------- layout
@@ -217,7 +277,45 @@ def run_dir(output, job):
     cross_config = f"{config}_{job.shots}shots"
     if job.step == "xd_train":
         return output / job.dataset / trainer / cross_config / seed
-    return output / EVALUATION_FOLDER / trainer / cross_config / job.dataset / seed
+    evaluation = (EVALUATION_FOLDER if job.source == XD_SOURCE
+                  else f"{EVALUATION_FROM_PREFIX}{job.source}")
+    return output / evaluation / trainer / cross_config / job.dataset / seed
+
+
+# Parts of a key dropped from the short form of an override (OPTIM.MAX_EPOCH -> max_epoch).
+_GENERIC_KEY_PARTS = ("NAME", "DIR")
+TAG_MAX_LENGTH = 48
+_TAG = re.compile(r"[A-Za-z0-9.+-][A-Za-z0-9._+-]*")
+
+
+def overrides_tag(overrides):
+    """A short readable form of the overrides that change training or evaluation, e.g.
+    "max_epoch-1+size-32x32" (the same rule as train.py's resume check and the run identity);
+    cut with a hash of the whole beyond TAG_MAX_LENGTH characters; "" when there are none."""
+    from dassl.config.identity import override_keys
+
+    overrides = list(overrides)
+    values = dict(zip(overrides[::2], overrides[1::2], strict=True))  # the last value wins
+    parts = []
+    for key in override_keys(overrides):
+        names = key.split(".")
+        name = names[-2] if names[-1] in _GENERIC_KEY_PARTS and len(names) > 1 else names[-1]
+        parts.append(f"{name.lower()}-{_short_value(values[key])}")
+    tag = "+".join(parts)
+    if len(tag) > TAG_MAX_LENGTH:
+        digest = hashlib.sha256(shlex.join(overrides).encode()).hexdigest()[:8]
+        tag = f"{tag[:TAG_MAX_LENGTH - 9]}-{digest}"
+    return tag
+
+
+def _short_value(value):
+    value = value.strip()
+    if "/" in value or value.endswith((".pt", ".pth", ".tar", ".yaml")):
+        value = Path(value).stem  # a path: its file name
+    numbers = re.findall(r"-?[\d.]+", value) if value.startswith(("(", "[")) else ()
+    if numbers:
+        return "x".join(numbers)
+    return re.sub(r"[^A-Za-z0-9.+-]", "", value) or "none"
 
 
 @dataclass(frozen=True)
@@ -229,6 +327,7 @@ class RunKey:
     config: str                # the config folder's name (<CFG>_released for released weights)
     seed: int
     shots: int
+    source: str = ""           # xd_test: the source dataset of the model (xd_train: its dataset)
 
     @property
     def protocol(self):
@@ -247,10 +346,14 @@ def parse_run_dir(path):
     if seed is None:
         return None
     seed = int(seed.group(1))
-    if len(parts) >= 5 and parts[-5] == EVALUATION_FOLDER:
+    if len(parts) >= 5 and (parts[-5] == EVALUATION_FOLDER
+                            or parts[-5].startswith(EVALUATION_FROM_PREFIX)):
         cross = _CROSS_CONFIG.fullmatch(parts[-3])
+        source = parts[-5].removeprefix(EVALUATION_FROM_PREFIX) if parts[-5] != EVALUATION_FOLDER \
+            else XD_SOURCE
         if cross:
-            return RunKey("xd_test", parts[-2], parts[-4], cross.group(1), seed, int(cross.group(2)))
+            return RunKey("xd_test", parts[-2], parts[-4], cross.group(1), seed,
+                          int(cross.group(2)), source)
     if len(parts) >= 7:
         shots = _SHOTS_FOLDER.fullmatch(parts[-4])
         for step, folders in CLASS_SPLIT_FOLDERS.items():
@@ -444,7 +547,13 @@ def choose_load_epoch(model_dir, config_file, overrides, env):
     missing and the latest saved epoch is used instead (and said).
     """
     if env.get("LOAD_EPOCH"):
-        return int(env["LOAD_EPOCH"])
+        epoch, epochs = int(env["LOAD_EPOCH"]), saved_epochs(model_dir)
+        if epoch not in epochs:
+            present = ", ".join(map(str, epochs)) or "none"
+            raise ProtocolError(f"LOAD_EPOCH={epoch}: {model_dir} has no checkpoint of epoch "
+                                f"{epoch} (*/{EPOCH_CHECKPOINT_PREFIX}{epoch}); epochs saved: "
+                                f"{present}")
+        return epoch
     configs = (Path(model_dir) / CONFIG_FILE, config_file)
     has_best = any(Path(model_dir).glob(f"*/{BEST_MODEL_NAME}"))
     if config_value("TEST.FINAL_MODEL", overrides, *configs) == "best_val":
@@ -495,9 +604,10 @@ def model_dir_of(job, env):
     return run_dir(env.output, model_job) if model_job else None
 
 
-def train_command(job, env, resume=False):
-    """The train.py command line of a job (argument list)."""
-    out = run_dir(env.output, job)
+def train_command(job, env, resume=False, output=None, options=()):
+    """The train.py command line of a job (argument list); OUTPUT: another output folder than
+    the job's run folder (a staging folder); OPTIONS: more train.py options."""
+    out = Path(output) if output is not None else run_dir(env.output, job)
     config_file = trainer_config_file(job)
     command = [sys.executable, str(REPO_ROOT / "train.py"), "--root", str(env.data),
                "--seed", str(job.seed), "--trainer", job.spec.name,
@@ -513,9 +623,57 @@ def train_command(job, env, resume=False):
         command.append("--eval-only")
     elif resume:
         command += ["--resume", str(out)]
-    command += ["RUN.PROTOCOL", job.protocol, "DATASET.NUM_SHOTS", str(job.shots),
+    command += list(options)
+    source = job.source if job.step == "xd_test" else ""
+    command += ["RUN.PROTOCOL", job.protocol, "RUN.STEP", job.step, "RUN.SOURCE", source,
+                "RUN.TAG", job.run_tag, "DATASET.NUM_SHOTS", str(job.shots),
                 "DATASET.SUBSAMPLE_CLASSES", STEPS[job.step].subsample, *job.overrides]
     return command
+
+
+def requested_identity(job, env):
+    """The identity (dassl.config.identity) the job's run would record, built by train.py's own
+    config code from the job's command; its "model" only for evaluations whose model exists."""
+    import train
+
+    command, args, cfg = train_config(job, env)
+    identity = train.identity_of(cfg, args)
+    if "--model-dir" in command:
+        identity["model"] = identity_model(args.load_epoch)
+    return identity
+
+
+def train_config(job, env):
+    """(command, train.py's arguments, resolved config) of a job, by train.py's own code (the
+    heavy imports, torch and the trainers, happen here, only when needed)."""
+    import train
+
+    command = train_command(job, env)
+    args = train.build_parser().parse_args(command[2:])
+    return command, args, train.setup_cfg(args)
+
+
+def identity_model(load_epoch):
+    from dassl.config.identity import evaluated_model
+
+    return evaluated_model(load_epoch, best=load_epoch is None)
+
+
+def identity_changes(job, env):
+    """(field, finished run's value, requested value) for each difference between the finished
+    run in the job's folder and the request; [] when they agree or the run recorded no identity
+    (runs of other codebases, or of an older version)."""
+    from dassl.config.identity import OUTCOME_FIELDS, identity_differences
+
+    recorded = (read_run_metrics(run_dir(env.output, job)) or {}).get("identity")
+    if not recorded:
+        return []
+    try:
+        requested = requested_identity(job, env)
+    except ProtocolError:
+        return []  # the model to evaluate is gone: nothing to compare the model choice with
+    ignored = () if "model" in requested else OUTCOME_FIELDS
+    return identity_differences(recorded, requested, ignore=ignored)
 
 
 def check_model_available(job, env):
@@ -541,17 +699,21 @@ def script_invocation(job):
         environment.append(f"SOURCE={job.source}")
     if job.config:
         environment.append(f"CFG={job.config}")
-    if job.shots != SHOTS:
+    if job.tag:
+        environment.append(f"TAG={job.tag}")
+    if job.shots != SHOTS and _override(job.overrides, "DATASET.NUM_SHOTS") is None:
         environment.append(f"SHOTS={job.shots}")
+    if job.epoch_requested is not None:
+        environment.append(f"LOAD_EPOCH={job.epoch_requested}")
     return shlex.join([*environment, "bash", str(script), *positional, *job.overrides])
 
 
 # What run_job does with a job, as --dry-run shows it.
-SKIP, START, RESUME, RETRAIN, REEVALUATE, STALE = (
-    "skip", "start", "resume", "retrain", "reevaluate", "stale")
+SKIP, START, RESUME, RETRAIN, REEVALUATE, STALE, DIFFERS = (
+    "skip", "start", "resume", "retrain", "reevaluate", "stale", "differs")
 ACTION_LABELS = {START: "start", RESUME: "resume", RETRAIN: "retrain (FORCE=1)",
                  REEVALUATE: "re-evaluate (FORCE=1)", STALE: "re-evaluate (model changed)",
-                 SKIP: "skip (finished)"}
+                 SKIP: "skip (finished)", DIFFERS: "stop (finished, other settings)"}
 
 
 def is_forced(env):
@@ -559,18 +721,19 @@ def is_forced(env):
 
 
 def planned_action(job, env):
-    """What run_job will do: skip a finished run; evaluate again when the model changed since
-    the evaluation; with FORCE=1 train from scratch (deleting the old checkpoints) or evaluate
-    again; else resume from a checkpoint, or start."""
+    """What run_job will do: skip a finished run of the requested identity, stop at one of
+    another; evaluate again when the model changed since the evaluation; with FORCE=1 train
+    from scratch or evaluate again; else resume from a checkpoint, or start."""
     out = run_dir(env.output, job)
     forced = is_forced(env)
     finished = is_finished(out)
     if finished and job.evaluates_only and not forced:
         model_dir = model_dir_of(job, env)
         stale = not job.released and model_dir is not None and model_changed(out, model_dir)
-        return STALE if stale else SKIP
+        if stale:
+            return STALE
     if finished and not forced:
-        return SKIP
+        return DIFFERS if identity_changes(job, env) else SKIP
     if job.evaluates_only:
         return REEVALUATE if finished else START
     if forced and (model_folders(out) or (out / RESULTS_FILE).is_file()):
@@ -578,70 +741,159 @@ def planned_action(job, env):
     return RESUME if can_resume(out) else START
 
 
-TENSORBOARD_FOLDER = "tensorboard"  # the engine's SummaryWriter folder in a run folder
-EVENT_FILE_PATTERN = "events.out.tfevents.*"
+STAGING_SUFFIX = ".staging"  # seed<S>.staging: a run again (FORCE=1, stale) until it finished
+REPLACED_SUFFIX = ".replaced"  # the previous run folder for the moment of the swap
 
 
-def clear_for_retraining(run_folder):
-    """Delete what makes a run finished or resumable (its registered models' folders and
-    results.json), so train.py trains from scratch, and the old run's tensorboard event files, so
-    its curves do not mix with the new run's; logs and config.yaml stay (train.py keeps the old
-    log.txt under a timestamped name). Returns the deleted paths."""
-    deleted = model_folders(run_folder)
-    for folder in deleted:
-        if folder.is_symlink():
-            folder.unlink()
-        else:
-            shutil.rmtree(folder)
-    for events in sorted(Path(run_folder).glob(f"{TENSORBOARD_FOLDER}/{EVENT_FILE_PATTERN}")):
-        events.unlink()
-        deleted.append(events)
-    results = Path(run_folder) / RESULTS_FILE
-    if results.is_file():
-        results.unlink()
-        deleted.append(results)
-    return deleted
+def staging_dir(run_folder):
+    return Path(run_folder).with_name(Path(run_folder).name + STAGING_SUFFIX)
 
 
-def run_job(job, env, console=False):
+def replace_run(staging, run_folder):
+    """Swap a finished staging folder in for the run folder it replaces."""
+    replaced = Path(run_folder).with_name(Path(run_folder).name + REPLACED_SUFFIX)
+    if replaced.exists():
+        shutil.rmtree(replaced)
+    Path(run_folder).rename(replaced)
+    Path(staging).rename(run_folder)
+    shutil.rmtree(replaced)
+
+
+def differences_message(job, env, differences):
+    from dassl.config.identity import format_differences
+
+    return (f"{run_dir(env.output, job)} holds a finished run with other settings than this one "
+            f"(finished -> requested):\n{format_differences(differences)}\nTo keep both, give "
+            "this run a folder of its own with TAG=<name>; to replace the finished run, run with "
+            "FORCE=1 (the old results stay until the new run has finished).")
+
+
+# The evaluations that one pass over a dataset's test images files together: the open-world
+# test (all classes) carries the tests of the base and of the new classes alone.
+SUBSET_OF_STEP = {"base2new_test_base": "base", "base2new_test": "new"}
+CARRIER_STEP = "openworld_test"
+RERUN_ACTIONS = (START, REEVALUATE, STALE)
+
+
+def one_pass(jobs, env):
+    """(carrier, companions) for the first of JOBS. When it is a base / new / open-world test
+    and the other tests of the same model on the same dataset are among JOBS, all need running,
+    and the trainer scores each class independently of the others, the open-world test (the
+    carrier) files them too from its all-class logits: the test images are read once. Else
+    (the first job, [])."""
+    first = jobs[0]
+    steps = (*SUBSET_OF_STEP, CARRIER_STEP)
+    if first.step not in steps:
+        return first, []
+    together = [job for job in jobs if job.step in steps
+                and replace(job, step=CARRIER_STEP) == replace(first, step=CARRIER_STEP)]
+    carriers = [job for job in together if job.step == CARRIER_STEP]
+    companions = [job for job in together if job.step != CARRIER_STEP]
+    if not carriers or not companions:
+        return first, []
+    if any(planned_action(job, env) not in RERUN_ACTIONS for job in together):
+        return first, []
+    import train
+
+    try:
+        cfg = train_config(carriers[0], env)[2]
+    except ProtocolError:  # e.g. no model yet: run_job says what to run first
+        return first, []
+    if not train.scores_classes_independently(cfg):
+        return first, []
+    return carriers[0], companions
+
+
+def run_jobs(jobs, env, console=False):
+    """Run JOBS in order, the evaluations of one test set in one pass (one_pass), up to the
+    first failure: (job, exit status, what went wrong) of that failure, else None."""
+    remaining = list(jobs)
+    while remaining:
+        carrier, companions = one_pass(remaining, env)
+        try:
+            returncode = run_job(carrier, env, console, companions)
+        except ProtocolError as error:
+            return carrier, 2, f"error: {error}"
+        if returncode:
+            return carrier, returncode, (f"train.py exited with {returncode}; see "
+                                         f"{run_dir(env.output, carrier)}")
+        remaining = [job for job in remaining if job != carrier and job not in companions]
+    return None
+
+
+def run_job(job, env, console=False, companions=()):
     """Run one job as planned_action says. Returns train.py's exit status (0 when skipped).
 
+    A run done again (FORCE=1, or an evaluation of a model trained again) runs in a staging
+    folder that replaces the run folder only once finished, so a failure leaves the previous
+    results as they were. COMPANIONS (see one_pass) are filed by the same train.py run.
     console=True sends train.py's output to console.txt in the run folder (parallel sweeps).
-    The run folder is locked from the plan to the end of train.py (which works under this lock),
-    so that a second script on the same folder neither deletes nor mixes files.
+    The run folders are locked from the plan to the end of train.py (which works under this
+    lock), so that a second script on the same folder neither deletes nor mixes files.
     """
     out = run_dir(env.output, job)
     if planned_action(job, env) == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
-    check_model_available(job, env)
     try:
-        with dassl_utils.run_folder_lock(out) as lock_environment:
-            return _run_locked(job, env, out, console, lock_environment)
+        with contextlib.ExitStack() as locks:
+            lock_environment = locks.enter_context(dassl_utils.run_folder_lock(out))
+            for companion in companions:  # train.py writes into them under our lock
+                locks.enter_context(dassl_utils.run_folder_lock(run_dir(env.output, companion)))
+            return _run_locked(job, env, out, console, companions, lock_environment)
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
 
 
-def _run_locked(job, env, out, console, lock_environment):
+def _run_locked(job, env, out, console, companions, lock_environment):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
-    if action == RETRAIN:
-        deleted = clear_for_retraining(out)
-        print(f"FORCE=1: deleted {', '.join(str(p.relative_to(out)) for p in deleted)} in {out}")
-    elif action in (REEVALUATE, STALE):
-        # A failed evaluation must not leave the old result looking current.
-        (out / RESULTS_FILE).unlink(missing_ok=True)
-    command = train_command(job, env, resume=action == RESUME)
+    if action == DIFFERS:
+        raise ProtocolError(differences_message(job, env, identity_changes(job, env)))
+    check_model_available(job, env)
+    runs = [(job, action)] + [(companion, planned_action(companion, env))
+                              for companion in companions]
+    folders = []  # (run folder, folder train.py writes to)
+    for each, each_action in runs:
+        each_out = run_dir(env.output, each)
+        target = staging_dir(each_out) if each_action in (RETRAIN, REEVALUATE, STALE) else each_out
+        if target != each_out and target.exists():
+            shutil.rmtree(target)  # what an earlier failed attempt left
+        folders.append((each_out, target))
+    target = folders[0][1]
+    options = [argument for companion, (_, folder) in zip(companions, folders[1:], strict=True)
+               for argument in ("--subset-output", SUBSET_OF_STEP[companion.step], str(folder))]
+    command = train_command(job, env, resume=action == RESUME, output=target, options=options)
     message = "starting" if action == START else ACTION_LABELS[action]
-    print(f"{message}: {out}", flush=True)
+    where = f"{out}" if target == out else f"{out} (in {target.name} until it finished)"
+    if companions:
+        where += (" and, in one pass over the test images, "
+                  + ", ".join(str(each_out) for each_out, _ in folders[1:]))
+    print(f"{message}: {where}", flush=True)
     variables = {**os.environ, **env.variables, **lock_environment}  # train.py works under our lock
     if not console:
-        return subprocess.run(command, env=variables).returncode
-    with open(out / CONSOLE_FILE, "a") as output:
-        return subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
-                              env=variables).returncode
+        returncode = subprocess.run(command, env=variables).returncode
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        with open(target / CONSOLE_FILE, "a") as output:
+            returncode = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
+                                        env=variables).returncode
+    # A run that replaces another, or is filed by another's pass, must have finished.
+    checked = [target for each_out, target in folders[1:]] + [
+        target for each_out, target in folders[:1] if target != each_out]
+    if returncode == 0 and not all(is_finished(folder) for folder in checked):
+        returncode = 1
+    for each_out, each_target in folders:
+        if each_target == each_out:
+            continue
+        if returncode == 0:
+            replace_run(each_target, each_out)
+        else:
+            print(f"{each_out} keeps its previous results; the failed attempt is in "
+                  f"{each_target}", file=sys.stderr)
+    return returncode
 
 
 # ----------------------------------------------------------------------------- script entry
@@ -686,9 +938,8 @@ def jobs_from_arguments(trainer, script, args, variables):
         weights = args.pop(0)
     if len(args) % 2:
         raise ProtocolError(f"{usage}\n(config overrides come in KEY VALUE pairs; got {args})")
-    common = dict(trainer=trainer, dataset=dataset, seed=seed, overrides=tuple(args),
-                  config=config_from(variables), shots=shots_from(variables),
-                  source=variables.get("SOURCE") or XD_SOURCE)
+    common = dict(trainer=trainer, dataset=dataset, seed=seed,
+                  source=variables.get("SOURCE") or XD_SOURCE, **job_settings(variables, args))
     if script == "reproduce":
         model_dir = released_weights_dir(weights, dataset, seed, "base")
         return [Job(step=step, model_dir=str(model_dir), **common)
@@ -699,11 +950,43 @@ def jobs_from_arguments(trainer, script, args, variables):
     return [Job(step=script, **common)]
 
 
-def shots_from(variables):
-    shots = variables.get("SHOTS") or str(SHOTS)
+def job_settings(variables, overrides):
+    """The Job fields that scripts and sweeps read from the environment and the overrides."""
+    return dict(config=config_from(variables), shots=shots_from(variables, overrides),
+                tag=tag_from(variables), load_epoch=load_epoch_from(variables),
+                overrides=tuple(overrides))
+
+
+def _override(overrides, key):
+    """The value an override list gives KEY (the last one), or None."""
+    overrides = list(overrides)
+    values = [value for name, value in zip(overrides[::2], overrides[1::2]) if name == key]
+    return values[-1] if values else None
+
+
+def shots_from(variables, overrides=()):
+    """The shots a run uses: a DATASET.NUM_SHOTS override (what train.py applies last), else
+    SHOTS, else 16."""
+    shots = _override(overrides, "DATASET.NUM_SHOTS")
+    name = "DATASET.NUM_SHOTS" if shots is not None else "SHOTS"
+    shots = shots if shots is not None else variables.get("SHOTS") or str(SHOTS)
     if not shots.isdigit():
-        raise ProtocolError(f"SHOTS={shots} is not a number of images per class")
+        raise ProtocolError(f"{name}={shots} is not a number of images per class")
     return int(shots)
+
+
+def tag_from(variables):
+    tag = variables.get("TAG", "")
+    if tag and not _TAG.fullmatch(tag):
+        raise ProtocolError(f"TAG={tag!r}: use letters, digits and . _ + - (it names a folder)")
+    return tag
+
+
+def load_epoch_from(variables):
+    epoch = variables.get("LOAD_EPOCH", "")
+    if epoch and not epoch.isdigit():
+        raise ProtocolError(f"LOAD_EPOCH={epoch} is not an epoch number")
+    return int(epoch) if epoch else None
 
 
 def config_from(variables):
@@ -746,10 +1029,12 @@ def main(argv=None, variables=None):
             return 0
         jobs = jobs_from_arguments(argv[0], argv[1], argv[2:], variables)
         env = Environment.from_variables(variables)
-        for job in jobs:
-            returncode = run_job(job, env)
-            if returncode:
-                return returncode
+        failure = run_jobs(jobs, env)
+        if failure:
+            _, returncode, reason = failure
+            if reason.startswith("error: "):
+                print(reason, file=sys.stderr)
+            return returncode
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

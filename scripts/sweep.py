@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, SEEDS, SHOTS, SKIP,
-                               TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job, ProtocolError,
-                               config_from, planned_action, run_dir, run_job, script_invocation,
-                               shots_from)
+from scripts.protocols import (ACTION_LABELS, BASE2NEW_DATASETS, DG_TARGETS, DIFFERS, SEEDS,
+                               SHOTS, SKIP, TRAINERS, XD_SOURCE, XD_TARGETS, Environment, Job,
+                               ProtocolError, identity_changes, job_settings, one_pass,
+                               planned_action, run_dir, run_job, script_invocation)
 
 PROTOCOLS = ("base2new", "openworld", "xd", "dg")
 DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
@@ -32,11 +32,13 @@ DEFAULT_SBATCH_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=8")
 
 def plan_chains(trainers, protocols=PROTOCOLS, datasets=BASE2NEW_DATASETS, seeds=SEEDS,
                 xd_targets=XD_TARGETS, dg_targets=DG_TARGETS, source=XD_SOURCE, config="",
-                shots=SHOTS, overrides=()):
-    """The chains of a sweep. ZeroshotCLIP evaluates fixed weights, so it runs the first seed only."""
+                shots=SHOTS, overrides=(), **settings):
+    """The chains of a sweep. ZeroshotCLIP evaluates fixed weights, so it runs the first seed
+    only. SETTINGS: the other Job fields (tag, load_epoch)."""
     chains = []
     for trainer in trainers:
-        common = dict(trainer=trainer, config=config, shots=shots, overrides=tuple(overrides))
+        common = dict(trainer=trainer, config=config, shots=shots, overrides=tuple(overrides),
+                      **settings)
         trainer_seeds = list(seeds) if TRAINERS[trainer].trains else list(seeds)[:1]
         evaluations = [step for protocol, step in (("base2new", "base2new_test"),
                                                    ("openworld", "openworld_test"))
@@ -94,13 +96,14 @@ class Progress:
             self.out.flush()
             return self.clock()
 
-    def end(self, began, skipped):
+    def end(self, began, skipped, runs=1):
+        """RUNS: the runs one train.py did (an open-world test with the base / new tests)."""
         with self.lock:
-            self.done += 1
+            self.done += runs
             if skipped:
-                self.skipped += 1
+                self.skipped += runs
             else:
-                self.worked += 1
+                self.worked += runs
                 self.work_seconds += self.clock() - began
 
     def drop(self, count):
@@ -136,15 +139,19 @@ def run_chains(chains, env, devices=(None,), progress=None):
                 chain = pending.get_nowait()
             except queue.Empty:
                 return
-            for index, job in enumerate(chain):
+            remaining = list(chain)
+            while remaining:
+                # The base / new / open-world tests of a model in one pass (protocols.one_pass).
+                job, companions = one_pass(remaining, worker_env)
                 skipped = planned_action(job, worker_env) == SKIP
                 began = progress.begin(job)
-                reason = _run_one(job, worker_env, console)
-                progress.end(began, skipped)
+                reason = _run_one(job, worker_env, console, companions)
+                progress.end(began, skipped, runs=1 + len(companions))
+                remaining = [each for each in remaining if each != job and each not in companions]
                 if reason:
                     with lock:
                         failures.append((job, reason))
-                    progress.drop(len(chain) - index - 1)
+                    progress.drop(len(remaining))
                     break
 
     threads = [threading.Thread(target=work, args=(device,)) for device in devices]
@@ -155,10 +162,10 @@ def run_chains(chains, env, devices=(None,), progress=None):
     return failures
 
 
-def _run_one(job, env, console):
-    """Run a job; the reason it failed, or None."""
+def _run_one(job, env, console, companions=()):
+    """Run a job (and the companions it files in the same pass); the reason it failed, or None."""
     try:
-        returncode = run_job(job, env, console=console)
+        returncode = run_job(job, env, console, companions)
     except ProtocolError as error:
         return str(error)
     if returncode:
@@ -174,9 +181,15 @@ def dry_run_lines(chains, env):
     for index, chain in enumerate(chains, start=1):
         lines.append(f"chain {index}/{len(chains)}:")
         for job in chain:
-            label = ACTION_LABELS[planned_action(job, env)]
+            action = planned_action(job, env)
+            label = ACTION_LABELS[action]
             counts[label] += 1
             lines.append(f"  {label:<{width}}  {script_invocation(job)}")
+            if action == DIFFERS:  # what the finished run has -> what this one asks for
+                from dassl.config.identity import format_differences
+
+                lines += ["    " + line for line in
+                          format_differences(identity_changes(job, env)).splitlines()]
     summary = ", ".join(f"{counts[label]} {label}" for label in ACTION_LABELS.values()
                         if counts[label])
     lines.append(f"{sum(counts.values())} runs: {summary or 'none'}")
@@ -217,7 +230,7 @@ def parse_arguments(argv):
         prog="bash scripts/run_all.sh",
         description="Run protocols x datasets x seeds for some trainers, skipping finished runs "
                     "and resuming unfinished ones from their checkpoint. Environment: DATA, "
-                    "OUTPUT (default output), CFG, SHOTS, LOAD_EPOCH, FORCE=1 (run everything "
+                    "OUTPUT (default output), CFG, SHOTS, TAG, LOAD_EPOCH, FORCE=1 (run everything "
                     "again, training from scratch); see scripts/protocols.py. Config overrides "
                     "after --.")
     parser.add_argument("trainers", nargs="+", choices=list(TRAINERS), metavar="TRAINER",
@@ -254,8 +267,7 @@ def main(argv=None, variables=None):
         env = Environment.from_variables(variables)
         chains = plan_chains(args.trainers, args.protocols, args.datasets, args.seeds,
                              args.xd_targets, args.dg_targets, args.source,
-                             config=config_from(variables), shots=shots_from(variables),
-                             overrides=args.overrides)
+                             **job_settings(variables, args.overrides))
     except ProtocolError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -245,7 +245,7 @@ def test_sweep_shows_run_k_of_n_elapsed_and_eta(tmp_path, monkeypatch):
                                                 "OUTPUT": str(tmp_path / "output")})
     now = [0.0]
 
-    def fake_run_job(job, job_env, console=False):
+    def fake_run_job(job, job_env, console=False, companions=()):
         now[0] += 60.0  # every run takes a minute
         return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
 

@@ -408,8 +408,66 @@ def test_classic_form_names_the_file_it_read(tree):
 
 def test_column_names_come_from_the_dataset_configs():
     assert protocols.display_name("dtd") == "DescribableTextures"
-    assert protocols.display_name("my_dataset_example") == "UserDataset"  # configs/datasets/
+    # Users' own data by its own name (the example's DIR), not the registry's UserDataset.
+    assert protocols.display_name("my_dataset_example") == "my_dataset"
     assert protocols.display_name("no_such_dataset") == "no_such_dataset"
+
+
+def _identity(shots=16, clip="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+              overrides=None, model="epoch 5", **fields):
+    return {"trainer": "BMIP", "config": BMIP, "shots": shots, "seed": 1, "source": "",
+            "backbone": "ViT-B/16", "clip_sha256": clip, "overrides": overrides or {},
+            "model": model, "tag": "", **fields}
+
+
+def test_runs_of_other_settings_are_rows_of_their_own_never_averaged(tmp_path):
+    """A 4-shot run filed under shots_16/ by an older version, and runs on other CLIP weights:
+    each its own row, with columns for what differs; the contradiction listed."""
+    for seed, clip in ((1, "a" * 64), (2, "b" * 64)):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, seed), 80.0 + seed,
+                      identity=_identity(clip=clip, seed=seed))
+    write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, 3), 50.0, num_shots=4)
+    _, out = run_main(tmp_path)
+    header = next(line for line in out.splitlines() if line.startswith("Dataset"))
+    assert header.split()[:4] == ["Dataset", "Method", "shots", "CLIP"]
+    assert all(f"{value} ± 0.00 (1)" in out for value in ("81.00", "82.00", "50.00"))
+    assert "81.50" not in out  # the two CLIP files are never averaged
+    assert re.search(r"Conflicts:\n  \S+/shots_16/BMIP/\S+/seed3: its folder says shots 16, "
+                     r"its results 4", out)
+    document = json.loads(run_main(tmp_path, "--format", "json")[1])
+    assert sorted(row["shots"] for row in document["records"]
+                  if row["dataset"] == "EuroSAT" and row["metric"] == "base") == [4, 16, 16]
+
+
+def test_paper_differences_only_in_the_papers_setting(tmp_path):
+    paper_clip = _identity()["clip_sha256"]
+    for config, identity in ((BMIP, _identity(clip=paper_clip)),
+                             ("BMIP_ctx2_dp9_lr2_lr-0.5", _identity(overrides={"OPTIM.LR": 0.5}))):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", config, 1), 90.0,
+                      identity=identity)
+        write_results(b2n_dir(tmp_path, "test_new", "eurosat", "BMIP", config, 1), 80.0,
+                      identity=identity)
+    _, out = run_main(tmp_path, "--paper")
+    rows = [line for line in out.splitlines() if line.startswith("EuroSAT")]
+    [paper] = [row for row in rows if "OPTIM.LR" not in row]
+    [other] = [row for row in rows if "OPTIM.LR" in row]
+    # Table 1, EuroSAT HM
+    assert f"{hm(90, 80):.2f} ± 0.00 (1) [paper 86.10, Δ {hm(90, 80) - 86.10:+.2f}]" in paper
+    assert "†" not in paper
+    assert "[paper 86.10]" in other and "Δ" not in other and "†" in other
+    assert "† not the paper's setting" in out
+
+
+def test_a_failed_run_is_listed_with_its_error_and_is_no_seed(tmp_path):
+    for seed in (1, 2):
+        write_results(b2n_dir(tmp_path, "train_base", "eurosat", "BMIP", BMIP, seed), 80.0)
+    failed = b2n_dir(tmp_path, "train_base", "dtd", "BMIP", BMIP, 3)
+    failed.mkdir(parents=True)
+    (failed / "config.yaml").write_text("SEED: 3\n")
+    (failed / "log.txt").write_text("Loading dataset\nerror: unknown config key OPTIM.LRR\n")
+    _, out = run_main(tmp_path)
+    assert "missing seed" not in out and "DescribableTextures" not in out
+    assert f"Failed (not counted):\n  {failed}: error: unknown config key OPTIM.LRR" in out
 
 
 @pytest.mark.parametrize("content, problem", [

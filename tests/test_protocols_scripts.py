@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,11 @@ def test_train_command(env):
         "--root": str(env.data), "--seed": "1", "--trainer": "MaPLe",
         "--dataset-config-file": str(REPO / "configs/datasets/eurosat.yaml"),
         "--config-file": str(REPO / "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+        # An override that changes training: a config folder of its own.
         "--output-dir": str(env.output / "base2new/train_base/eurosat/shots_16/MaPLe/"
-                                         "vit_b16_c2_ep5_batch4_2ctx/seed1")}
-    assert command[14:] == ["RUN.PROTOCOL", "base2new", "DATASET.NUM_SHOTS", "16",
+                                         "vit_b16_c2_ep5_batch4_2ctx_max_epoch-2/seed1")}
+    assert command[14:] == ["RUN.PROTOCOL", "base2new", "RUN.STEP", "base2new_train",
+                            "RUN.SOURCE", "", "RUN.TAG", "", "DATASET.NUM_SHOTS", "16",
                             "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", "2"]
     assert "--eval-only" not in command
     resumed = protocols.train_command(job, env, resume=True)
@@ -114,11 +117,13 @@ def test_test_command_loads_the_last_epoch_of_the_training_run(env):
     assert command[command.index("--model-dir") + 1] == str(train_dir)
     assert command[command.index("--load-epoch") + 1] == "5"  # MaPLe's OPTIM.MAX_EPOCH
     assert "--eval-only" in command
-    assert command[-6:] == ["RUN.PROTOCOL", "base2new", "DATASET.NUM_SHOTS", "16",
-                            "DATASET.SUBSAMPLE_CLASSES", "new"]
+    assert command[-12:] == ["RUN.PROTOCOL", "base2new", "RUN.STEP", "base2new_test",
+                             "RUN.SOURCE", "", "RUN.TAG", "", "DATASET.NUM_SHOTS", "16",
+                             "DATASET.SUBSAMPLE_CLASSES", "new"]
     openworld = protocols.train_command(Job("maple", "openworld_test", "eurosat", 1), env)
-    assert openworld[-6:] == ["RUN.PROTOCOL", "openworld", "DATASET.NUM_SHOTS", "16",
-                              "DATASET.SUBSAMPLE_CLASSES", "all"]
+    assert openworld[-12:] == ["RUN.PROTOCOL", "openworld", "RUN.STEP", "openworld_test",
+                               "RUN.SOURCE", "", "RUN.TAG", "", "DATASET.NUM_SHOTS", "16",
+                               "DATASET.SUBSAMPLE_CLASSES", "all"]
 
 
 def test_load_epoch_follows_overrides_environment_and_best_val(env, tmp_path):
@@ -138,6 +143,8 @@ def test_load_epoch_follows_overrides_environment_and_best_val(env, tmp_path):
     assert protocols.choose_load_epoch(model, config, ("TEST.FINAL_MODEL", "best_val"), {}) is None
     with pytest.raises(ProtocolError, match="no checkpoint"):
         protocols.choose_load_epoch(tmp_path, config, (), {})
+    with pytest.raises(ProtocolError, match=r"LOAD_EPOCH=3: .* epochs saved: 2, 5$"):
+        protocols.choose_load_epoch(model, config, (), {"LOAD_EPOCH": "3"})
 
 
 def test_xd_test_command_uses_the_imagenet_model_and_dg_protocol(env):
@@ -269,8 +276,11 @@ def test_sbatch_script(env):
 
 def test_run_all_dry_run_says_what_each_run_would_do(env, capsys):
     """Seed 1 trained already, seed 2 stopped after a checkpoint: skip, resume, start."""
-    write_results(protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 1)), 70.0)
-    seed_2 = protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 2))
+    one_epoch = ("OPTIM.MAX_EPOCH", "1")
+    write_results(protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 1,
+                                                    overrides=one_epoch)), 70.0)
+    seed_2 = protocols.run_dir(env.output, Job("bmip", "xd_train", "imagenet", 2,
+                                               overrides=one_epoch))
     write_training_log(seed_2, 0.0, finished=False)
     _saved_model(seed_2, "checkpoint", "model.pth.tar-1")
     arguments = ["bmip", "--protocols", "xd", "--seeds", "1", "2", "--xd-targets", "dtd",
@@ -335,47 +345,76 @@ def test_training_resumes_only_from_a_checkpoint(env, monkeypatch, capsys):
     assert calls[-1][1].name == str(protocols.run_dir(env.output, fresh) / "console.txt")
 
 
-def test_force_retrains_a_finished_run_from_scratch(env, monkeypatch, capsys):
-    job = Job("maple", "base2new_train", "eurosat", 1)
+def _staged_runs(monkeypatch, returncode=0, accuracy=90.0):
+    """Replace subprocess.run by a train.py that writes ACCURACY to its --output-dir (or fails);
+    record (command, names in the run folder the job replaces at that moment)."""
+    calls = []
+
+    def fake_run(command, **kwargs):
+        output = Path(command[command.index("--output-dir") + 1])
+        replaced = output.with_name(output.name.removesuffix(".staging"))
+        calls.append((command, sorted(p.name for p in replaced.iterdir() if p.name != ".lock")))
+        (output / "log.txt").parent.mkdir(parents=True, exist_ok=True)
+        (output / "log.txt").write_text("error: it failed\n" if returncode else "done\n")
+        if not returncode:
+            write_results(output, accuracy)
+        return subprocess.CompletedProcess(command, returncode)
+
+    monkeypatch.setattr(protocols.subprocess, "run", fake_run)
+    return calls
+
+
+def _finished_training_run(env, job):
     out = write_results(protocols.run_dir(env.output, job), 80.0)
     (out / "config.yaml").write_text("OPTIM:\n  MAX_EPOCH: 5\n")
-    _saved_model(out, "checkpoint", "model.pth.tar-5", "model-best.pth.tar")
-    (out / "prompt_learner").mkdir()
-    (out / "prompt_learner" / "model-best.pth.tar").write_bytes(b"")
-    (out / "tensorboard").mkdir()
-    (out / "tensorboard" / "events.out.tfevents.1").write_bytes(b"")
-    calls = _record_commands(monkeypatch, out)
+    return _saved_model(out, "checkpoint", "model.pth.tar-5", "model-best.pth.tar")
+
+
+def test_force_retrains_in_a_staging_folder_that_replaces_the_run(env, monkeypatch, capsys):
+    job = Job("maple", "base2new_train", "eurosat", 1)
+    out = _finished_training_run(env, job)
+    calls = _staged_runs(monkeypatch)
     forced = Environment(env.data, env.output, {**env.variables, "FORCE": "1"})
     assert protocols.run_job(job, forced) == 0
-    [(command, _, names)] = calls
-    assert names == ["config.yaml", "log.txt", "tensorboard"]  # models and result deleted
-    assert list((out / "tensorboard").iterdir()) == []  # the old run's curves too
+    [(command, names)] = calls
+    # While it trains, the old run is whole; train.py writes to the staging folder, afresh.
+    assert names == ["MultiModalPromptLearner", "config.yaml", "log.txt", "results.json"]
+    assert command[command.index("--output-dir") + 1] == str(out) + ".staging"
     assert "--resume" not in command and "--eval-only" not in command
-    printed = capsys.readouterr().out
-    assert f"retrain (FORCE=1): {out}" in printed
-    assert "MultiModalPromptLearner" in printed and "results.json" in printed
+    assert protocols.read_run_metrics(out)["accuracy"] == 90.0
+    assert not (out / "MultiModalPromptLearner").exists()  # the old checkpoints went with it
+    assert not Path(str(out) + ".staging").exists()
+    assert f"retrain (FORCE=1): {out} (in seed1.staging until it finished)" in (
+        capsys.readouterr().out)
 
 
-def test_force_evaluates_again_without_touching_the_model(env, monkeypatch, capsys):
-    train = protocols.run_dir(env.output, Job("maple", "base2new_train", "eurosat", 1))
-    _saved_model(write_results(train, 80.0), "checkpoint", "model.pth.tar-5")
+def test_a_failed_force_run_keeps_the_previous_results(env, monkeypatch, capsys):
+    """FORCE=1 LOAD_EPOCH=N of an epoch that does not exist, and a failing train.py: the good
+    result stays, and the error lists the epochs there are."""
+    train = _finished_training_run(env, Job("maple", "base2new_train", "eurosat", 1))
     job = Job("maple", "base2new_test", "eurosat", 1)
     out = write_results(protocols.run_dir(env.output, job), 60.0)
-    calls = _record_commands(monkeypatch, out)
-    forced = Environment(env.data, env.output, {**env.variables, "FORCE": "1"})
-    assert protocols.run_job(job, forced) == 0
-    [(command, _, names)] = calls
+    forced = Environment(env.data, env.output, {**env.variables, "FORCE": "1", "LOAD_EPOCH": "7"})
+    with pytest.raises(ProtocolError, match="epochs saved: 5"):
+        protocols.run_job(replace(job, load_epoch=7), forced)
+    forced.variables.pop("LOAD_EPOCH")
+    calls = _staged_runs(monkeypatch, returncode=1)
+    assert protocols.run_job(job, forced) == 1
+    [(command, _)] = calls
     assert "--eval-only" in command and command[command.index("--model-dir") + 1] == str(train)
-    assert names == ["log.txt"]  # the old result does not outlive a failed evaluation
+    assert protocols.read_run_metrics(out)["accuracy"] == 60.0
     assert (train / "MultiModalPromptLearner" / "model.pth.tar-5").is_file()
-    assert (train / "results.json").is_file()
-    assert f"re-evaluate (FORCE=1): {out}" in capsys.readouterr().out
+    assert f"{out} keeps its previous results" in capsys.readouterr().err
+    # The next try starts from a clean staging folder and replaces the result once it finished.
+    calls = _staged_runs(monkeypatch, accuracy=61.0)
+    assert protocols.run_job(job, forced) == 0
+    assert protocols.read_run_metrics(out)["accuracy"] == 61.0
 
 
 def test_run_chains_one_worker_per_gpu_and_a_failure_stops_its_chain(env, monkeypatch):
     seen = []
 
-    def fake_run_job(job, job_env, console=False):
+    def fake_run_job(job, job_env, console=False, companions=()):
         seen.append((job.step, job.dataset, job_env.variables["CUDA_VISIBLE_DEVICES"], console))
         return 1 if job.dataset == "dtd" and job.step == "base2new_train" else 0
 
@@ -420,8 +459,9 @@ def test_evaluations_of_a_retrained_model_run_again(env, monkeypatch, capsys):
     for job in evaluations:
         _timestamped_result(protocols.run_dir(env.output, job), 60.0, "2025-01-01T11:00:00+00:00")
     assert [protocols.planned_action(job, env) for job in evaluations] == ["skip", "skip"]
-    # FORCE=1 on the training run deletes its result: the evaluations are of a deleted model.
-    protocols.clear_for_retraining(train)
+    # The training run lost its result (being trained again in place): the evaluations are of
+    # a model that is gone.
+    (train / "results.json").unlink()
     assert [protocols.planned_action(job, env) for job in evaluations] == ["stale", "stale"]
     # Trained again (its result is newer than the evaluations, whatever the files' mtimes).
     _timestamped_result(train, 82.0, "2025-01-02T10:00:00+00:00")
@@ -431,9 +471,9 @@ def test_evaluations_of_a_retrained_model_run_again(env, monkeypatch, capsys):
     assert [line.split("  ")[1].strip() for line in lines[1:4]] == [
         "skip (finished)", "re-evaluate (model changed)", "re-evaluate (model changed)"]
     out = protocols.run_dir(env.output, evaluations[0])
-    calls = _record_commands(monkeypatch, out)
+    _staged_runs(monkeypatch, accuracy=62.0)
     assert protocols.run_job(evaluations[0], env) == 0
-    assert calls[0][2] == ["log.txt"]  # the stale result is gone before evaluating
+    assert protocols.read_run_metrics(out)["accuracy"] == 62.0
     assert f"re-evaluate (model changed): {out}" in capsys.readouterr().out
     # An evaluation newer than the model stays finished.
     _timestamped_result(out, 61.0, "2025-01-02T11:00:00+00:00")
@@ -487,3 +527,21 @@ def test_maple_script_names_run_ours_with_the_same_arguments(folder, trainer, tm
         if not alias.startswith("reproduce"):  # (reproduce checks that the weights exist)
             [job] = protocols.jobs_from_arguments(trainer, step, arguments, {})
             assert (job.dataset, job.seed) == ("imagenet", 2)
+
+
+def test_one_pass_only_where_classes_are_scored_independently(env):
+    """The open-world test carries the base / new tests of the same model when all need
+    running, unless the trainer mixes classes (BMIP's ATTN_POOL authors)."""
+    for config in ("", "BMIP_ctx2_dp9_lr2_authors"):
+        jobs = [Job("bmip", step, "eurosat", 1, config=config)
+                for step in ("base2new_test", "xd_test", "openworld_test")]
+        _saved_model(protocols.run_dir(env.output, jobs[0].model_job()), "model-best.pth.tar")
+        expected = (jobs[2], jobs[:1]) if not config else (jobs[0], [])
+        assert protocols.one_pass(jobs, env) == expected, config
+        assert protocols.one_pass(jobs[:2], env) == (jobs[0], [])
+    finished = Job("bmip", "base2new_test", "eurosat", 1)
+    for job, accuracy, hour in ((finished.model_job(), 80.0, 10), (finished, 60.0, 11)):
+        write_results(protocols.run_dir(env.output, job), accuracy,
+                      timestamp=f"2025-01-01T{hour}:00:00+00:00")
+    jobs = [finished, replace(finished, step="openworld_test")]
+    assert protocols.one_pass(jobs, env) == (finished, [])  # only what needs running

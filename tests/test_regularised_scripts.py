@@ -41,7 +41,7 @@ def output(tmp_path_factory):
     clip_file = write_tiny_clip(root / "tiny-clip.pt")
     for folder, (_, config) in RUNS.items():
         env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"),
-                   PYTHON=sys.executable, OMP_NUM_THREADS="2", CFG=config)
+                   PYTHON=sys.executable, OMP_NUM_THREADS="2", CFG=config, TAG="tiny")
         for step in ("base2new_train", "base2new_test"):
             bash(f"{folder}/{step}.sh", "eurosat", 1, *overrides(clip_file), env=env)
     return root / "output"
@@ -50,12 +50,13 @@ def output(tmp_path_factory):
 @pytest.mark.parametrize("folder", sorted(RUNS))
 def test_the_scripts_train_and_test_over_bmip(output, folder):
     trainer, config = RUNS[folder]
+    # The tiny settings are overrides that change training: config folder <CFG>_<TAG>.
     for split, subsample in (("train_base", "base"), ("test_new", "new")):
-        run = output / f"base2new/{split}/eurosat/shots_16/{trainer}/{config}/seed1"
+        run = output / f"base2new/{split}/eurosat/shots_16/{trainer}/{config}_tiny/seed1"
         record = json.loads((run / "results.json").read_text())
         assert (record["trainer"], record["config"], record["subsample_classes"]) == (
             trainer, config, subsample)
-    checkpoint = (output / f"base2new/train_base/eurosat/shots_16/{trainer}/{config}/seed1"
+    checkpoint = (output / f"base2new/train_base/eurosat/shots_16/{trainer}/{config}_tiny/seed1"
                   / "MultiModalPromptLearner" / "model.pth.tar-1")
     assert checkpoint.is_file()
     log = (checkpoint.parent.parent / "log.txt").read_text()

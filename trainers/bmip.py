@@ -327,6 +327,11 @@ class BMIP(PromptTrainer):
         super().check_cfg(cfg)
         check_options(cfg.TRAINER.BMIP)
 
+    @classmethod
+    def scores_classes_independently(cls, cfg):
+        # ATTN_POOL authors averages the text statistic over all class rows.
+        return cfg.TRAINER.BMIP.ATTN_POOL != "authors"
+
     def build_prompt_learner(self, classnames, clip_model):
         return BMIPPromptLearner(self.cfg, classnames, clip_model)
 

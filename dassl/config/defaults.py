@@ -158,6 +158,12 @@ _C.RUN.PROTOCOL = ""
 _C.RUN.CONFIG_NAME = ""
 # Dataset configuration name; train.py fills it with the stem of --dataset-config-file when empty
 _C.RUN.DATASET_CONFIG_NAME = ""
+# The protocol script's step (base2new_train, base2new_test, openworld_test, xd_train, xd_test, ...)
+_C.RUN.STEP = ""
+# xd_test: the dataset whose xd_train model is evaluated
+_C.RUN.SOURCE = ""
+# The user's TAG (scripts/protocols.py), "released" for released weights: part of the run identity
+_C.RUN.TAG = ""
 # True for runs that only evaluate (train.py --eval-only, predict.py): no training transform is
 # built and nothing is announced as trainable
 _C.RUN.EVAL_ONLY = False

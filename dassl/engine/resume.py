@@ -4,7 +4,7 @@ A run killed at epoch 57 of 400 and restarted with other settings (OPTIM.MAX_EPO
 0.5) would otherwise resume silently, finish a schedule that never ran, and leave a config.yaml
 describing that schedule. ``check_resume_config`` compares the resolved config with the
 config.yaml saved by the run being resumed and refuses when a key that changes what is trained
-differs. The keys in ``RESUME_SAFE_KEYS`` may differ: they say where files are, how fast data is
+differs. The keys in ``RESUME_SAFE_KEYS`` (dassl.config.identity) may differ: they say where files are, how fast data is
 loaded, what is printed, or how the final model is scored, not what is learned.
 """
 import os.path as osp
@@ -13,27 +13,10 @@ import yaml
 from yacs.config import CfgNode
 
 from dassl.config import leaf_values
+# The rule of what changes training lives with the run identity, which applies it too.
+from dassl.config.identity import RESUME_SAFE_KEYS, changes_training  # noqa: F401
 from dassl.utils import UserError, holds_checkpoint
 from dassl.utils.run_files import CONFIG_FILE
-
-# Exact keys, or sections ending in "." (every key below them).
-RESUME_SAFE_KEYS = (
-    "OUTPUT_DIR",
-    "RESUME",
-    "DATASET.ROOT",  # the same data moved to another disk
-    "DATALOADER.NUM_WORKERS",
-    "DATALOADER.TEST.",
-    "TRAIN.PRINT_FREQ",
-    "TEST.EVALUATOR",
-    "TEST.PER_CLASS_RESULT",
-    "TEST.COMPUTE_CMAT",
-    "TEST.SPLIT",
-    "VERBOSE",
-    "USE_CUDA",
-    "RUN.CONFIG_NAME",  # names of the config files; their contents are compared key by key
-    "RUN.DATASET_CONFIG_NAME",
-    "RUN.EVAL_ONLY",
-)
 
 
 class ResumeConfigError(UserError):
@@ -45,10 +28,6 @@ def resume_directory(cfg):
     return cfg.RESUME or cfg.OUTPUT_DIR
 
 
-def _is_safe(key):
-    return any(key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in RESUME_SAFE_KEYS)
-
-
 def config_differences(saved, current):
     """``(key, saved value, current value)`` for each training key the two configs set
     differently. Keys one of them lacks (added or removed by a code update) are not compared."""
@@ -58,7 +37,7 @@ def config_differences(saved, current):
     return [
         (key, saved_values[key], current_values[key])
         for key in sorted(saved_values.keys() & current_values.keys())
-        if not _is_safe(key) and saved_values[key] != current_values[key]
+        if changes_training(key) and saved_values[key] != current_values[key]
     ]
 
 

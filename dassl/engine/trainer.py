@@ -6,8 +6,10 @@ stopping and best-validation model selection live here once.
 """
 import contextlib
 import datetime
+import io
 import os
 import os.path as osp
+import sys
 import time
 from collections import OrderedDict
 
@@ -18,12 +20,15 @@ from tqdm import tqdm
 from dassl.config import ConfigError
 from dassl.data import DataManager
 from dassl.data.datasets import DatasetError
+from dassl.config.identity import evaluated_model
 from dassl.engine.resume import resume_directory
-from dassl.evaluation import build_evaluator
+from dassl.evaluation import ClassSubset, build_evaluator
 from dassl.utils import (
     AverageMeter,
     CheckpointNotFoundError,
     MetricMeter,
+    UserError,
+    atomic_write,
     console_stream,
     epoch_checkpoints,
     get_rng_state,
@@ -38,6 +43,7 @@ from dassl.utils import (
 )
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
+    LOG_FILE,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
     epoch_checkpoint_name,
@@ -153,6 +159,8 @@ class TrainerBase:
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
                 "engine_state": engine_state,
+                # The CLIP weights trained with, so an evaluation with others can say so.
+                "clip_sha256": self.clip_sha256,
             }
             save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
@@ -240,9 +248,32 @@ class TrainerBase:
             val_result = checkpoint.get("val_result")
             note = f", val_result={val_result:.1f}" if isinstance(val_result, (int, float)) else ""
             print(f'Load {model_path} to {name} (epoch={loaded_epoch}{note})')
+            self._check_clip_weights(checkpoint, model_path)
             self.load_state_dict_into(name, state_dict, loaded_epoch)
             self.loaded_model_dir = directory
             self.loaded_epoch = loaded_epoch
+            self.loaded_best = osp.basename(model_path) == BEST_MODEL_NAME
+
+    @property
+    def clip_sha256(self):
+        """The SHA-256 of this run's CLIP file, from the run identity train.py sets (None
+        without one)."""
+        return (self.run_identity or {}).get("clip_sha256")
+
+    def _check_clip_weights(self, checkpoint, model_path):
+        """Warn when a checkpoint was trained with other CLIP weights than this run loads (ours
+        record their fingerprint); a checkpoint of another codebase gets a note."""
+        current, trained = self.clip_sha256, checkpoint.get("clip_sha256")
+        self.model_clip_sha256 = trained
+        if current is None:
+            return
+        if trained is None:
+            print(f"Note: {model_path} does not record the CLIP weights it was trained with "
+                  f"(a checkpoint of another codebase?); evaluating with CLIP SHA-256 {current}")
+        elif trained != current:
+            print(f"WARNING: {model_path} was trained with the CLIP weights of SHA-256 {trained}, "
+                  f"but MODEL.BACKBONE.NAME ({self.cfg.MODEL.BACKBONE.NAME}) has SHA-256 "
+                  f"{current}: the numbers are those of the checkpoint on other CLIP weights")
 
     # ------------------------------------------------------------------ modes, LR
     def set_model_mode(self, mode="train", names=None):
@@ -393,6 +424,13 @@ class SimpleTrainer(TrainerBase):
         self.epochs_without_improvement = 0
         self.loaded_model_dir = None
         self.loaded_epoch = None
+        self.loaded_best = False
+        self.model_clip_sha256 = None
+        # Set by train.py (dassl.config.identity.run_identity); written to results.json.
+        self.run_identity = None
+        # Set by train.py --subset-output: [{"subset": "base" | "new", "output_dir", "fields",
+        # "identity"}], tests of a class subset filed from the all-class test (_class_subsets).
+        self.subset_runs = None
 
         self.build_data_loader()
         self.build_model()
@@ -521,6 +559,8 @@ class SimpleTrainer(TrainerBase):
                 print("Deploy the last-epoch model")
                 self.loaded_model_dir = self.output_dir
                 self.loaded_epoch = self.epoch + 1
+                self.loaded_best = False
+                self.model_clip_sha256 = self.clip_sha256
             self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
@@ -605,10 +645,16 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
+        subsets = [] if self._validating else self._class_subsets()
         for batch in tqdm(data_loader, file=console_stream(), leave=False):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
+            for subset, _ in subsets:
+                subset.process(output, label)
+        # The subsets' results first: a log parser reads the last "* accuracy" line as the run's.
+        for subset, run in subsets:
+            self._file_subset_run(split, subset, run)
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
@@ -616,9 +662,55 @@ class SimpleTrainer(TrainerBase):
             self.write_results_json(split, results)
         return list(results.values())[0]
 
-    def write_results_json(self, split, results):
-        """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json."""
+    @classmethod
+    def scores_classes_independently(cls, cfg):
+        """True when a class's logit does not depend on the other candidate classes, so a test
+        of a class subset equals the all-class test's logits restricted to it (train.py
+        --subset-output). Trainers that mix classes (e.g. a statistic over all class prompts)
+        return False."""
+        return True
+
+    def _class_subsets(self):
+        """(ClassSubset, run) for each of ``subset_runs`` (set by train.py --subset-output): the
+        test of the base or new classes alone, scored from this all-class test's logits."""
+        runs = self.subset_runs or []
+        base = getattr(self.dm.dataset, "base_labels", None)
+        if runs and base is None:
+            raise UserError("--subset-output needs a test over all classes of a base-to-new "
+                            "split (DATASET.SUBSAMPLE_CLASSES all, RUN.PROTOCOL openworld)")
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.TEST.COMPUTE_CMAT = False  # the confusion matrix file is the all-class test's
+        subsets = []
+        for run in runs:
+            labels = sorted(base) if run["subset"] == "base" else sorted(set(self.lab2cname) - set(base))
+            evaluator = build_evaluator(cfg, lab2cname={index: self.lab2cname[label]
+                                                        for index, label in enumerate(labels)})
+            subsets.append((ClassSubset(evaluator, labels), run))
+        return subsets
+
+    def _file_subset_run(self, split, subset, run):
+        """The results.json and log.txt a separate test of the subset would have written."""
+        print(f"The {run['subset']} classes alone (filed in {run['output_dir']}):")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            results = subset.evaluator.evaluate()
+        print(printed.getvalue(), end="")
+        mkdir_if_missing(run["output_dir"])
+        log = osp.join(self.output_dir, LOG_FILE)
+        sys.stdout.flush()
+        earlier = open(log).read() if osp.isfile(log) else ""
+        with atomic_write(osp.join(run["output_dir"], LOG_FILE)) as f:
+            f.write(f"One pass: the {run['subset']} classes scored from the all-class test in "
+                    f"{self.output_dir}, whose log up to that test follows.\n{earlier}"
+                    f"{printed.getvalue()}")
+        self.write_results_json(split, results, subset.evaluator, run)
+
+    def write_results_json(self, split, results, evaluator=None, subset_run=None):
+        """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json
+        (SUBSET_RUN: those of a class subset, to its own folder, see _class_subsets)."""
         cfg = self.cfg
+        subset_run = subset_run or {}
         record = {
             "protocol": cfg.RUN.PROTOCOL,
             "dataset": cfg.DATASET.NAME,
@@ -634,8 +726,9 @@ class SimpleTrainer(TrainerBase):
             "num_shots": getattr(self.dm.dataset, "num_shots_used", None) or cfg.DATASET.NUM_SHOTS,
             "num_shots_requested": cfg.DATASET.NUM_SHOTS,
             "backbone": cfg.MODEL.BACKBONE.NAME,
+            **subset_run.get("fields", {}),
         }
-        evaluator = self.evaluator
+        evaluator = evaluator or self.evaluator
         if hasattr(evaluator, "total"):
             record["total"] = evaluator.total
             record["correct"] = evaluator.correct
@@ -653,8 +746,12 @@ class SimpleTrainer(TrainerBase):
         record["model_dir"] = self.loaded_model_dir
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL
+        if self.run_identity is not None:
+            record["identity"] = {**self.run_identity, **subset_run.get("identity", {}),
+                                  "model": evaluated_model(self.loaded_epoch, self.loaded_best)}
+            record["model_clip_sha256"] = self.model_clip_sha256
         record["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        path = osp.join(self.output_dir, RESULTS_FILE)
+        path = osp.join(subset_run.get("output_dir") or self.output_dir, RESULTS_FILE)
         write_json(record, path)
         print(f"Results written to {path}")
 

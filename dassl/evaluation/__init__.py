@@ -1,3 +1,3 @@
-from .evaluator import EVALUATOR_REGISTRY, Classification, EvaluatorBase, build_evaluator
+from .evaluator import EVALUATOR_REGISTRY, Classification, ClassSubset, EvaluatorBase, build_evaluator
 
-__all__ = ["build_evaluator", "Classification", "EVALUATOR_REGISTRY", "EvaluatorBase"]
+__all__ = ["build_evaluator", "Classification", "ClassSubset", "EVALUATOR_REGISTRY", "EvaluatorBase"]

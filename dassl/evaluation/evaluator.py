@@ -163,3 +163,21 @@ class Classification(EvaluatorBase):
         save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
         torch.save(cmat, save_path)
         print(f"Confusion matrix is saved to {save_path}")
+
+
+class ClassSubset:
+    """Scores a subset of the classes from all-class logits, as a separate test on that subset
+    (DATASET.SUBSAMPLE_CLASSES) would: the images of those classes, the logits of their columns,
+    labels renumbered 0.. in label order. ``evaluator`` receives the renumbered batches."""
+
+    def __init__(self, evaluator, labels):
+        self.evaluator = evaluator
+        self.labels = sorted(int(label) for label in labels)
+        self._columns = torch.tensor(self.labels)
+        self._renumber = {label: index for index, label in enumerate(self.labels)}
+
+    def process(self, mo, gt):
+        keep = torch.isin(gt, self._columns.to(gt.device))
+        if keep.any():
+            renumbered = torch.tensor([self._renumber[label] for label in gt[keep].tolist()])
+            self.evaluator.process(mo[keep][:, self._columns.to(mo.device)], renumbered)

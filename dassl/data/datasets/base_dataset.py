@@ -221,6 +221,12 @@ class DatasetBase:
     dataset_dir = ""  # the directory where the dataset is stored
     domains = []  # string names of all domains
 
+    @classmethod
+    def own_name(cls, cfg):
+        """The name that tells this dataset apart in a run's identity (results.json): its
+        registry name; datasets that stand for many (a user's own data) return theirs."""
+        return cfg.DATASET.NAME
+
     def __init__(self, train_x=None, train_u=None, val=None, test=None):
         self._train_x = train_x  # labelled training data
         self._train_u = train_u  # unlabelled training data (optional)
