@@ -51,6 +51,19 @@ def test_each_prompting_runs_its_own_learner_and_every_parameter_gets_a_gradient
     assert bool(heads) == (prompting == "bmip")
 
 
+def test_classes_are_scored_independently_unless_the_prompting_mixes_them():
+    from trainers.coprompt import CoPrompt
+    from trainers.promptsrc import PromptSRC
+
+    for trainer in (PromptSRC, CoPrompt):
+        section = trainer.SECTION
+        for prompting, pool, expected in (("ivlp", "per_sample", True), ("bmip", "per_sample", True),
+                                          ("bmip", "authors", False)):
+            cfg = trainer_cfg(trainer.__name__, **{f"TRAINER.{section}.PROMPTING": prompting,
+                                                   "TRAINER.BMIP.ATTN_POOL": pool})
+            assert trainer.scores_classes_independently(cfg) is expected, (trainer, prompting, pool)
+
+
 def test_an_unknown_prompting_is_a_config_error():
     cfg = trainer_cfg("PromptSRC", **{"TRAINER.PROMPTSRC.PROMPTING": "coop"})
     with pytest.raises(ConfigError, match="ivlp"):
