@@ -145,3 +145,30 @@ def test_prepare_fetches_descriptions_with_their_checksum_and_says_what_to_do_of
     # Offline (an address that refuses): the message names the local-file options.
     with pytest.raises(DatasetError, match="TRAINER.COPROMPT.DESCRIPTIONS"):
         fetch_descriptions("DescribableTextures", tmp_path / "data", mirror="http://127.0.0.1:9")
+
+
+def test_an_upstream_coprompt_checkpoint_loads_with_its_adapters_and_clip_copy():
+    """Upstream CoPrompt saves MaPLe's learner keys, its adapters on the CustomCLIP
+    (adapter_image.*, adapter_text.*) and a whole second CLIP (model_distill.*, checked as CLIP's)."""
+    from tests.helpers.trainers import fp16_exact_values, upstream_frozen_entries
+    from trainers.coprompt import CoPrompt
+    from trainers.prompting import learner_state_dict, load_learner_state
+
+    clip_model, source = coprompt_model("maple")
+    values = fp16_exact_values(learner_state_dict(source), seed=2)
+    load_learner_state(source, values)
+    upstream = dict(upstream_frozen_entries(clip_model))
+    for key, value in values.items():
+        name = key.removeprefix("prompt_learner.")
+        upstream[name if name.startswith("adapter_") else key] = value
+    for key, value in clip_model.state_dict().items():
+        upstream[f"model_distill.{key}"] = value
+    trainer = CoPrompt.__new__(CoPrompt)
+    trainer.cfg = trainer_cfg("CoPrompt", **TINY_DEPTHS)
+    _, target = coprompt_model("maple", seed=1)
+    load_learner_state(target, upstream, trainer.rename_checkpoint_key, "CoPrompt")
+    with torch.no_grad():
+        assert torch.allclose(target(images()), source(images()), atol=1e-6)
+    del upstream["adapter_text.fc.2.weight"]
+    with pytest.raises(Exception, match="adapter_text.fc.2.weight"):
+        load_learner_state(target, upstream, trainer.rename_checkpoint_key, "CoPrompt")

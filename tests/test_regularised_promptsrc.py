@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import clip
 from dassl.config import ConfigError
 from dassl.engine import build_trainer
+from dassl.utils import set_random_seed
 from tests.helpers.trainers import (CLASSNAMES, images, snapshot, tiny_clip, toy_trainer_cfg,
                                     trainer_cfg, write_tiny_clip)
 from trainers.bmip import BMIPPromptLearner
@@ -48,6 +49,19 @@ def test_each_prompting_runs_its_own_learner_and_every_parameter_gets_a_gradient
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     heads = [name for name, _ in learner.named_parameters() if "weight_heads" in name]
     assert bool(heads) == (prompting == "bmip")
+
+
+def test_classes_are_scored_independently_unless_the_prompting_mixes_them():
+    from trainers.coprompt import CoPrompt
+    from trainers.promptsrc import PromptSRC
+
+    for trainer in (PromptSRC, CoPrompt):
+        section = trainer.SECTION
+        for prompting, pool, expected in (("ivlp", "per_sample", True), ("bmip", "per_sample", True),
+                                          ("bmip", "authors", False)):
+            cfg = trainer_cfg(trainer.__name__, **{f"TRAINER.{section}.PROMPTING": prompting,
+                                                   "TRAINER.BMIP.ATTN_POOL": pool})
+            assert trainer.scores_classes_independently(cfg) is expected, (trainer, prompting, pool)
 
 
 def test_an_unknown_prompting_is_a_config_error():
@@ -222,3 +236,55 @@ def test_an_upstream_promptsrc_checkpoint_loads_with_its_frozen_encoder_copy():
     upstream[p + "ZS_image_encoder.proj"] = torch.zeros(3, 3)
     with pytest.raises(Exception, match="frozen CLIP"):
         load_learner_state(target, upstream, trainer.rename_checkpoint_key, "PromptSRC")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def check_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
+    def cfg_for(output):
+        return toy_trainer_cfg(
+            "PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_2ctx_maple.yaml", clip_file, tmp_path,
+            tmp_path / output, "OPTIM.MAX_EPOCH", 3, "OPTIM.LR", 0.01,
+            "TRAINER.MAPLE.PROMPT_DEPTH", 2, "TRAINER.PROMPTSRC.GPA_MEAN", 2,
+            "TRAINER.PROMPTSRC.GPA_STD", 1)
+
+    set_random_seed(1)
+    uninterrupted = build_trainer(cfg_for("full"))
+    uninterrupted.train()
+    set_random_seed(1)  # the same initial prompts and data order
+    killed = build_trainer(cfg_for("killed"))
+    after_epoch = killed.after_epoch
+
+    def stop_after_the_second_epoch():
+        after_epoch()
+        if killed.epoch == 1:
+            raise Interrupted
+    killed.after_epoch = stop_after_the_second_epoch
+    with pytest.raises(Interrupted):
+        killed.train()
+    resumed = build_trainer(cfg_for("killed"))
+    resumed.train()
+    assert resumed.start_epoch == 2
+    expected = learner_state_dict(uninterrupted.model)
+    for key, value in learner_state_dict(resumed.model).items():
+        assert torch.allclose(value, expected[key], atol=1e-6), key
+
+
+def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
+    """GPA's running sum travels in the checkpoint: killed after epoch 2 of 3 and resumed, the
+    final prompts equal those of an uninterrupted run. In a fresh interpreter: after some other
+    tests of the suite, the two in-process runs were seen to diverge (the cause, some global
+    state those tests leave, is not identified)."""
+    import subprocess
+    import sys
+
+    from tests.helpers.trainers import ROOT
+
+    code = ("import pathlib, sys; from tests.test_regularised_promptsrc import "
+            "check_a_resumed_run_aggregates_the_same_epochs as check; "
+            "check(sys.argv[1], pathlib.Path(sys.argv[2]))")
+    result = subprocess.run([sys.executable, "-c", code, str(clip_file), str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -30,6 +30,8 @@ class Prompting:
     section: str                       # its config section, TRAINER.<section>
     check: Callable = lambda cfg: None  # rejects bad options before anything is built
     renamer: Callable = lambda cfg: (lambda key: key)  # cfg -> upstream checkpoint key -> ours
+    # cfg -> whether a class's logit ignores the other classes (SimpleTrainer's classmethod)
+    scores_classes_independently: Callable = lambda cfg: True
 
 
 PROMPTINGS = {
@@ -38,7 +40,8 @@ PROMPTINGS = {
     "maple": Prompting(maple.MultiModalPromptLearner, maple.MaPLe.MODEL_NAME, "MAPLE"),
     "bmip": Prompting(bmip.BMIPPromptLearner, bmip.BMIP.MODEL_NAME, "BMIP",
                       check=lambda cfg: bmip.check_options(cfg.TRAINER.BMIP),
-                      renamer=bmip.authors_key_renamer),
+                      renamer=bmip.authors_key_renamer,
+                      scores_classes_independently=bmip.BMIP.scores_classes_independently),
 }
 
 
@@ -99,6 +102,11 @@ class RegularisedTrainer(PromptTrainer):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         prompting_of(cfg, self.SECTION).check(cfg)
+
+    @classmethod
+    def scores_classes_independently(cls, cfg):
+        """As the prompting does (BMIP with ATTN_POOL authors mixes classes)."""
+        return prompting_of(cfg, cls.SECTION).scores_classes_independently(cfg)
 
     def build_prompt_learner(self, classnames, clip_model):
         prompting = self.prompting
