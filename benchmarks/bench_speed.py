@@ -253,7 +253,7 @@ def print_rows(title, rows, images_per_call=None):
 
 
 def target(name, value, low, high, goal, met):
-    verdict = "met" if met else "NOT met"
+    verdict = {True: "met", False: "NOT met", None: "undecided"}[met]
     print(f"  {name:62s} {value:6.2f} ({low:.2f}-{high:.2f})  goal {goal:8s} {verdict}")
 
 
@@ -305,9 +305,11 @@ def main():
         target(f"{precision}: BMIP training step / MaPLe's (10 classes)", *low_high, "<= 1.05",
                low_high[0] <= 1.05)
         if device.type == "cpu":
+            # RSS above the start of a step reads low for every candidate after the first (the
+            # allocator reuses what earlier candidates freed): printed, but it decides nothing.
             memory = steps["BMIP"][2] / max(steps["MaPLe"][2], 1)
             target(f"{precision}: BMIP training peak RSS / MaPLe's (sampled)", memory, memory,
-                   memory, "<= 1.1", memory <= 1.1)
+                   memory, "<= 1.1", None)
         else:
             memory = steps["BMIP"][2] / max(steps["MaPLe"][2], 1)
             target(f"{precision}: BMIP training peak memory / MaPLe's", memory, memory, memory,
@@ -327,7 +329,7 @@ def main():
             low_high = ratio(fp32, bf16)
             target(f"fp32 / bf16 training step, {name} (10 classes)", *low_high, "> 1",
                    low_high[0] > 1)
-    print("\n(The comparison with the authors' code is benchmarks/compare_authors.py.)")
+    print("\n(The comparison with the authors' code is not scripted here: benchmarks/README.md.)")
 
 
 if __name__ == "__main__":
