@@ -121,12 +121,10 @@ def clip_sha256(name_or_path, download_root=None):
     key = [stat.st_size, stat.st_mtime_ns]
     cache_file = os.path.join(os.path.expanduser(download_root or default_cache_dir()),
                               SHA256_CACHE_FILE)
-    cache = _read_sha256_cache(cache_file)
-    entry = cache.get(path)
+    entry = _read_sha256_cache(cache_file).get(path)
     if entry and entry[:2] == key:
         return entry[2]
     digest = file_digest(path, "sha256")
-    cache[path] = [*key, digest]
     try:  # a cache that cannot be written only costs hashing again
         os.makedirs(os.path.dirname(cache_file), exist_ok=True)
         with folder_lock(os.path.dirname(cache_file)):
