@@ -148,8 +148,9 @@ def find_checkouts(args):
 
 def authors_env(args):
     env = run_env(args)
-    if args.authors_pythonpath:
-        env["PYTHONPATH"] = args.authors_pythonpath
+    if args.authors_pythonpath:   # the runs' working folder is not the caller's
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in args.authors_pythonpath.split(os.pathsep) if p)
     return env
 
 
@@ -283,7 +284,13 @@ def spread(values):
 
 def print_summary(name, runs):
     ratios = pair_ratios(runs)
-    print(f"\n{name}: ours / authors' within each pair (median, range over {len(runs) // 2} pairs)")
+    print(f"\n{name}: median over runs (range)")
+    for side, label in (("ours", "ours"), ("authors", "authors'")):
+        steps = spread([f["step"] for s, f in runs if s == side])
+        evals = spread([f["eval"] for s, f in runs if s == side])
+        print(f"  {label:9s} training step {steps[0]:.3f} s ({steps[1]:.3f}-{steps[2]:.3f})  "
+              f"evaluation {evals[0]:.2f} images/s ({evals[1]:.2f}-{evals[2]:.2f})")
+    print(f"{name}: ours / authors' within each pair (median, range over {len(runs) // 2} pairs)")
     for key, label, goal in (("step", "training step", "<= 0.8"),
                              ("eval", "evaluation images/s", ">= 1.2")):
         med, low, high = spread(ratios[key])
@@ -320,7 +327,7 @@ def main(argv=None):
     args = parse_args(argv)
     checkouts, dassl = find_checkouts(args)
     check_authors_imports(args)
-    work = args.work_dir or tempfile.mkdtemp(prefix="compare_authors-")
+    work = os.path.abspath(args.work_dir or tempfile.mkdtemp(prefix="compare_authors-"))
     os.makedirs(work, exist_ok=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {args.image_resolution} px, "
           f"{args.threads} threads, {args.iters} steps per run (first {args.warmup} left out), "
