@@ -108,10 +108,17 @@ def layer_attention_to_prompts(layer, queries, prompt_keys):
 
 def image_attention(layer):
     """A_v [N, n]: attention from each image's CLS and patch queries to its n prompt keys (the
-    last n positions), averaged over heads and queries."""
+    last n positions), averaged over heads and queries. Without gradients on the CPU, read from
+    the context's attention the block then completes (`LayerInput.context_attention`): the
+    patches are scored once, not twice."""
     length, n = layer.x.shape[1], layer.n_prompts
-    weights = layer_attention_to_prompts(layer, slice(0, length - n), slice(length - n, length))
-    return weights.mean(dim=1)
+    context, prompts = slice(0, length - n), slice(length - n, length)
+    if layer.context_attention() is not None:
+        q, k, _ = layer.qkv()
+        weights, _ = layer.context_attention().prompt_weights(q[:, :, context],
+                                                              k[:, :, prompts])
+        return weights.mean(dim=(1, 2))
+    return layer_attention_to_prompts(layer, context, prompts).mean(dim=1)
 
 
 def text_attention(layer):
