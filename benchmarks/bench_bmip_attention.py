@@ -3,9 +3,11 @@
 Real shapes: ViT-B/16 CLIP at 224 px with random weights (no download), batch 4, N_CTX 2, prompt
 depth 9. Two measurements, each printed as times and ratios from this one run:
 
-1. The statistic A in the 8 prompted layers: ours (scores of the queries and keys the layer's
-   attention computes anyway against all keys, only to get each query's logsumexp, prompt
-   columns kept) against the authors' approach (a second full attention pass with the weights materialised, then averaged), for
+1. The statistic A in the 8 prompted layers: ours (from the queries and keys the layer's
+   attention computes anyway; on the CPU the image side reads it from the context's attention,
+   which the block then completes, elsewhere one fused attention over one-hot values) against
+   the authors' approach (a second full attention pass with the weights materialised, then
+   averaged), for
    the image tower and for the text tower (the class prompts, causal mask). Both give the same
    values: the largest difference is printed.
 2. One training step (forward + backward) of BMIP, of BMIP with the authors' statistic patched
@@ -95,13 +97,16 @@ def attention_to_prompts_full_pass(layer, queries, prompt_keys):
 
 @contextmanager
 def authors_statistic():
-    """BMIP with the full-pass statistic patched in."""
-    ours = bmip.layer_attention_to_prompts
+    """BMIP with the full-pass statistic patched in (for both towers: the image side's
+    statistic from the context's attention switched off)."""
+    ours, context_applies = bmip.layer_attention_to_prompts, LayerInput._context_applies
     bmip.layer_attention_to_prompts = attention_to_prompts_full_pass
+    LayerInput._context_applies = lambda layer: False
     try:
         yield
     finally:
         bmip.layer_attention_to_prompts = ours
+        LayerInput._context_applies = context_applies
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,8 +74,11 @@ class Attention(nn.MultiheadAttention):
     def attend(self, q, k, v, attn_mask=None):
         """Attention output [N, L, D] of queries, keys, values [N, heads, L, head_width] under the
         additive float `attn_mask` [L, L] (or None), through the output projection."""
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+        return self.project(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+
+    def project(self, heads):
+        """The output projection of the heads' outputs [N, heads, L, head_width]: [N, L, D]."""
+        return self.out_proj(heads.transpose(1, 2).flatten(2))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -90,21 +93,28 @@ class ResidualAttentionBlock(nn.Module):
         ]))
         self.ln_2 = LayerNorm(d_model)
 
-    def attention(self, x, attn_mask=None, qkv=None):
+    def attention(self, x, attn_mask=None, qkv=None, heads=None):
         """Self-attention of x (already ln_1-normed); `qkv`, when given, are its queries, keys
-        and values as `attn.qkv(x)` returns them, computed by the caller."""
+        and values as `attn.qkv(x)` returns them, computed by the caller; `heads`, when given,
+        is the heads' output itself (before the output projection), computed by the caller.
+        x is not read (and may be None) when either is given."""
+        if heads is not None:
+            return self.attn.project(heads)
         # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a no-op
         # when the mask already has x's dtype and device.
-        if attn_mask is not None:
-            attn_mask = attn_mask.to(dtype=x.dtype, device=x.device)
         if qkv is None:
             qkv = self.attn.qkv(x)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(dtype=qkv.dtype, device=qkv.device)
         return self.attn.attend(*qkv, attn_mask=attn_mask)
 
-    def forward(self, x, attn_mask=None, qkv=None):
+    def forward(self, x, attn_mask=None, qkv=None, heads=None):
         """The block on x [N, L, D]. `qkv`: `attn.qkv(ln_1(x))` when the caller has it already
-        (a prompted encoder that looked at the layer's queries and keys), else computed here."""
-        x = x + self.attention(self.ln_1(x), attn_mask, qkv)
+        (a prompted encoder that looked at the layer's queries and keys), else computed here;
+        `heads`: the attention's output per head [N, heads, L, head_width] when the caller has
+        computed it (from parts it computed for itself), else computed here."""
+        normed = self.ln_1(x) if qkv is None and heads is None else None
+        x = x + self.attention(normed, attn_mask, qkv, heads)
         return x + self.mlp(self.ln_2(x))
 
 

@@ -68,14 +68,22 @@ def no_second_attention_pass(block, monkeypatch):
     monkeypatch.setattr(block.attn, "forward", refuse)
 
 
-def test_image_statistic_equals_torch_attention_weights(two_head_model, monkeypatch):
+@pytest.mark.parametrize("context", [True, False], ids=["context-parts", "one-hot-values"])
+def test_image_statistic_equals_torch_attention_weights(two_head_model, monkeypatch, context):
+    """Both ways of computing it: from the context's attention, which the block then completes
+    (CPU), and by one fused attention over one-hot values (other devices)."""
     model, _, x = two_head_model
     block = model.image_encoder.transformer.resblocks[1]
     length, n = x.shape[1], N_CTX
-    reference = torch_attention_weights(block, x)[:, :length - n, length - n:].mean(dim=1)
+    with torch.no_grad():
+        reference = torch_attention_weights(block, x)[:, :length - n, length - n:].mean(dim=1)
 
     no_second_attention_pass(block, monkeypatch)
-    statistic = image_attention(LayerInput(1, x.requires_grad_(), block, n, None))
+    if not context:
+        monkeypatch.setattr(LayerInput, "_context_applies", lambda layer: False)
+    layer = LayerInput(1, x.detach().requires_grad_(), block, n, None)
+    statistic = image_attention(layer)
+    assert (layer.computed_context is not None) == context
     torch.testing.assert_close(statistic, reference, rtol=1e-5, atol=1e-6)
     assert statistic.shape == (3, n) and not statistic.requires_grad
     assert (statistic > 0).all()

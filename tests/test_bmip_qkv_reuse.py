@@ -1,7 +1,9 @@
 """BMIP's statistic without a second projection: the queries and keys a prompted layer's
 attention computes are taken for the statistic, and the layer's attention reuses them with only
 the prompt positions recomputed. Logits and gradients equal those of the computation before
-(the statistic projected separately, the block projecting everything itself), in both towers."""
+(the statistic projected separately, the block projecting everything itself), in both towers.
+At evaluation (no gradients, CPU) the image context is scored once for the statistic and the
+block (`ContextAttention`): the same logits as scoring it twice.""" 
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from clip.model import Attention
 from tests.helpers.trainers import images
 from tests.test_bmip_model import N_CTX, bmip_model, set_weight_heads
-from trainers import prompting
+from trainers import bmip, prompting
 
 TOLERANCE = 1e-5
 
@@ -85,3 +87,73 @@ def test_each_prompted_layer_projects_once_plus_its_prompt_positions(monkeypatch
     n = N_CTX
     # Layer 0 once; layers 1 and 2: the whole sequence once, then the n prompt positions.
     assert text[1:] == [text[0], n, text[0], n] and lengths[1:] == [lengths[0], n, lengths[0], n]
+
+
+def split_heads(x, heads):
+    """[B, L, heads * width] -> [B, heads, L, width] (a strided view, as Attention.qkv gives)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_context_attention_completes_to_the_attention_over_all_keys(dtype):
+    """Output and prompt weights against the softmax written out over all keys (fp64): the
+    output as close as scaled_dot_product_attention's own over all keys, the weights (fp32
+    from the same inputs) to 1e-5."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (split_heads(3 * torch.randn(2, 11, 3 * 8, generator=generator), 3).to(dtype)
+               for _ in range(3))
+    context, prompts = slice(0, 9), slice(9, 11)
+    weights = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    reference = (weights @ v.double())[:, :, context]
+
+    parts = prompting.ContextAttention(q[:, :, context], k[:, :, context], v[:, :, context])
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+    completed = parts.attend(q, k, v)
+    out = completed[:, :, context]
+    prompt_weights, _ = parts.prompt_weights(q[:, :, context], k[:, :, prompts])
+    assert out.dtype == dtype and out.shape == reference.shape
+    fused = F.scaled_dot_product_attention(q, k, v)[:, :, context]
+    fused_error = (fused.double() - reference).abs().max()
+    assert (out.double() - reference).abs().max() <= 2 * fused_error + 1e-6
+    torch.testing.assert_close(prompt_weights.double(), weights[:, :, context, prompts],
+                               rtol=0, atol=1e-5)
+    # Gradients for every position, as close to the fp64 ones as the fused attention's.
+    upstream = torch.randn(completed.shape, generator=generator).to(dtype)
+    grads = torch.autograd.grad(completed, (q, k, v), upstream)
+    fused = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v), (q, k, v), upstream)
+    exact = [t.double().detach().requires_grad_() for t in (q, k, v)]
+    weights = torch.softmax(exact[0] @ exact[1].transpose(-1, -2) / 8 ** 0.5, dim=-1)
+    expected = torch.autograd.grad(weights @ exact[2], exact, upstream.double())
+    for got, theirs, want in zip(grads, fused, expected):
+        fused_error = (theirs.double() - want).abs().max()
+        assert (got.double() - want).abs().max() <= 2 * fused_error + 1e-5 * want.abs().max()
+        assert want.abs().max() > 0.1
+    assert weights[:, :, context, prompts].max() > 0.1  # the prompt keys matter
+
+
+@pytest.mark.parametrize("attn_pool", ["per_sample", "authors"])
+def test_scoring_the_image_context_once_gives_the_logits_and_gradients_of_scoring_it_twice(
+        monkeypatch, attn_pool):
+    torch.manual_seed(0)
+    model = bmip_model(**{"TRAINER.BMIP.ATTN_POOL": attn_pool})
+    set_weight_heads(model.prompt_learner, weight=20.0, bias=-2.0)  # w follows A closely
+    one_hot_passes = []
+    original = bmip.layer_attention_to_prompts
+
+    def counted(layer, queries, prompt_keys):
+        one_hot_passes.append(layer.eot is None)  # True: an image layer
+        return original(layer, queries, prompt_keys)
+
+    monkeypatch.setattr(bmip, "layer_attention_to_prompts", counted)
+    once = logits_and_gradients(model)
+    assert one_hot_passes and not any(one_hot_passes)  # text layers only: images used parts
+    one_hot_passes.clear()
+    monkeypatch.setattr(prompting.LayerInput, "_context_applies", lambda layer: False)
+    twice = logits_and_gradients(model)
+    assert any(one_hot_passes)
+    assert once[0].std() > 0.05
+    torch.testing.assert_close(once[0], twice[0], rtol=0, atol=TOLERANCE)
+    assert once[1].keys() == twice[1].keys()
+    for name, gradient in twice[1].items():
+        torch.testing.assert_close(once[1][name], gradient, rtol=0, atol=TOLERANCE, msg=name)
+    assert once[1]["deep_vision.0"].abs().sum() > 0

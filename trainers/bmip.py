@@ -15,8 +15,11 @@ A is read from the queries and keys that layer i's own attention computes from t
 entering the layer (the prompt positions still hold the previous layer's outputs), detached.
 They are computed once (`LayerInput.qkv`): the layer's attention reuses them, recomputing only
 the b prompt positions after the replacement. A needs only the b prompt columns of the
-attention weights: one fused attention over one-hot "values" that pick those columns, without
-a full attention matrix (`attention_to_prompts`).
+attention weights. On the CPU the image side reads them from the attention of the CLS and
+patch positions over their own keys (`LayerInput.context_attention`: output and log-sum-exp),
+which the block then completes with the new prompt keys, so the patches are scored once for
+both; elsewhere (and on the text side) one fused attention over one-hot "values" picks those
+columns, without a full attention matrix (`attention_to_prompts`). Same values either way.
 
 The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
 checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
@@ -108,10 +111,17 @@ def layer_attention_to_prompts(layer, queries, prompt_keys):
 
 def image_attention(layer):
     """A_v [N, n]: attention from each image's CLS and patch queries to its n prompt keys (the
-    last n positions), averaged over heads and queries."""
+    last n positions), averaged over heads and queries. Without gradients on the CPU, read from
+    the context's attention the block then completes (`LayerInput.context_attention`): the
+    patches are scored once, not twice."""
     length, n = layer.x.shape[1], layer.n_prompts
-    weights = layer_attention_to_prompts(layer, slice(0, length - n), slice(length - n, length))
-    return weights.mean(dim=1)
+    context, prompts = slice(0, length - n), slice(length - n, length)
+    if layer.context_attention() is not None:
+        q, k, _ = layer.qkv()
+        weights, _ = layer.context_attention().prompt_weights(q[:, :, context],
+                                                              k[:, :, prompts])
+        return weights.mean(dim=(1, 2))
+    return layer_attention_to_prompts(layer, context, prompts).mean(dim=1)
 
 
 def text_attention(layer):

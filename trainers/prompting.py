@@ -254,6 +254,77 @@ def prompt_list(count, n_tokens, width):
 # What a method writes into an encoder
 # ---------------------------------------------------------------------------------------------
 
+def _flash_attention(q, k, v):
+    """Output [B, heads, Lq, head_width] and log-sum-exp of the scaled scores [B, heads, Lq]
+    (fp32) of torch's fused CPU attention, the kernel scaled_dot_product_attention runs."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+
+
+class ContextAttention:
+    """The attention of one block's context (the positions before the prompt: CLS and patches)
+    over the context keys alone: its output [B, heads, Lc, head_width] and the log-sum-exp of
+    each query's scores [B, heads, Lc] (fp32), one fused CPU attention call, without gradients.
+    The softmax over the context plus any prompt keys follows from them exactly (a softmax split
+    in two parts), without scoring the context again: a callback reads the weights the context
+    gives the prompt keys entering the block (`prompt_weights`), and the block then attends over
+    the context and the prompts written for it (`attend`): the context is scored once."""
+
+    def __init__(self, q, k, v):
+        with torch.no_grad():
+            self.out, self.lse = _flash_attention(q.detach(), k.detach(), v.detach())
+        self.scale = q.shape[-1] ** -0.5
+
+    @torch.no_grad()
+    def prompt_weights(self, q, k):
+        """Softmax weights [B, heads, Lc, n] (fp32) that the context queries q give the prompt
+        keys k [B, heads, n, head_width] among the context keys and these, and the log-sum-exp
+        of the context queries' scores over all of them [B, heads, Lc]."""
+        scores = (q.float() @ k.float().transpose(-1, -2)) * self.scale
+        lse = torch.logaddexp(self.lse, torch.logsumexp(scores, dim=-1))
+        return torch.exp(scores - lse.unsqueeze(-1)), lse
+
+    def attend(self, q, k, v):
+        """Attention output [B, heads, L, head_width] of queries, keys and values [B, heads, L,
+        head_width] (context first, then the prompt), whose context positions hold what this
+        was computed from: scaled_dot_product_attention's output, differentiable (its gradient
+        is the fused kernel's, from the output and log-sum-exp assembled here)."""
+        return _CompletedAttention.apply(q, k, v, self)
+
+
+class _CompletedAttention(torch.autograd.Function):
+    """ContextAttention.attend: the context queries over the prompt keys added to the context's
+    part, the prompt queries over all keys; backward by the fused kernel's own."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, context):
+        batch, heads, length, width = q.shape
+        n_context = context.out.shape[2]
+        weights, lse = context.prompt_weights(q[:, :, :n_context], k[:, :, n_context:])
+        # The layout scaled_dot_product_attention returns ([B, L, heads, width] in memory), so
+        # that the output projection reads it without a copy.
+        out = v.new_empty(batch, length, heads, width).transpose(1, 2)
+        rescale = torch.exp(context.lse - lse).unsqueeze(-1)
+        in_place = out.dtype == torch.float32  # else merged in fp32, then written
+        merged = (torch.mul(context.out, rescale, out=out[:, :, :n_context]) if in_place
+                  else context.out.float() * rescale)
+        for j in range(length - n_context):  # + weights @ v_prompt, one prompt key at a time
+            merged.addcmul_(weights[..., j:j + 1], v[:, :, n_context + j:n_context + j + 1])
+        if not in_place:
+            out[:, :, :n_context] = merged
+        prompt_out, prompt_lse = _flash_attention(q[:, :, n_context:], k, v)
+        out[:, :, n_context:] = prompt_out
+        lse = torch.cat([lse, prompt_lse], dim=2)
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, lse, 0.0, False)
+        return (*grads, None)
+
+
 @dataclass
 class LayerInput:
     """What a deep-prompt callback sees before block `index` runs."""
@@ -264,15 +335,31 @@ class LayerInput:
     attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None
     eot: Optional[torch.Tensor] = None  # text: EOT position of each row of x; image: None
     computed_qkv: Optional[torch.Tensor] = field(default=None, repr=False)
+    computed_context: Optional[ContextAttention] = field(default=None, repr=False)
 
     def qkv(self):
         """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
         computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
         encoder: the encoder reuses them for block i, recomputing only the prompt positions when
-        the callback writes new prompts (in place: use them detached, e.g. under no_grad)."""
+        the callback writes new prompts (use them detached, e.g. under no_grad)."""
         if self.computed_qkv is None:
             self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
         return self.computed_qkv
+
+    def context_attention(self):
+        """`ContextAttention` of block i of the image tower (prompts at the end; context: CLS
+        and patches), computed once and completed by the block; None where it does not apply:
+        on the text tower (its causal mask) and off the CPU (the fused kernel it calls)."""
+        if self.computed_context is None and self._context_applies():
+            q, k, v = self.qkv()
+            context = slice(0, self.x.shape[1] - self.n_prompts)
+            self.computed_context = ContextAttention(q[:, :, context], k[:, :, context],
+                                                     v[:, :, context])
+        return self.computed_context
+
+    def _context_applies(self):
+        return (self.attn_mask is None and self.eot is None and self.x.device.type == "cpu"
+                and self.n_prompts > 0)
 
 
 DeepPrompts = Callable[[LayerInput], Optional[torch.Tensor]]
@@ -354,13 +441,24 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     the block has no callback) and returned `tokens` (or None): the tokens are written at the
     prompt `positions` (a slice) with `write`; q, k, v the callback had computed
     (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens
-    and written over the old ones in place (callbacks read q, k, v detached, so nothing in the
-    graph holds the old values)."""
+    (with gradients into a new tensor, so that autograd keeps no copies for an in-place write;
+    without, in place). When the
+    callback computed the context's attention (`LayerInput.context_attention`), the block's
+    attention is completed from it."""
     qkv = None if layer is None else layer.computed_qkv
     if tokens is not None:
         x = write(x, tokens, layer.n_prompts)
         if qkv is not None:
-            qkv[..., positions, :] = block.attn.qkv(block.ln_1(x[:, positions]))
+            fresh = block.attn.qkv(block.ln_1(x[:, positions]))
+            if torch.is_grad_enabled():
+                qkv = torch.cat([qkv[..., :positions.start, :], fresh,
+                                 qkv[..., positions.stop:, :]], dim=-2)
+            else:
+                qkv[..., positions, :] = fresh
+    context = None if layer is None else layer.computed_context
+    if context is not None:
+        heads = context.attend(*(block.attn.qkv(block.ln_1(x)) if qkv is None else qkv))
+        return run_block(block, x, checkpointed, heads=heads, **kwargs)
     return run_block(block, x, checkpointed, qkv=qkv, **kwargs)
 
 
