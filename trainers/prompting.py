@@ -66,7 +66,8 @@ The pieces:
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
   The text tower runs the class prompts cut after the last EOT token of the chunk (positions
   and causal mask cut to match; the same features): ``MODEL.CUT_TEXT_AT_EOT`` False runs all
-  77 positions.
+  77 positions. The image tower computes its last block at [CLS] only, the one position read
+  out (queries, attention, projection and MLP of that row; keys and values of all rows).
   ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
   the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
   methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
