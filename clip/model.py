@@ -53,9 +53,10 @@ class Attention(nn.MultiheadAttention):
     Computed as one fused q/k/v `F.linear` and `scaled_dot_product_attention`, not through
     nn.MultiheadAttention's forward: with frozen weights and an input that needs gradients
     (prompts), that forward runs its batch-first input projection and its gradient as batched
-    multiplies over an expanded weight. `qkv` and `attend` are the two halves, for callers that
-    look at the queries and keys in between (BMIP's attention statistic). Calling the module
-    itself is nn.MultiheadAttention's forward (kept for reference computations)."""
+    multiplies over an expanded weight. `qkv` (or `qkv_at`) and `project` are the projections
+    around the fused attention the block runs, for callers that look at the queries and keys in
+    between (BMIP's attention statistic). Calling the module itself is nn.MultiheadAttention's
+    forward (kept for reference computations)."""
 
     def __init__(self, d_model, n_head):
         super().__init__(d_model, n_head, batch_first=True)
@@ -71,10 +72,15 @@ class Attention(nn.MultiheadAttention):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         return qkv.view(n, length, 3, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
 
-    def attend(self, q, k, v, attn_mask=None):
-        """Attention output [N, L, D] of queries, keys, values [N, heads, L, head_width] under the
-        additive float `attn_mask` [L, L] (or None), through the output projection."""
-        return self.project(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+    def qkv_at(self, x, rows):
+        """Queries of the positions `rows` (a slice) of x [N, L, D] (already layer-normed) and
+        keys and values of all positions: [N, heads, R, head_width], [N, heads, L, head_width]
+        twice (the same slices of the projection as `qkv`)."""
+        n, length, width = x.shape
+        q = F.linear(x[:, rows], self.in_proj_weight[:width], self.in_proj_bias[:width])
+        kv = F.linear(x, self.in_proj_weight[width:], self.in_proj_bias[width:])
+        k, v = kv.view(n, length, 2, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
+        return q.view(n, -1, self.num_heads, self.head_width).transpose(1, 2), k, v
 
     def project(self, heads):
         """The output projection of the heads' outputs [N, heads, L, head_width]: [N, L, D]."""
@@ -93,28 +99,40 @@ class ResidualAttentionBlock(nn.Module):
         ]))
         self.ln_2 = LayerNorm(d_model)
 
-    def attention(self, x, attn_mask=None, qkv=None, heads=None):
-        """Self-attention of x (already ln_1-normed); `qkv`, when given, are its queries, keys
-        and values as `attn.qkv(x)` returns them, computed by the caller; `heads`, when given,
-        is the heads' output itself (before the output projection), computed by the caller.
-        x is not read (and may be None) when either is given."""
-        if heads is not None:
-            return self.attn.project(heads)
-        # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a no-op
-        # when the mask already has x's dtype and device.
+    def attention(self, x, attn_mask=None, qkv=None, rows=None):
+        """The heads' outputs [N, heads, R, head_width] of the self-attention of x (already
+        ln_1-normed) for the queries at `rows` (a slice; None: all positions), under the
+        additive float `attn_mask` [L, L] (or None). `qkv`, when given, are x's queries, keys
+        and values as `attn.qkv(x)` returns them, computed by the caller (x is not read)."""
         if qkv is None:
-            qkv = self.attn.qkv(x)
+            qkv = self.attn.qkv(x) if rows is None else self.attn.qkv_at(x, rows)
+        elif rows is not None:
+            qkv = (qkv[0][:, :, rows], qkv[1], qkv[2])
         if attn_mask is not None:
-            attn_mask = attn_mask.to(dtype=qkv.dtype, device=qkv.device)
-        return self.attn.attend(*qkv, attn_mask=attn_mask)
+            # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a
+            # no-op when the mask already has the dtype and device.
+            attn_mask = attn_mask[rows if rows is not None else slice(None)]
+            attn_mask = attn_mask.to(dtype=qkv[0].dtype, device=qkv[0].device)
+        return F.scaled_dot_product_attention(*qkv, attn_mask=attn_mask)
 
-    def forward(self, x, attn_mask=None, qkv=None, heads=None):
+    def forward(self, x, attn_mask=None, qkv=None, heads=None, rows=None):
         """The block on x [N, L, D]. `qkv`: `attn.qkv(ln_1(x))` when the caller has it already
         (a prompted encoder that looked at the layer's queries and keys), else computed here;
         `heads`: the attention's output per head [N, heads, L, head_width] when the caller has
-        computed it (from parts it computed for itself), else computed here."""
-        normed = self.ln_1(x) if qkv is None and heads is None else None
-        x = x + self.attention(normed, attn_mask, qkv, heads)
+        computed it (from parts it computed for itself), else computed here. `rows` (a slice):
+        only the block's output at those positions, [N, R, D], attending to all positions: a
+        tower's last block where one token is read out (the image [CLS]) then costs its key and
+        value projections, not the whole block. (CLIP's own towers keep every position, as
+        OpenAI's do: feature extractors read the last block's patch tokens; the prompted
+        encoders read [CLS] only.)"""
+        if heads is None:
+            normed = self.ln_1(x) if qkv is None else None
+            heads = self.attention(normed, attn_mask, qkv, rows)
+        elif rows is not None:
+            heads = heads[:, :, rows]
+        if rows is not None:
+            x = x[:, rows]
+        x = x + self.attn.project(heads)
         return x + self.mlp(self.ln_2(x))
 
 

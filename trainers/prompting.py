@@ -66,7 +66,8 @@ The pieces:
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
   The text tower runs the class prompts cut after the last EOT token of the chunk (positions
   and causal mask cut to match; the same features): ``MODEL.CUT_TEXT_AT_EOT`` False runs all
-  77 positions.
+  77 positions. The image tower computes its last block at [CLS] only, the one position read
+  out (queries, attention, projection and MLP of that row; keys and values of all rows).
   ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
   the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
   methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
@@ -113,6 +114,8 @@ PROMPT_INIT_STD = 0.02
 MAX_WORD_INIT_TOKENS = 4
 # Prefixes of the frozen CLIP entries in upstream full-model checkpoints; their values are CLIP's.
 UPSTREAM_FROZEN_PREFIXES = ("image_encoder.", "text_encoder.", "logit_scale")
+# The image tower's read-out position ([CLS]): the only output of its last block used.
+CLS = slice(0, 1)
 # Buffers of upstream learners that depend on the class names of the split they were saved on.
 UPSTREAM_CLASSNAME_BUFFERS = ("prompt_learner.token_prefix", "prompt_learner.token_suffix")
 LEARNER_PREFIX = "prompt_learner."
@@ -436,7 +439,8 @@ def append(x, tokens):
 # Prompted encoders: CLIP's own modules, run block by block
 # ---------------------------------------------------------------------------------------------
 
-def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, **kwargs):
+def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, rows=None,
+                       **kwargs):
     """Block i of a prompted encoder after its deep-prompt callback saw `layer` (or None when
     the block has no callback) and returned `tokens` (or None): the tokens are written at the
     prompt `positions` (a slice) with `write`; q, k, v the callback had computed
@@ -444,7 +448,8 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     (with gradients into a new tensor, so that autograd keeps no copies for an in-place write;
     without, in place). When the
     callback computed the context's attention (`LayerInput.context_attention`), the block's
-    attention is completed from it."""
+    attention is completed from it. `rows` (a slice, or None): only the block's output at
+    those positions is computed (the block's `rows`)."""
     qkv = None if layer is None else layer.computed_qkv
     if tokens is not None:
         x = write(x, tokens, layer.n_prompts)
@@ -458,8 +463,8 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     context = None if layer is None else layer.computed_context
     if context is not None:
         heads = context.attend(*(block.attn.qkv(block.ln_1(x)) if qkv is None else qkv))
-        return run_block(block, x, checkpointed, heads=heads, **kwargs)
-    return run_block(block, x, checkpointed, qkv=qkv, **kwargs)
+        return run_block(block, x, checkpointed, heads=heads, rows=rows, **kwargs)
+    return run_block(block, x, checkpointed, qkv=qkv, rows=rows, **kwargs)
 
 
 def run_block(block, x, checkpointed, **kwargs):
@@ -560,13 +565,15 @@ class PromptedImageEncoder(nn.Module):
             n_prompts, deep = prompts.n_prompts, prompts.deep
         x = self.ln_pre(x)
         positions = slice(x.shape[1] - n_prompts, x.shape[1])
+        last = len(self.transformer.resblocks) - 1
         for i, block in enumerate(self.transformer.resblocks):
             layer = tokens = None
             if deep is not None and i > 0:
                 layer = LayerInput(i, x, block, n_prompts, None)
                 tokens = deep(layer)
+            # The last block's output is read at [CLS] only.
             x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
-                                   write_at_end, positions)
+                                   write_at_end, positions, rows=CLS if i == last else None)
         return self.ln_post(x[:, 0]) @ self.proj
 
 

@@ -1,0 +1,55 @@
+"""The prompted image tower reads its last block at [CLS] only (`forward(rows=...)`): every
+trainer's logits and gradients equal those of running the whole last block."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip.model import ResidualAttentionBlock
+from tests.helpers.trainers import CLASSNAMES, images, tiny_clip
+from tests.test_trainers_text_length import build, prompt_trainers, vary_weights_with_attention
+
+TOLERANCE = 1e-5
+
+
+def logits_and_gradients(model):
+    model.train()
+    model.zero_grad()
+    F.cross_entropy(model(images()), torch.arange(3) % len(CLASSNAMES)).backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters()
+                 if p.grad is not None}
+    model.eval()
+    with torch.no_grad():
+        logits = model(images(seed=3))
+    return logits, gradients
+
+
+def whole_block_then_rows(forward):
+    """The reference: the whole block, then the rows."""
+    def run(block, x, attn_mask=None, qkv=None, heads=None, rows=None):
+        out = forward(block, x, attn_mask, qkv, heads)
+        return out if rows is None else out[:, rows]
+    return run
+
+
+@pytest.mark.parametrize("trainer", prompt_trainers())
+def test_reading_the_last_image_block_at_cls_gives_the_logits_and_gradients_of_all(
+        trainer, monkeypatch):
+    torch.manual_seed(0)
+    model = build(trainer, tiny_clip())
+    vary_weights_with_attention(model)
+    last = model.image_encoder.transformer.resblocks[-1]
+    outputs = []
+    handle = last.register_forward_hook(lambda module, args, out: outputs.append(out.shape[1]))
+    at_cls = logits_and_gradients(model)
+    assert set(outputs) == {1}  # the last block ran at [CLS] only, training and evaluation
+    outputs.clear()
+    monkeypatch.setattr(ResidualAttentionBlock, "forward",
+                        whole_block_then_rows(ResidualAttentionBlock.forward))
+    whole = logits_and_gradients(model)
+    handle.remove()
+    assert set(outputs) == {1}  # (the hook sees the rows the reference returns)
+    assert whole[0].std() > 0.01
+    torch.testing.assert_close(at_cls[0], whole[0], rtol=0, atol=TOLERANCE)
+    assert at_cls[1].keys() == whole[1].keys() and at_cls[1]
+    for name, gradient in whole[1].items():
+        torch.testing.assert_close(at_cls[1][name], gradient, rtol=0, atol=TOLERANCE, msg=name)
