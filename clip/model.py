@@ -73,11 +73,12 @@ class Attention(nn.MultiheadAttention):
         return qkv.view(n, length, 3, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
 
     def qkv_at(self, x, rows):
-        """Queries of the positions `rows` (a slice) of x [N, L, D] (already layer-normed) and
+        """Queries of the positions `rows` (`take_rows`) of x [N, L, D] (already layer-normed) and
         keys and values of all positions: [N, heads, R, head_width], [N, heads, L, head_width]
         twice (the same slices of the projection as `qkv`)."""
         n, length, width = x.shape
-        q = F.linear(x[:, rows], self.in_proj_weight[:width], self.in_proj_bias[:width])
+        q = F.linear(take_rows(x, rows, 1), self.in_proj_weight[:width],
+                     self.in_proj_bias[:width])
         kv = F.linear(x, self.in_proj_weight[width:], self.in_proj_bias[width:])
         k, v = kv.view(n, length, 2, self.num_heads, self.head_width).permute(2, 0, 3, 1, 4)
         return q.view(n, -1, self.num_heads, self.head_width).transpose(1, 2), k, v
@@ -85,6 +86,18 @@ class Attention(nn.MultiheadAttention):
     def project(self, heads):
         """The output projection of the heads' outputs [N, heads, L, head_width]: [N, L, D]."""
         return self.out_proj(heads.transpose(1, 2).flatten(2))
+
+
+def take_rows(t, rows, dim):
+    """The positions `rows` of t along its sequence axis `dim`: a slice of positions, or a
+    LongTensor [N] holding one position for each sequence (t's first axis), kept as an axis of
+    length 1 (e.g. each class prompt's EOT)."""
+    if isinstance(rows, slice):
+        return t[(slice(None),) * dim + (rows,)]
+    shape = list(t.shape)
+    shape[dim] = 1
+    index = rows.view(-1, *[1] * (t.dim() - 1)).expand(shape)
+    return t.gather(dim, index)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -101,17 +114,20 @@ class ResidualAttentionBlock(nn.Module):
 
     def attention(self, x, attn_mask=None, qkv=None, rows=None):
         """The heads' outputs [N, heads, R, head_width] of the self-attention of x (already
-        ln_1-normed) for the queries at `rows` (a slice; None: all positions), under the
+        ln_1-normed) for the queries at `rows` (`take_rows`; None: all positions), under the
         additive float `attn_mask` [L, L] (or None). `qkv`, when given, are x's queries, keys
         and values as `attn.qkv(x)` returns them, computed by the caller (x is not read)."""
         if qkv is None:
             qkv = self.attn.qkv(x) if rows is None else self.attn.qkv_at(x, rows)
         elif rows is not None:
-            qkv = (qkv[0][:, :, rows], qkv[1], qkv[2])
+            qkv = (take_rows(qkv[0], rows, 2), qkv[1], qkv[2])
         if attn_mask is not None:
             # Every caller's mask (CLIP's towers, prompted encoders) passes here: one cast, a
             # no-op when the mask already has the dtype and device.
-            attn_mask = attn_mask[rows if rows is not None else slice(None)]
+            if isinstance(rows, torch.Tensor):
+                attn_mask = attn_mask[rows].view(len(rows), 1, 1, -1)  # [N, heads, 1, L]
+            elif rows is not None:
+                attn_mask = attn_mask[rows]
             attn_mask = attn_mask.to(dtype=qkv[0].dtype, device=qkv[0].device)
         return F.scaled_dot_product_attention(*qkv, attn_mask=attn_mask)
 
@@ -119,19 +135,20 @@ class ResidualAttentionBlock(nn.Module):
         """The block on x [N, L, D]. `qkv`: `attn.qkv(ln_1(x))` when the caller has it already
         (a prompted encoder that looked at the layer's queries and keys), else computed here;
         `heads`: the attention's output per head [N, heads, L, head_width] when the caller has
-        computed it (from parts it computed for itself), else computed here. `rows` (a slice):
-        only the block's output at those positions, [N, R, D], attending to all positions: a
-        tower's last block where one token is read out (the image [CLS]) then costs its key and
-        value projections, not the whole block. (CLIP's own towers keep every position, as
-        OpenAI's do: feature extractors read the last block's patch tokens; the prompted
-        encoders read [CLS] only.)"""
+        computed it (from parts it computed for itself), else computed here. `rows`
+        (`take_rows`: a slice, or one position per sequence): only the block's output at those
+        positions, [N, R, D], attending to all positions: a tower's last block where one token
+        is read out (the image's [CLS], each class prompt's EOT) then costs its key and value
+        projections, not the whole block. (CLIP's own towers keep every position, as OpenAI's
+        do: feature extractors read the last block's patch tokens; the prompted encoders read
+        out only.)"""
         if heads is None:
             normed = self.ln_1(x) if qkv is None else None
             heads = self.attention(normed, attn_mask, qkv, rows)
         elif rows is not None:
-            heads = heads[:, :, rows]
+            heads = take_rows(heads, rows, 2)
         if rows is not None:
-            x = x[:, rows]
+            x = take_rows(x, rows, 1)
         x = x + self.attn.project(heads)
         return x + self.mlp(self.ln_2(x))
 

@@ -202,18 +202,21 @@ def test_fused_attention_equals_multihead_attention_forward_and_backward(vit_sta
     assert (ours - x).abs().max() > 0.1  # the attention and MLP did something
 
 
+@pytest.mark.parametrize("per_sequence", [False, True], ids=["slice", "one-per-sequence"])
 @pytest.mark.parametrize("causal", [False, True], ids=["image", "text"])
-def test_block_output_at_some_rows_equals_those_rows_of_the_whole_block(vit_state_dict, causal):
+def test_block_output_at_some_rows_equals_those_rows_of_the_whole_block(vit_state_dict, causal,
+                                                                        per_sequence):
     model = build_model(vit_state_dict)
     block = (model.transformer if causal else model.visual.transformer).resblocks[1]
     x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
     mask = torch.full((7, 7), float("-inf")).triu_(1) if causal else None
-    rows = slice(2, 4)
+    rows = torch.tensor([2, 4, 3]) if per_sequence else slice(2, 4)
     ours = block(x, mask, rows=rows)
     (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
-    reference = mha_block_reference(block, x, mask)[:, rows]
+    reference = mha_block_reference(block, x, mask)
+    reference = reference[torch.arange(3), rows][:, None] if per_sequence else reference[:, rows]
     (grad_reference,) = torch.autograd.grad(reference.square().sum(), x)
-    assert ours.shape == (3, 2, 64)
+    assert ours.shape == (3, 1 if per_sequence else 2, 64)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
     torch.testing.assert_close(grad_ours, grad_reference, rtol=1e-5, atol=1e-5)
     # Without a mask the rows attend to later positions too, which then get gradients.

@@ -66,8 +66,9 @@ The pieces:
   the cache. A method whose text depends on the image (CoCoOp) overrides ``forward``.
   The text tower runs the class prompts cut after the last EOT token of the chunk (positions
   and causal mask cut to match; the same features): ``MODEL.CUT_TEXT_AT_EOT`` False runs all
-  77 positions. The image tower computes its last block at [CLS] only, the one position read
-  out (queries, attention, projection and MLP of that row; keys and values of all rows).
+  77 positions. The towers compute their last block only where it is read out, the image's
+  [CLS] and each class prompt's EOT (queries, attention, projection and MLP of those rows; keys
+  and values of all).
   ``frozen_image_features(images)`` / ``frozen_text_features(tokens)`` run the same encoders with
   the prompts switched off, without gradients: frozen CLIP's features, the targets of regularised
   methods (trainers/regularised.py), without a second CLIP. ``adapt_image_features`` /
@@ -518,15 +519,17 @@ class PromptedTextEncoder(nn.Module):
         x = x[:, :length] + self.positional_embedding[:length].to(x.dtype)
         mask = self.attn_mask[:length, :length].to(x.dtype)
         positions = slice(1, 1 + n_prompts)
+        last = len(self.transformer.resblocks) - 1
         for i, block in enumerate(self.transformer.resblocks):
             layer = tokens = None
             if deep is not None and i > 0:
                 layer = LayerInput(i, x, block, n_prompts, mask, eot)
                 tokens = deep(layer)
+            # The last block's output is read at each row's EOT only.
             x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
-                                   write_after_sos, positions, attn_mask=mask)
-        x = self.ln_final(x)
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+                                   write_after_sos, positions, attn_mask=mask,
+                                   rows=eot if i == last else None)
+        return self.ln_final(x[:, 0]) @ self.text_projection
 
 
 class PromptedImageEncoder(nn.Module):
