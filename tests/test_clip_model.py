@@ -1,10 +1,11 @@
 """clip/model.py against open_clip's model built from the same OpenAI state dict."""
 import pytest
 import torch
+import torch.nn.functional as F
 from open_clip.model import build_model_from_openai_state_dict
 
 import clip
-from clip.model import CLIP, build_model, convert_weights_to_fp16
+from clip.model import CLIP, build_model, convert_weights_to, convert_weights_to_fp16
 from tests.helpers.clip_files import make_resnet_state_dict, make_vit_state_dict
 
 TEXTS = ["a photo of a cat.", "a centered satellite photo of forest.", ""]
@@ -224,6 +225,38 @@ def test_block_output_at_some_rows_equals_those_rows_of_the_whole_block(vit_stat
     # The same with the queries, keys and values given (a prompted layer that computed them).
     given = block(x, mask, qkv=block.attn.qkv(block.ln_1(x)), rows=rows)
     torch.testing.assert_close(given, reference, rtol=0, atol=1e-5)
+
+
+def test_bf16_attention_with_gradients_on_the_cpu_is_computed_in_fp32(vit_state_dict,
+                                                                       monkeypatch):
+    """torch's bf16 CPU attention backward is slow on short sequences: with gradients, bf16
+    blocks attend in fp32 (output back in bf16); without, in bf16. Both agree with the fp32
+    block within bf16 rounding."""
+    model = build_model(vit_state_dict)
+    block = model.transformer.resblocks[1]
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(2))
+    mask = torch.full((7, 7), float("-inf")).triu_(1)
+    reference = block(x, mask)
+    block16 = convert_weights_to(build_model(vit_state_dict), torch.bfloat16).transformer
+    block16 = block16.resblocks[1]
+    dtypes = []
+    original = F.scaled_dot_product_attention
+
+    def recorded(q, k, v, **kwargs):
+        dtypes.append(q.dtype)
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recorded)
+    x16 = x.to(torch.bfloat16).requires_grad_()
+    trained = block16(x16, mask)
+    with torch.no_grad():
+        evaluated = block16(x16, mask)
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert trained.dtype == evaluated.dtype == torch.bfloat16
+    for out in (trained, evaluated):
+        torch.testing.assert_close(out.float(), reference, rtol=0, atol=0.1)
+    (grad,) = torch.autograd.grad(trained.float().square().sum(), x16)
+    assert grad.dtype == torch.bfloat16 and grad.abs().max() > 0
 
 
 def test_attention_never_runs_multihead_attention_forward(vit_state_dict, monkeypatch):

@@ -111,9 +111,9 @@ def layer_attention_to_prompts(layer, queries, prompt_keys):
 
 def image_attention(layer):
     """A_v [N, n]: attention from each image's CLS and patch queries to its n prompt keys (the
-    last n positions), averaged over heads and queries. Without gradients on the CPU, read from
-    the context's attention the block then completes (`LayerInput.context_attention`): the
-    patches are scored once, not twice."""
+    last n positions), averaged over heads and queries. On the CPU, read from the context's
+    attention that the block then completes (`LayerInput.context_attention`): the patches are
+    scored once, not twice."""
     length, n = layer.x.shape[1], layer.n_prompts
     context, prompts = slice(0, length - n), slice(length - n, length)
     if layer.context_attention() is not None:

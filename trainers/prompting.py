@@ -267,7 +267,8 @@ def _flash_attention(q, k, v):
 class ContextAttention:
     """The attention of one block's context (the positions before the prompt: CLS and patches)
     over the context keys alone: its output [B, heads, Lc, head_width] and the log-sum-exp of
-    each query's scores [B, heads, Lc] (fp32), one fused CPU attention call, without gradients.
+    each query's scores [B, heads, Lc] (fp32), one fused CPU attention call (computed without
+    gradients: the block's come from `attend`).
     The softmax over the context plus any prompt keys follows from them exactly (a softmax split
     in two parts), without scoring the context again: a callback reads the weights the context
     gives the prompt keys entering the block (`prompt_weights`), and the block then attends over
@@ -447,9 +448,8 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     prompt `positions` (a slice) with `write`; q, k, v the callback had computed
     (`LayerInput.qkv`) are reused, those of the prompt positions recomputed from the new tokens
     (with gradients into a new tensor, so that autograd keeps no copies for an in-place write;
-    without, in place). When the
-    callback computed the context's attention (`LayerInput.context_attention`), the block's
-    attention is completed from it. `rows` (a slice, or None): only the block's output at
+    without, in place). When the callback computed the context's attention
+    (`LayerInput.context_attention`), the block's attention is completed from it. `rows` (a slice, or None): only the block's output at
     those positions is computed (the block's `rows`)."""
     qkv = None if layer is None else layer.computed_qkv
     if tokens is not None:
