@@ -43,27 +43,22 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# ViT-B/16's sizes, batch 4, N_CTX 2, depth 9, EuroSAT's class names, the methods' config: the
+# same set-up as bench_bmip_attention.py.
+from benchmarks.bench_bmip_attention import BATCH, VIT_B16, method_cfg  # noqa: E402
+from benchmarks.bench_bmip_attention import CLASSNAMES as EUROSAT  # noqa: E402
 from benchmarks.peak_memory import PeakMemory, in_fresh_process  # noqa: E402
 from clip.model import CLIP, convert_weights_to, text_length  # noqa: E402
 from dassl.engine.trainer import cpu_has_native_bf16  # noqa: E402
-from trainers import default_cfg  # noqa: E402
 from trainers.bmip import BMIPPromptLearner  # noqa: E402
 from trainers.coop import CoOpPromptLearner  # noqa: E402
 from trainers.ivlp import VLPromptLearner  # noqa: E402
 from trainers.maple import MultiModalPromptLearner  # noqa: E402
 from trainers.prompting import WEIGHT_DTYPES, PromptedCLIP, build_image_encoder  # noqa: E402
 
-# ViT-B/16 (OpenAI): the sizes clip.build_model reads from the real state dict.
-VIT_B16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
-               vision_patch_size=16, context_length=77, vocab_size=49408, transformer_width=512,
-               transformer_heads=8, transformer_layers=12)
-BATCH, N_CTX, DEPTH = 4, 2, 9
 # Memory steps per candidate at 10 classes: a step's peak varies by some 10-30 MB from step to
 # step (about 5% there, nothing against the GBs of many classes, where one step is read).
 MEMORY_STEPS = 3
-EUROSAT = ["annual crop land", "forest", "herbaceous vegetation land", "highway or road",
-           "industrial buildings", "pasture land", "permanent crop land",
-           "residential buildings", "river", "sea or lake"]
 WORDS = ("red fox", "garden", "spider", "monkey", "sports car", "coffee mug", "lighthouse",
          "snow leopard", "violin", "mountain bike", "cabbage butterfly", "water tower", "sea",
          "golden retriever", "pizza", "wooden spoon", "steam locomotive", "tree frog")
@@ -100,15 +95,6 @@ def class_names(count):
         names.append(" ".join(words) + f" {i}")
         i += 1
     return names
-
-
-def method_cfg():
-    cfg = default_cfg()
-    cfg.TRAINER.BMIP.N_CTX = cfg.TRAINER.MAPLE.N_CTX = N_CTX
-    cfg.TRAINER.BMIP.PROMPT_DEPTH = cfg.TRAINER.MAPLE.PROMPT_DEPTH = DEPTH
-    cfg.TRAINER.IVLP.N_CTX_TEXT = cfg.TRAINER.IVLP.N_CTX_VISION = N_CTX
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = DEPTH
-    return cfg
 
 
 def build_clip(precision, device):

@@ -116,10 +116,10 @@ def image_attention(layer):
     scored once, not twice."""
     length, n = layer.x.shape[1], layer.n_prompts
     context, prompts = slice(0, length - n), slice(length - n, length)
-    if layer.context_attention() is not None:
+    parts = layer.context_attention()
+    if parts is not None:
         q, k, _ = layer.qkv()
-        weights, _ = layer.context_attention().prompt_weights(q[:, :, context],
-                                                              k[:, :, prompts])
+        weights, _ = parts.prompt_weights(q[:, :, context], k[:, :, prompts])
         return weights.mean(dim=(1, 2))
     return layer_attention_to_prompts(layer, context, prompts).mean(dim=1)
 
