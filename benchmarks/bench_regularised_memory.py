@@ -28,7 +28,7 @@ import torch.nn.functional as F
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench_bmip_attention import VIT_B16  # noqa: E402
+from benchmarks.bench_bmip_attention import VIT_B16  # noqa: E402
 from clip.model import CLIP, convert_weights_to_fp16  # noqa: E402
 
 N_CLASSES, BATCH, DESCRIPTIONS = 100, 4, 10
@@ -48,10 +48,13 @@ def load_cfg(config, trainer):
     return cfg
 
 
-def build(trainer, config, clip_model, classnames, device):
-    """(model, regularised step, plain step) for `trainer` with `config`."""
+def build(trainer, config, clip_model, classnames, device, descriptions=DESCRIPTIONS,
+          templates=None):
+    """(model, regularised loss, plain loss) for `trainer` with `config`, each loss a function
+    of (images, second view, labels); CoPrompt with `descriptions` sentences per class, PromptSRC
+    with `templates` (default: its own 60)."""
     from trainers.coprompt import CoPromptCLIP, CoPromptLoss, add_adapters
-    from trainers.promptsrc import PromptSRCLoss
+    from trainers.promptsrc import IMAGENET_TEMPLATES, PromptSRCLoss
     from trainers.prompting import PromptedCLIP
     from trainers.regularised import prompting_of
 
@@ -62,13 +65,14 @@ def build(trainer, config, clip_model, classnames, device):
         add_adapters(learner, clip_model.text_projection.shape[1], section.ADAPTER_REDUCTION)
         model = CoPromptCLIP(clip_model, learner, section.IMAGE_ADAPTER_RATIO,
                              section.TEXT_ADAPTER_RATIO).to(device)
-        sentences = [[f"a photo of a {name}, description {i}." for i in range(DESCRIPTIONS)]
+        sentences = [[f"a photo of a {name}, description {i}." for i in range(descriptions)]
                      for name in classnames]
         objective = CoPromptLoss(model, sentences, section.W, section.DISTILL, random.Random(0))
         regularised = lambda images, other, labels: objective(images, other, labels)[0]  # noqa: E731
     else:
         model = PromptedCLIP(clip_model, learner).to(device)
-        objective = PromptSRCLoss(model, section.TEXT_LOSS_WEIGHT, section.IMAGE_LOSS_WEIGHT)
+        objective = PromptSRCLoss(model, section.TEXT_LOSS_WEIGHT, section.IMAGE_LOSS_WEIGHT,
+                                  templates or IMAGENET_TEMPLATES)
         regularised = lambda images, other, labels: objective(images, labels)[0]  # noqa: E731
     plain = lambda images, other, labels: F.cross_entropy(model(images), labels)  # noqa: E731
     return model, regularised, plain

@@ -7,14 +7,21 @@ IVLP, BMIP), CoOp with 16 context tokens. Printed, from one run:
   (ZS-CLIP's path: last block at [CLS] only) and of each trainer's evaluation (text features
   cached, as in a test pass), batch --eval-batch;
 - seconds per training step (forward, loss, backward, SGD step) at batch 4 with 10 classes and
-  with --many-classes classes (synthetic names of 1 to 3 words), for CoOp, IVLP, MaPLe, BMIP;
-  and MaPLe's step with --full-length-classes classes cut at EOT and with full-length prompts
+  with --many-classes classes (synthetic names of 1 to 3 words), for CoOp, IVLP, MaPLe, BMIP
+  and the paper's Table 4 methods, PromptSRC and CoPrompt, each over its shipped prompting and
+  over BMIP (their shipped configs; CoPrompt's step takes a second view of the batch); and
+  MaPLe's step with --full-length-classes classes cut at EOT and with full-length prompts
   (MODEL.CUT_TEXT_AT_EOT off);
 - the peak memory of each training step above the memory held before it (`peak_memory.py`:
   VmHWM after clear_refs on Linux, torch.cuda.max_memory_allocated on CUDA), each candidate
   measured in a process of its own, and the process's peak;
 - for fp32 and bf16 (frozen weights stored in bf16, learners fp32), with the CPU flags seen;
 - the targets of issue 13 as ratios, met or not met.
+
+PromptSRC's and CoPrompt's frozen text targets are computed once per class set (as in training)
+in the warm-up step: from PromptSRC's 60 templates and 10 descriptions per class for CoPrompt at
+10 classes, from one template / one description per class at many classes (they do not enter
+the timed steps, only the time to build them).
 
 The 10-class timings are interleaved: each repetition runs every candidate once in turn, so that
 load from other processes hits them alike; each figure is the median over repetitions, each ratio
@@ -47,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # same set-up as bench_bmip_attention.py.
 from benchmarks.bench_bmip_attention import BATCH, VIT_B16, method_cfg  # noqa: E402
 from benchmarks.bench_bmip_attention import CLASSNAMES as EUROSAT  # noqa: E402
+from benchmarks.bench_regularised_memory import build as build_regularised  # noqa: E402
 from benchmarks.peak_memory import PeakMemory, in_fresh_process  # noqa: E402
 from clip.model import CLIP, convert_weights_to, text_length  # noqa: E402
 from dassl.engine.trainer import cpu_has_native_bf16  # noqa: E402
@@ -64,6 +72,18 @@ WORDS = ("red fox", "garden", "spider", "monkey", "sports car", "coffee mug", "l
          "golden retriever", "pizza", "wooden spoon", "steam locomotive", "tree frog")
 LEARNERS = {"CoOp": CoOpPromptLearner, "IVLP": VLPromptLearner,
             "MaPLe": MultiModalPromptLearner, "BMIP": BMIPPromptLearner}
+# The paper's Table 4 methods: (trainer, shipped config under configs/trainers/), over the
+# prompting the method ships with and over BMIP.
+REGULARISED = {
+    "PromptSRC (IVLP)": ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml"),
+    "PromptSRC (BMIP)": ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip.yaml"),
+    "CoPrompt (MaPLe)": ("CoPrompt", "CoPrompt/coprompt.yaml"),
+    "CoPrompt (BMIP)": ("CoPrompt", "CoPrompt/coprompt_bmip.yaml"),
+}
+CANDIDATES = (*LEARNERS, *REGULARISED)
+# Above this many classes the regularisers' frozen text targets come from one template / one
+# description per class (see the module's docstring).
+FEW_CLASSES = 10
 
 
 def parse_args():
@@ -105,22 +125,41 @@ def build_clip(precision, device):
     return model.to(device)
 
 
-def build_models(clip_model, classnames, device, names=tuple(LEARNERS)):
+def build_models(clip_model, classnames, device, names=CANDIDATES):
+    """{name: (model, loss)}, loss a function of (images, second view, labels): cross-entropy
+    for LEARNERS, the method's whole objective for REGULARISED."""
     cfg = method_cfg()
-    with open(os.devnull, "w") as quiet:  # CoOp announces its context
+    few = len(classnames) <= FEW_CLASSES
+    models = {}
+    with open(os.devnull, "w") as quiet:  # CoOp and the regularisers announce their set-up
         stdout, sys.stdout = sys.stdout, quiet
         try:
-            return {name: PromptedCLIP(clip_model, LEARNERS[name](cfg, classnames, clip_model))
-                    .to(device) for name in names}
+            for name in names:
+                if name in REGULARISED:
+                    trainer, config = REGULARISED[name]
+                    model, loss, _ = build_regularised(
+                        trainer, config, clip_model, classnames, device,
+                        **({} if few else {"descriptions": 1, "templates": ("a photo of a {}.",)}))
+                else:
+                    model = PromptedCLIP(clip_model, LEARNERS[name](cfg, classnames, clip_model))
+                    model = model.to(device)
+                    loss = cross_entropy_of(model)
+                models[name] = model, loss
         finally:
             sys.stdout = stdout
+    return models
+
+
+def cross_entropy_of(model):
+    return lambda images, other, labels: F.cross_entropy(model(images), labels)
 
 
 def training_batch(device):
-    """The batch of every training step: BATCH random images, labels among the first classes."""
+    """The batch of every training step: BATCH random images, a second view of them (CoPrompt's
+    other augmentation), labels among the first classes."""
     generator = torch.Generator().manual_seed(1)
-    images = torch.randn(BATCH, 3, 224, 224, generator=generator).to(device)
-    return images, torch.arange(BATCH, device=device) % len(EUROSAT)
+    images, other = torch.randn(2, BATCH, 3, 224, 224, generator=generator).to(device)
+    return images, other, torch.arange(BATCH, device=device) % len(EUROSAT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,23 +229,25 @@ def evaluation(clip_model, models, images, device, repeats):
         return run
 
     runs = {CLIP_ROW: encode(clip_model.encode_image), ZS_ROW: encode(unprompted)}
-    runs.update({name: evaluate(model) for name, model in models.items()})
+    runs.update({name: evaluate(model) for name, (model, _) in models.items()})
     return timed(runs, device, repeats)
 
 
-def training_step(model, images, labels):
+def training_step(model, loss, images, other, labels):
+    """One step (forward, `loss`, backward, SGD step) on the learner's parameters, as a call."""
     optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=1e-3)
     model.train()
 
     def run():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
+        loss(images, other, labels).backward()
         optimizer.step()
     return run
 
 
-def training(models, images, labels, device, repeats):
-    runs = {name: training_step(model, images, labels) for name, model in models.items()}
+def training(models, batch, device, repeats):
+    runs = {name: training_step(*model_and_loss, *batch)
+            for name, model_and_loss in models.items()}
     return timed(runs, device, repeats)
 
 
@@ -224,8 +265,8 @@ def step_alone(name, precision, n_classes, device, threads, time_step=False, ful
     if device.type == "cpu":
         torch.set_num_threads(threads)
     clip_model = build_clip(precision, device)
-    model = build_models(clip_model, class_names(n_classes), device, [name])[name]
-    run = training_step(model, *training_batch(device))
+    model, loss = build_models(clip_model, class_names(n_classes), device, [name])[name]
+    run = training_step(model, loss, *training_batch(device))
     run()
     result = {"seconds": seconds(run, device) if time_step else None, "full_seconds": None,
               "length": text_length(model.prompt_learner.tokenized_prompts.argmax(dim=-1), 77)}
@@ -334,7 +375,7 @@ def main():
           "'process': the whole process's peak")
     eval_images = torch.randn(args.eval_batch, 3, 224, 224,
                               generator=torch.Generator().manual_seed(0)).to(device)
-    train_images, labels = training_batch(device)
+    batch = training_batch(device)
 
     results = {}
     for precision in args.precisions:
@@ -344,15 +385,15 @@ def main():
         results[precision, "eval"] = evaluation(clip_model, models, eval_images, device,
                                                  eval_repeats)
         print_rows("evaluation (text cached)", results[precision, "eval"], args.eval_batch)
-        results[precision, "train10"] = training(models, train_images, labels, device, repeats)
+        results[precision, "train10"] = training(models, batch, device, repeats)
         del models, clip_model
         results[precision, "memory10"] = memory = steps_alone(
-            LEARNERS, precision, 10, args, "peak memory of a training step, 10 classes (each in "
+            CANDIDATES, precision, 10, args, "peak memory of a training step, 10 classes (each in "
             f"a process of its own, median of {MEMORY_STEPS} steps)", memory_steps=MEMORY_STEPS)
         print_rows(f"training step, batch {BATCH}, 10 classes (timed interleaved)",
                    results[precision, "train10"], memory=memory)
         results[precision, "many"] = steps_alone(
-            LEARNERS, precision, args.many_classes, args,
+            CANDIDATES, precision, args.many_classes, args,
             f"training step, batch {BATCH}, {args.many_classes} classes (one step after a "
             "warm-up, each in a process of its own)", time_step=True)
         if precision == "fp32" and not args.no_full_length:
@@ -387,12 +428,12 @@ def main():
                   f"({many} positions), and the text side, which the cut shrinks, grows with the "
                   "classes while the image side does not")
     if {"fp32", "bf16"} <= set(args.precisions):
-        for name in [CLIP_ROW, ZS_ROW, *LEARNERS]:
+        for name in [CLIP_ROW, ZS_ROW, *CANDIDATES]:
             fp32, bf16 = results["fp32", "eval"][name][1], results["bf16", "eval"][name][1]
             low_high = ratio(fp32, bf16)
             target(f"bf16 / fp32 evaluation images/s, {name}", *low_high, ">= 1.7",
                    low_high[0] >= 1.7)
-        for name in LEARNERS:
+        for name in CANDIDATES:
             fp32, bf16 = results["fp32", "train10"][name][1], results["bf16", "train10"][name][1]
             low_high = ratio(fp32, bf16)
             target(f"fp32 / bf16 training step, {name} (10 classes)", *low_high, "> 1",

@@ -118,8 +118,7 @@ def image_attention(layer):
     context, prompts = slice(0, length - n), slice(length - n, length)
     parts = layer.context_attention()
     if parts is not None:
-        q, k, _ = layer.qkv()
-        weights, _ = parts.prompt_weights(q[:, :, context], k[:, :, prompts])
+        weights, _ = parts.prompt_weights(layer.qkv()[1][:, :, prompts])
         return weights.mean(dim=(1, 2))
     return layer_attention_to_prompts(layer, context, prompts).mean(dim=1)
 

@@ -277,16 +277,20 @@ class ContextAttention:
     def __init__(self, q, k, v):
         with torch.no_grad():
             self.out, self.lse = _flash_attention(q.detach(), k.detach(), v.detach())
+            # The context queries in fp32, contiguous, for every prompt_weights call: q is a
+            # strided view into the fused projection, which a batched product would copy (and
+            # convert) again at each call.
+            self.queries = q.detach().float().contiguous()
         self.scale = q.shape[-1] ** -0.5
 
     @torch.no_grad()
-    def prompt_weights(self, q, k):
-        """Softmax weights [B, heads, Lc, n] (fp32) that the context queries q give the prompt
+    def prompt_weights(self, k):
+        """Softmax weights [B, heads, Lc, n] (fp32) that the context queries give the prompt
         keys k [B, heads, n, head_width] among the context keys and these, and the log-sum-exp
         of the context queries' scores over all of them [B, heads, Lc]."""
         # k q^T transposed: one product per head with the few prompt keys as rows, which the
         # CPU's batched GEMM runs about 3x faster than q k^T's two-column result at ViT shapes.
-        scores = (k.float() @ q.float().transpose(-1, -2)).transpose(-1, -2) * self.scale
+        scores = (k.float() @ self.queries.transpose(-1, -2)).transpose(-1, -2) * self.scale
         lse = torch.logaddexp(self.lse, torch.logsumexp(scores, dim=-1))
         return torch.exp(scores - lse.unsqueeze(-1)), lse
 
@@ -306,7 +310,7 @@ class _CompletedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, context):
         batch, heads, length, width = q.shape
         n_context = context.out.shape[2]
-        weights, lse = context.prompt_weights(q[:, :, :n_context], k[:, :, n_context:])
+        weights, lse = context.prompt_weights(k[:, :, n_context:])
         # The layout scaled_dot_product_attention returns ([B, L, heads, width] in memory), so
         # that the output projection reads it without a copy.
         out = v.new_empty(batch, length, heads, width).transpose(1, 2)
