@@ -157,3 +157,41 @@ def test_scoring_the_image_context_once_gives_the_logits_and_gradients_of_scorin
     for name, gradient in twice[1].items():
         torch.testing.assert_close(once[1][name], gradient, rtol=0, atol=TOLERANCE, msg=name)
     assert once[1]["deep_vision.0"].abs().sum() > 0
+
+
+def test_bf16_training_completes_the_context_in_fp32_as_the_block_attends():
+    """bf16 on the CPU with gradients: the context is attended in fp32 and the completed
+    attention too (torch's bf16 CPU attention backward is slow), output rounded back to bf16:
+    what the block computes itself there (`clip.model.slow_bf16_backward`), gradients
+    included."""
+    generator = torch.Generator().manual_seed(1)
+    x = 3 * torch.randn(2, 11, 3 * 8, generator=generator)
+    block = torch.nn.Module()
+    block.attn, block.ln_1 = Attention(8, 1), torch.nn.Identity()
+    with torch.no_grad():
+        block.attn.in_proj_weight.copy_(torch.eye(8).repeat(3, 1))
+        block.attn.in_proj_bias.zero_()
+
+    def heads(use_context):
+        leaf = x[..., :8].to(torch.bfloat16).requires_grad_()
+        layer = prompting.LayerInput(1, leaf, block, 2, None)
+        if use_context:
+            context = layer.context_attention()
+            q, k, v = layer.qkv()  # what the encoder then reuses: converted once, to fp32
+            assert context.out.dtype == q.dtype == torch.float32
+            out = context.attend(q, k, v)
+        else:
+            q, k, v = layer.qkv()
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+            out = out.to(torch.bfloat16)
+        assert out.dtype == torch.bfloat16
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        (grad,) = torch.autograd.grad(out, leaf, upstream.to(out.dtype))
+        return out, grad
+
+    block.attn.to(torch.bfloat16)
+    (out, grad), (reference, reference_grad) = heads(True), heads(False)
+    # One bf16 rounding of fp32 results that differ in their last bits at most.
+    torch.testing.assert_close(out, reference, rtol=2 ** -7, atol=1e-3)
+    torch.testing.assert_close(grad, reference_grad, rtol=2 ** -7, atol=1e-2)
+    assert reference_grad.abs().max() > 0.5

@@ -101,7 +101,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to, text_length
+from clip.model import VisionTransformer, convert_weights_to, slow_bf16_backward, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -274,7 +274,8 @@ class ContextAttention:
     gives the prompt keys entering the block (`prompt_weights`), and the block then attends over
     the context and the prompts written for it (`attend`): the context is scored once."""
 
-    def __init__(self, q, k, v):
+    def __init__(self, q, k, v, out_dtype=None):
+        self.out_dtype = out_dtype or q.dtype  # of `attend`'s output
         with torch.no_grad():
             self.out, self.lse = _flash_attention(q.detach(), k.detach(), v.detach())
             # The context queries in fp32, contiguous, for every prompt_weights call: q is a
@@ -298,8 +299,9 @@ class ContextAttention:
         """Attention output [B, heads, L, head_width] of queries, keys and values [B, heads, L,
         head_width] (context first, then the prompt), whose context positions hold what this
         was computed from: scaled_dot_product_attention's output, differentiable (its gradient
-        is the fused kernel's, from the output and log-sum-exp assembled here)."""
-        return _CompletedAttention.apply(q, k, v, self)
+        is the fused kernel's, from the output and log-sum-exp assembled here), in
+        `out_dtype` (bf16 blocks that attend in fp32: `LayerInput.context_attention`)."""
+        return _CompletedAttention.apply(q, k, v, self).to(self.out_dtype)
 
 
 class _CompletedAttention(torch.autograd.Function):
@@ -353,7 +355,9 @@ class LayerInput:
         computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
         encoder: the encoder reuses them for block i, recomputing only the prompt positions when
         the callback writes new prompts, in place in this tensor (use them detached, e.g. under
-        no_grad, and before returning: a graph that kept them would fail in backward)."""
+        no_grad, and before returning: a graph that kept them would fail in backward). After
+        `context_attention` they are fp32 where the block attends in fp32 (bf16 training on the
+        CPU)."""
         if self.computed_qkv is None:
             self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
         return self.computed_qkv
@@ -363,10 +367,15 @@ class LayerInput:
         and patches), computed once and completed by the block; None where it does not apply:
         on the text tower (its causal mask) and off the CPU (the fused kernel it calls)."""
         if self.computed_context is None and self._context_applies():
-            q, k, v = self.qkv()
+            qkv = self.qkv()
+            if slow_bf16_backward(qkv[0]):
+                # Attended in fp32, as CLIP's blocks do there (see slow_bf16_backward): the
+                # layer's q/k/v converted once, the new prompt rows then written into them.
+                self.computed_qkv = qkv = qkv.float()
+            q, k, v = qkv
             context = slice(0, self.x.shape[1] - self.n_prompts)
             self.computed_context = ContextAttention(q[:, :, context], k[:, :, context],
-                                                     v[:, :, context])
+                                                     v[:, :, context], self.x.dtype)
         return self.computed_context
 
     def _context_applies(self):
