@@ -135,9 +135,10 @@ class CoPromptLoss(Objective):
     def __call__(self, view, other_view, labels):
         """(total loss, logits, the terms by name)."""
         model = self.model
-        text, image, logits = self.prompted(view)
-        text_targets = self.text_targets()
+        # Frozen targets first: their pass's buffers are freed before the graph is built.
         image_targets = model.frozen_image_features(other_view)
+        text_targets = self.text_targets()
+        text, image, logits = self.prompted(view)
         terms = {
             "ce": F.cross_entropy(logits, labels),
             "consistency_text": self.weight * consistency(text, text_targets, self.distance),

@@ -109,9 +109,10 @@ class PromptSRCLoss(Objective):
     def __call__(self, images, labels):
         """(total loss, logits, the terms by name)."""
         model = self.model
-        text, image, logits = self.prompted(images)
-        text_targets = self.text_targets()
+        # Frozen targets first: their pass's buffers are freed before the graph is built.
         image_targets = model.frozen_image_features(images)
+        text_targets = self.text_targets()
+        text, image, logits = self.prompted(images)
         zero_shot_logits = clip_logits(image_targets, text_targets, model.logit_scale)
         terms = {
             "ce": F.cross_entropy(logits, labels),
