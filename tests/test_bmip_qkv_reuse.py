@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from clip.model import Attention
 from tests.helpers.trainers import images
+from tests.helpers.trainers import logits_and_gradients as step_and_logits
 from tests.test_bmip_model import N_CTX, bmip_model, set_weight_heads
 from trainers import bmip, prompting
 
@@ -22,15 +23,8 @@ def separate_projection(layer):
 
 
 def logits_and_gradients(model):
-    model.train()
-    model.zero_grad()
-    F.cross_entropy(model(images()), torch.tensor([0, 1, 2])).backward()
-    gradients = {name: p.grad.clone() for name, p in model.prompt_learner.named_parameters()
-                 if p.grad is not None}
-    model.eval()
-    with torch.no_grad():
-        logits = model(images(seed=5))
-    return logits, gradients
+    """The learner's gradients (named as in the learner) and the logits of images(seed=5)."""
+    return step_and_logits(model, model.prompt_learner, eval_seed=5)
 
 
 def count_projections(monkeypatch):

@@ -3,25 +3,12 @@ the image's [CLS] and each class prompt's EOT. Every trainer's logits and gradie
 of running the whole last blocks."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clip.model import ResidualAttentionBlock, take_rows
-from tests.helpers.trainers import CLASSNAMES, images, tiny_clip
+from tests.helpers.trainers import logits_and_gradients, tiny_clip
 from tests.test_trainers_text_length import build, prompt_trainers, vary_weights_with_attention
 
 TOLERANCE = 1e-5
-
-
-def logits_and_gradients(model):
-    model.train()
-    model.zero_grad()
-    F.cross_entropy(model(images()), torch.arange(3) % len(CLASSNAMES)).backward()
-    gradients = {name: p.grad.clone() for name, p in model.named_parameters()
-                 if p.grad is not None}
-    model.eval()
-    with torch.no_grad():
-        logits = model(images(seed=3))
-    return logits, gradients
 
 
 def whole_block_then_rows(forward):

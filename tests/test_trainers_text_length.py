@@ -3,12 +3,12 @@ the sequences cut after the batch's last EOT token, with positions and causal ma
 and computes the features, logits, gradients and BMIP text statistic of the full 77 positions."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import clip
 import trainers.bmip as bmip
 from dassl.engine import TRAINER_REGISTRY
-from tests.helpers.trainers import CLASSNAMES, images, record_block_inputs, tiny_clip, trainer_cfg
+from tests.helpers.trainers import CLASSNAMES, record_block_inputs, tiny_clip, trainer_cfg
+from tests.helpers.trainers import logits_and_gradients as step_and_logits
 from trainers.prompting import PromptTrainer
 from trainers.zsclip import encode_texts
 
@@ -49,15 +49,7 @@ def vary_weights_with_attention(model):
 def logits_and_gradients(model, cut):
     model.text_encoder.cut_at_eot = cut
     lengths, _, handles = record_block_inputs(model.text_encoder.transformer.resblocks[:1])
-    model.train()
-    model.zero_grad()
-    labels = torch.arange(3) % len(CLASSNAMES)
-    F.cross_entropy(model(images()), labels).backward()
-    gradients = {name: p.grad.clone() for name, p in model.named_parameters()
-                 if p.grad is not None}
-    model.eval()
-    with torch.no_grad():
-        logits = model(images(seed=3))
+    logits, gradients = step_and_logits(model)
     for handle in handles:
         handle.remove()
     return logits, gradients, lengths[0].shape[1]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from dassl.config import get_cfg_default
 from tests.helpers.clip_files import make_vit_state_dict, tiny_clip_model, write_clip_file
@@ -166,6 +167,23 @@ def images(n=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
     size = TINY_SIZES["image_resolution"]
     return torch.randn(n, 3, size, size, generator=generator)
+
+
+def logits_and_gradients(model, parameters_of=None, eval_seed=3):
+    """What a computation change must keep: the gradients (by name, those that exist) of the
+    parameters of `parameters_of` (default: the whole model) after one training step of `model`
+    on images() against the first three classes, then its evaluation logits of
+    images(seed=eval_seed)."""
+    model.train()
+    model.zero_grad()
+    F.cross_entropy(model(images()), torch.arange(3) % len(CLASSNAMES)).backward()
+    gradients = {name: p.grad.clone()
+                 for name, p in (parameters_of or model).named_parameters()
+                 if p.grad is not None}
+    model.eval()
+    with torch.no_grad():
+        logits = model(images(seed=eval_seed))
+    return logits, gradients
 
 
 def record_block_inputs(blocks):
