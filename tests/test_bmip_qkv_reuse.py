@@ -92,7 +92,9 @@ def split_heads(x, heads):
 def test_context_attention_completes_to_the_attention_over_all_keys(dtype):
     """Output and prompt weights against the softmax written out over all keys (fp64): the
     output as close as scaled_dot_product_attention's own over all keys, the weights (fp32
-    from the same inputs) to 1e-5."""
+    from the same inputs) to 1e-5. The prompt rows of the block's q/k/v are replaced by new
+    ones (`attend`): the output and gradients are those of the attention over the new rows,
+    and no gradient reaches the replaced ones."""
     generator = torch.Generator().manual_seed(0)
     q, k, v = (split_heads(3 * torch.randn(2, 11, 3 * 8, generator=generator), 3).to(dtype)
                for _ in range(3))
@@ -100,12 +102,18 @@ def test_context_attention_completes_to_the_attention_over_all_keys(dtype):
     weights = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8 ** 0.5, dim=-1)
     reference = (weights @ v.double())[:, :, context]
 
-    parts = prompting.ContextAttention(q[:, :, context], k[:, :, context], v[:, :, context])
-    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
-    completed = parts.attend(q, k, v)
+    # The block's q/k/v enter with other (older) prompt rows, which the statistic would read.
+    old = torch.stack([q, k, v]).clone()
+    old[..., prompts, :] = 5 * torch.randn(old[..., prompts, :].shape,
+                                           generator=generator).to(dtype)
+    old.requires_grad_()
+    new_rows = torch.stack([q, k, v])[..., prompts, :].clone().requires_grad_()
+    parts = prompting.ContextAttention(old, n_context=9)
+    completed = parts.attend(old, new_rows)
     out = completed[:, :, context]
     prompt_weights, _ = parts.prompt_weights(k[:, :, prompts])
     assert out.dtype == dtype and out.shape == reference.shape
+    q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     fused = F.scaled_dot_product_attention(q, k, v)[:, :, context]
     fused_error = (fused.double() - reference).abs().max()
     assert (out.double() - reference).abs().max() <= 2 * fused_error + 1e-6
@@ -113,7 +121,12 @@ def test_context_attention_completes_to_the_attention_over_all_keys(dtype):
                                rtol=0, atol=1e-5)
     # Gradients for every position, as close to the fp64 ones as the fused attention's.
     upstream = torch.randn(completed.shape, generator=generator).to(dtype)
-    grads = torch.autograd.grad(completed, (q, k, v), upstream)
+    grad_old, grad_new = torch.autograd.grad(completed, (old, new_rows), upstream)
+    assert grad_old.dtype == grad_new.dtype == dtype
+    assert grad_old.stride() == old.stride()  # laid out as the fused projection's output
+    assert not grad_old[..., prompts, :].any()
+    grads = grad_old.clone()
+    grads[..., prompts, :] = grad_new
     fused = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v), (q, k, v), upstream)
     exact = [t.double().detach().requires_grad_() for t in (q, k, v)]
     weights = torch.softmax(exact[0] @ exact[1].transpose(-1, -2) / 8 ** 0.5, dim=-1)
@@ -171,9 +184,8 @@ def test_bf16_training_completes_the_context_in_fp32_as_the_block_attends():
         layer = prompting.LayerInput(1, leaf, block, 2, None)
         if use_context:
             context = layer.context_attention()
-            q, k, v = layer.qkv()  # what the encoder then reuses: converted once, to fp32
-            assert context.out.dtype == q.dtype == torch.float32
-            out = context.attend(q, k, v)
+            assert context.out.dtype == context.qkv.dtype == torch.float32  # converted once
+            out = context.attend(layer.qkv())
         else:
             q, k, v = layer.qkv()
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())

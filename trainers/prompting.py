@@ -264,6 +264,20 @@ def _flash_attention(q, k, v):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
 
 
+def _converted(t, dtype):
+    """t in `dtype`, laid out in memory as t is (t itself when it has the dtype): converted
+    in one pass over t's memory in order. A permuted view's own `.to` walks its strides: 5x
+    slower for a block's q/k/v [3, B, heads, L, head_width] of ViT-B/16 shapes."""
+    if t.dtype == dtype:
+        return t
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    in_memory = t.permute(order)
+    if not in_memory.is_contiguous():
+        return t.to(dtype)
+    inverse = sorted(range(t.dim()), key=order.__getitem__)
+    return in_memory.to(dtype).permute(inverse)
+
+
 class ContextAttention:
     """The attention of one block's context (the positions before the prompt: CLS and patches)
     over the context keys alone: its output [B, heads, Lc, head_width] and the log-sum-exp of
@@ -272,16 +286,23 @@ class ContextAttention:
     The softmax over the context plus any prompt keys follows from them exactly (a softmax split
     in two parts), without scoring the context again: a callback reads the weights the context
     gives the prompt keys entering the block (`prompt_weights`), and the block then attends over
-    the context and the prompts written for it (`attend`): the context is scored once."""
+    the context and the prompts written for it (`attend`): the context is scored once.
 
-    def __init__(self, q, k, v, out_dtype=None):
-        self.out_dtype = out_dtype or q.dtype  # of `attend`'s output
+    `qkv` [3, B, heads, L, head_width] are the block's queries, keys and values (`attn.qkv`),
+    context first, then the n_prompts = L - `n_context` prompt positions; the attention runs in
+    `dtype` (default: theirs). `self.qkv` holds them detached in that dtype: a converted copy,
+    or else the block's own tensor, whose prompt rows `attend` then overwrites."""
+
+    def __init__(self, qkv, n_context, dtype=None):
+        self.n_context = n_context
         with torch.no_grad():
-            self.out, self.lse = _flash_attention(q.detach(), k.detach(), v.detach())
+            self.qkv = _converted(qkv.detach(), dtype or qkv.dtype)
+            q, k, v = (t[:, :, :n_context] for t in self.qkv)
+            self.out, self.lse = _flash_attention(q, k, v)
             # The context queries in fp32, contiguous, for every prompt_weights call: q is a
             # strided view into the fused projection, which a batched product would copy (and
             # convert) again at each call.
-            self.queries = q.detach().float().contiguous()
+            self.queries = q.float().contiguous()
         self.scale = q.shape[-1] ** -0.5
 
     @torch.no_grad()
@@ -295,23 +316,31 @@ class ContextAttention:
         lse = torch.logaddexp(self.lse, torch.logsumexp(scores, dim=-1))
         return torch.exp(scores - lse.unsqueeze(-1)), lse
 
-    def attend(self, q, k, v):
-        """Attention output [B, heads, L, head_width] of queries, keys and values [B, heads, L,
-        head_width] (context first, then the prompt), whose context positions hold what this
-        was computed from: scaled_dot_product_attention's output, differentiable (its gradient
-        is the fused kernel's, from the output and log-sum-exp assembled here), in
-        `out_dtype` (bf16 blocks that attend in fp32: `LayerInput.context_attention`)."""
-        return _CompletedAttention.apply(q, k, v, self).to(self.out_dtype)
+    def attend(self, qkv, prompt_qkv=None):
+        """Attention output [B, heads, L, head_width] of the block's `qkv` (what this was built
+        from) with the prompt positions' rows replaced by `prompt_qkv` [3, B, heads, n,
+        head_width] (None: kept): scaled_dot_product_attention's output, in qkv's dtype,
+        differentiable in both (the fused kernel's gradient, from the output and log-sum-exp
+        assembled here; none reaches the replaced rows of qkv)."""
+        return _CompletedAttention.apply(qkv, prompt_qkv, self)
 
 
 class _CompletedAttention(torch.autograd.Function):
     """ContextAttention.attend: the context queries over the prompt keys added to the context's
-    part, the prompt queries over all keys; backward by the fused kernel's own."""
+    part, the prompt queries over all keys; backward by the fused kernel's own.
+
+    The new prompt rows are written into `context.qkv` here, outside autograd, and the gradient
+    is assembled for qkv and prompt_qkv directly, in their dtype and in qkv's layout (the fused
+    projection's output): recording the write, the dtype conversion and the split into q, k, v
+    would cost a copy of the whole gradient each in backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, context):
+    def forward(ctx, qkv, prompt_qkv, context):
+        n_context = context.n_context
+        if prompt_qkv is not None:
+            context.qkv[..., n_context:, :] = prompt_qkv
+        q, k, v = context.qkv
         batch, heads, length, width = q.shape
-        n_context = context.out.shape[2]
         weights, lse = context.prompt_weights(k[:, :, n_context:])
         # The layout scaled_dot_product_attention returns ([B, L, heads, width] in memory), so
         # that the output projection reads it without a copy.
@@ -328,14 +357,26 @@ class _CompletedAttention(torch.autograd.Function):
         out[:, :, n_context:] = prompt_out
         lse = torch.cat([lse, prompt_lse], dim=2)
         ctx.save_for_backward(q, k, v, out, lse)
-        return out
+        ctx.n_context = n_context
+        ctx.qkv_layout = qkv.shape, qkv.stride(), qkv.dtype
+        ctx.prompt_dtype = None if prompt_qkv is None else prompt_qkv.dtype
+        return out.to(qkv.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            grad_out, q, k, v, out, lse, 0.0, False)
-        return (*grads, None)
+            grad_out.to(out.dtype), q, k, v, out, lse, 0.0, False)
+        shape, stride, dtype = ctx.qkv_layout
+        grad_qkv = torch.empty_strided(shape, stride, dtype=dtype, device=out.device)
+        for part, grad in zip(grad_qkv, grads):
+            part.copy_(grad)
+        grad_prompt = None
+        if ctx.prompt_dtype is not None:
+            replaced = grad_qkv[..., ctx.n_context:, :]
+            grad_prompt = replaced.to(ctx.prompt_dtype, copy=True)
+            replaced.zero_()
+        return grad_qkv, grad_prompt, None
 
 
 @dataclass
@@ -355,9 +396,7 @@ class LayerInput:
         computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
         encoder: the encoder reuses them for block i, recomputing only the prompt positions when
         the callback writes new prompts, in place in this tensor (use them detached, e.g. under
-        no_grad, and before returning: a graph that kept them would fail in backward). After
-        `context_attention` they are fp32 where the block attends in fp32 (bf16 training on the
-        CPU)."""
+        no_grad, and before returning: a graph that kept them would fail in backward)."""
         if self.computed_qkv is None:
             self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
         return self.computed_qkv
@@ -365,17 +404,14 @@ class LayerInput:
     def context_attention(self):
         """`ContextAttention` of block i of the image tower (prompts at the end; context: CLS
         and patches), computed once and completed by the block; None where it does not apply:
-        on the text tower (its causal mask) and off the CPU (the fused kernel it calls)."""
+        on the text tower (its causal mask) and off the CPU (the fused kernel it calls). In
+        fp32 where CLIP's blocks attend in fp32 (bf16 training on the CPU, see
+        slow_bf16_backward): the layer's q/k/v converted once."""
         if self.computed_context is None and self._context_applies():
             qkv = self.qkv()
-            if slow_bf16_backward(qkv[0]):
-                # Attended in fp32, as CLIP's blocks do there (see slow_bf16_backward): the
-                # layer's q/k/v converted once, the new prompt rows then written into them.
-                self.computed_qkv = qkv = qkv.float()
-            q, k, v = qkv
-            context = slice(0, self.x.shape[1] - self.n_prompts)
-            self.computed_context = ContextAttention(q[:, :, context], k[:, :, context],
-                                                     v[:, :, context], self.x.dtype)
+            dtype = torch.float32 if slow_bf16_backward(qkv[0]) else qkv.dtype
+            self.computed_context = ContextAttention(qkv, self.x.shape[1] - self.n_prompts,
+                                                     dtype)
         return self.computed_context
 
     def _context_applies(self):
@@ -466,18 +502,24 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     and written over the old ones in place (with gradients too: autograd's in-place write
     clones the gradient once in backward, where a concatenation would copy q/k/v forward and
     pad the gradient with zeros backward). When the callback computed the context's attention
-    (`LayerInput.context_attention`), the block's attention is completed from it. `rows` (a
-    slice, or None): only the block's output at those positions is computed (the block's
-    `rows`)."""
+    (`LayerInput.context_attention`), the block's attention is completed from it, which writes
+    the new rows itself. `rows` (a slice, or None): only the block's output at those positions
+    is computed (the block's `rows`)."""
     qkv = None if layer is None else layer.computed_qkv
+    context = None if layer is None else layer.computed_context
+    new_qkv = None
     if tokens is not None:
         rows_written = _as_rows(tokens, x.shape[0], layer.n_prompts, x.dtype)
         x = write(x, rows_written, layer.n_prompts)
         if qkv is not None:
-            qkv[..., positions, :] = block.attn.qkv(block.ln_1(rows_written))
-    context = None if layer is None else layer.computed_context
+            new_qkv = block.attn.qkv(block.ln_1(rows_written))
+            if context is None:
+                qkv[..., positions, :] = new_qkv
     if context is not None:
-        heads = context.attend(*(block.attn.qkv(block.ln_1(x)) if qkv is None else qkv))
+        if qkv is None:  # not kept by the callback: projected here, the prompt rows with it
+            qkv = block.attn.qkv(block.ln_1(x))
+            new_qkv = qkv[..., positions, :]
+        heads = context.attend(qkv, new_qkv)
         return run_block(block, x, checkpointed, heads=heads, rows=rows, **kwargs)
     return run_block(block, x, checkpointed, qkv=qkv, rows=rows, **kwargs)
 
