@@ -81,6 +81,11 @@ REGULARISED = {
     "CoPrompt (BMIP)": ("CoPrompt", "CoPrompt/coprompt_bmip.yaml"),
 }
 CANDIDATES = (*LEARNERS, *REGULARISED)
+# Diagnostics for --steps-only, not in the full run: BMIP without its attention statistic
+# (AGGREGATION add: the same prompts, projections and layers, the other modality's projected
+# prompts added instead of mixed by weights from A), so that BMIP's step against it is what the
+# statistic costs, and this variant's against MaPLe's what the rest of BMIP costs.
+VARIANTS = {"BMIP-add": ("BMIP", ["TRAINER.BMIP.AGGREGATION", "add"])}
 # Above this many classes the regularisers' frozen text targets come from one template / one
 # description per class (see the module's docstring).
 FEW_CLASSES = 10
@@ -110,9 +115,11 @@ def parse_args():
                         help="only the interleaved 10-class training steps of --methods, with "
                              "BMIP's ratio to MaPLe's (a closer look at that target: e.g. "
                              "--repeats 30)")
-    parser.add_argument("--methods", nargs="+", default=None, choices=CANDIDATES,
-                        metavar="NAME", help="with --steps-only: the methods timed (default "
-                        "MaPLe BMIP); one of: " + ", ".join(CANDIDATES))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        choices=(*CANDIDATES, *VARIANTS), metavar="NAME",
+                        help="with --steps-only: the methods timed (default MaPLe BMIP); any of: "
+                        + ", ".join((*CANDIDATES, *VARIANTS)) + " (BMIP-add: BMIP with "
+                        "AGGREGATION add, i.e. without its attention statistic)")
     args = parser.parse_args()
     if args.methods and not args.steps_only:
         parser.error("--methods goes with --steps-only (the full run times every method)")
@@ -156,7 +163,11 @@ def build_models(clip_model, classnames, device, names=CANDIDATES):
                         trainer, config, clip_model, classnames, device,
                         **({} if few else {"descriptions": 1, "templates": ("a photo of a {}.",)}))
                 else:
-                    model = PromptedCLIP(clip_model, LEARNERS[name](cfg, classnames, clip_model))
+                    learner, options = VARIANTS.get(name, (name, []))
+                    config = cfg.clone()
+                    config.merge_from_list(options)
+                    model = PromptedCLIP(clip_model,
+                                         LEARNERS[learner](config, classnames, clip_model))
                     model = model.to(device)
                     loss = cross_entropy_of(model)
                 models[name] = model, loss
@@ -376,6 +387,10 @@ def steps_only(args, device, batch, repeats):
                    f"{repeats} repetitions)", steps)
         if {"BMIP", "MaPLe"} <= set(steps):
             step_target(precision, steps)
+        if {"BMIP", "BMIP-add"} <= set(steps):
+            value, low, high = ratio(steps["BMIP"][1], steps["BMIP-add"][1])
+            print(f"    BMIP / BMIP-add (what the attention statistic costs): {value:.3f} "
+                  f"({low:.2f}-{high:.2f})")
     return 0
 
 
