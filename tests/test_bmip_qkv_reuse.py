@@ -201,3 +201,16 @@ def test_bf16_training_completes_the_context_in_fp32_as_the_block_attends():
     torch.testing.assert_close(out, reference, rtol=2 ** -7, atol=1e-3)
     torch.testing.assert_close(grad, reference_grad, rtol=2 ** -7, atol=1e-2)
     assert reference_grad.abs().max() > 0.5
+
+
+def test_conversion_keeps_the_layout_of_the_fused_projection():
+    """`_converted`: the values of `.to(dtype)`, laid out in memory as the input (a block's
+    q/k/v view into its fused projection), and the input itself when it has the dtype."""
+    projection = torch.randn(2, 5, 3 * 4 * 8).to(torch.bfloat16)
+    qkv = projection.view(2, 5, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    converted = prompting._converted(qkv, torch.float32)
+    assert converted.dtype == torch.float32 and converted.stride() == qkv.stride()
+    assert torch.equal(converted, qkv.to(torch.float32))
+    assert prompting._converted(qkv, torch.bfloat16) is qkv
+    sliced = qkv[:, :, :, 1:4]  # not dense in memory: converted as `.to` does
+    assert torch.equal(prompting._converted(sliced, torch.float32), sliced.float())
