@@ -285,3 +285,27 @@ def test_bf16_layer_norm_on_cpu_equals_the_fp32_computation():
     torch.testing.assert_close(out.float(), reference.float(), rtol=0, atol=0.02)
     out.float().sum().backward()
     assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quick_gelu_is_bitwise_the_expression_with_and_without_a_graph(dtype):
+    """QuickGELU writes into its temporaries where no graph is built: the values, and with
+    gradients the gradients, are bitwise those of x * sigmoid(1.702 x); x is left as it was."""
+    from clip.model import QuickGELU
+
+    gelu = QuickGELU()
+    x = (3 * torch.randn(2, 5, 48, generator=torch.Generator().manual_seed(5))).to(dtype)
+    before = x.clone()
+    expected = x * torch.sigmoid(1.702 * x)
+    with torch.no_grad():
+        assert torch.equal(gelu(x), expected)
+    assert torch.equal(gelu(x), expected)  # grad mode on, x needs none: no graph either
+    assert torch.equal(x, before)
+    leaf, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = gelu(leaf)
+    assert out.requires_grad and torch.equal(out, expected)
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(6)).to(dtype)
+    out.backward(upstream)
+    (reference * torch.sigmoid(1.702 * reference)).backward(upstream)
+    assert torch.equal(leaf.grad, reference.grad)
+    assert reference.grad.abs().max() > 0.5
