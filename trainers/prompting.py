@@ -348,7 +348,7 @@ class _CompletedAttention(torch.autograd.Function):
         rescale = torch.exp(context.lse - lse).unsqueeze(-1)
         in_place = out.dtype == torch.float32  # else merged in fp32, then written
         merged = (torch.mul(context.out, rescale, out=out[:, :, :n_context]) if in_place
-                  else context.out.float() * rescale)
+                  else torch.mul(context.out, rescale))  # computed in fp32
         for j in range(length - n_context):  # + weights @ v_prompt, one prompt key at a time
             merged.addcmul_(weights[..., j:j + 1], v[:, :, n_context + j:n_context + j + 1])
         if not in_place:
