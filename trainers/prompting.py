@@ -395,8 +395,9 @@ class LayerInput:
         """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
         computes from x (`attn.qkv(ln_1(x))`), computed once, with the autograd mode of the
         encoder: the encoder reuses them for block i, recomputing only the prompt positions when
-        the callback writes new prompts, in place in this tensor (use them detached, e.g. under
-        no_grad, and before returning: a graph that kept them would fail in backward)."""
+        the callback writes new prompts, in place in this tensor or in `context_attention`'s
+        copy of it (use them detached, e.g. under no_grad, and before returning: a graph that
+        kept them would fail in backward)."""
         if self.computed_qkv is None:
             self.computed_qkv = self.block.attn.qkv(self.block.ln_1(self.x))
         return self.computed_qkv
