@@ -359,7 +359,7 @@ class _CompletedAttention(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.n_context = n_context
         ctx.qkv_layout = qkv.shape, qkv.stride(), qkv.dtype
-        ctx.prompt_dtype = None if prompt_qkv is None else prompt_qkv.dtype
+        ctx.replaced = prompt_qkv is not None  # projected like qkv: same dtype
         return out.to(qkv.dtype)
 
     @staticmethod
@@ -372,9 +372,9 @@ class _CompletedAttention(torch.autograd.Function):
         for part, grad in zip(grad_qkv, grads):
             part.copy_(grad)
         grad_prompt = None
-        if ctx.prompt_dtype is not None:
+        if ctx.replaced:
             replaced = grad_qkv[..., ctx.n_context:, :]
-            grad_prompt = replaced.to(ctx.prompt_dtype, copy=True)
+            grad_prompt = replaced.clone()
             replaced.zero_()
         return grad_qkv, grad_prompt, None
 
