@@ -39,9 +39,9 @@ from tabulate import tabulate
 
 from dassl.utils.run_files import LOG_FILE
 from scripts.protocols import (BASE2NEW_DATASETS, CONSOLE_FILE, DG_TARGETS, RELEASED_SUFFIX,
-                               SHOTS, TRAINERS, USER_DATASET, XD_SOURCE, XD_TARGETS,
-                               display_name, parse_run_dir, read_result_file, read_run_metrics,
-                               registry_name, result_file)
+                               SHOTS, STEPS, TRAINERS, USER_DATASET, XD_SOURCE, XD_TARGETS, Job,
+                               RunKey, display_name, parse_run_dir, read_result_file,
+                               read_run_metrics, registry_name, result_file, script_invocation)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
@@ -75,43 +75,87 @@ PAPER_TABLES = {
 
 @dataclass
 class Run:
+    """A run folder. Its ``key`` (dataset, trainer, config, seed, shots, step, source) is what
+    its results.json records where it records an identity, else what its folder's path says
+    (``folder_key``): a path is where a run lies, not what it was."""
     key: object                # scripts.protocols.RunKey
     path: Path
     metrics: dict = None       # None while unfinished
     error: str = None          # a failed run: the last error line of its log
-    setting: tuple = None      # (field, value) pairs of its identity beyond the folder
+    setting: tuple = None      # (field, value) pairs of its identity beyond the key
+    folder_key: object = None  # what the folder's path says
+    dataset: str = None        # its row / column (assign_datasets)
+
+    def __post_init__(self):
+        if self.folder_key is None:
+            self.folder_key = self.key
+        if self.dataset is None:
+            self.dataset = self.key.dataset
+
+    @property
+    def identity(self):
+        """The identity results.json records (a dict), or None (other codebases, older runs)."""
+        identity = (self.metrics or {}).get("identity")
+        return identity if isinstance(identity, dict) else None
+
+    @property
+    def run_id(self):
+        return (self.metrics or {}).get("run_id")
+
+    @property
+    def lineage(self):
+        lineage = (self.metrics or {}).get("lineage")
+        return lineage if isinstance(lineage, dict) else {}
 
     @property
     def method(self):
-        """What a table row stands for: trainer, config folder and the rest of the identity."""
+        """What a table row stands for: trainer, config and the rest of the identity."""
         return (self.key.trainer, self.key.config, self.setting)
 
     @property
     def failed(self):
         return self.error is not None
 
-    @property
-    def dataset(self):
-        """The dataset's row / column: its config's name; a user dataset's own name where the
-        run records it (one config may serve several folders of data)."""
-        own = ((self.metrics or {}).get("identity") or {}).get("dataset")
-        if own and registry_name(self.key.dataset) == USER_DATASET:
-            return own
-        return self.key.dataset
-
 
 def find_runs(root):
-    """Every run folder under ROOT, i.e. every folder whose path parse_run_dir understands."""
+    """Every run folder under ROOT, i.e. every folder whose path parse_run_dir understands,
+    keyed by what it records (record_key); then the rows of the datasets and the settings."""
     runs = []
     for folder, subfolders, _ in os.walk(Path(root).resolve()):
-        key = parse_run_dir(folder)
-        if key is not None:
+        folder_key = parse_run_dir(folder)
+        if folder_key is not None:
             metrics = read_run_metrics(folder)
             error = failure_line(folder) if metrics is None else None
-            runs.append(Run(key, Path(folder), metrics, error))
+            runs.append(Run(record_key(metrics, folder_key), Path(folder), metrics, error,
+                            folder_key=folder_key))
             subfolders.clear()
         subfolders.sort()
+    assign_datasets(runs)
     return assign_settings(runs)
+
+
+def record_key(metrics, folder_key):
+    """The RunKey a results.json records; FOLDER_KEY where it records no identity. The config
+    is the config file's name (a tag, an epoch, an override are parts of the setting), with the
+    released-weights suffix for runs of released weights."""
+    identity = (metrics or {}).get("identity")
+    if not isinstance(identity, dict):
+        return folder_key
+    step = identity.get("step") if identity.get("step") in STEPS else folder_key.step
+    dataset = metrics.get("dataset_config") or folder_key.dataset
+    source = identity.get("source") or ""
+    if step == "xd_train":
+        source = ""
+    elif step == "xd_test" and not source:
+        source = folder_key.source or XD_SOURCE
+    config = identity.get("config") or folder_key.config
+    if "released" in str(identity.get("tag") or "").split("+"):
+        config = config.removesuffix(RELEASED_SUFFIX) + RELEASED_SUFFIX
+    shots = identity.get("shots")
+    seed = identity.get("seed")
+    return RunKey(step, str(dataset), str(identity.get("trainer") or folder_key.trainer),
+                  str(config), seed if isinstance(seed, int) else folder_key.seed,
+                  shots if isinstance(shots, int) else folder_key.shots, str(source))
 
 
 # ----------------------------------------------------------------------------- run identity
@@ -133,32 +177,116 @@ def failure_line(folder):
     return None
 
 
-# The fields of a run's identity that can tell runs of one folder layout apart, in the order
-# their columns appear. The rest is in the path (trainer, config folder, dataset, step, seed).
-SETTING_FIELDS = ("shots", "source", "CLIP", "model", "overrides")
+_CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def dataset_label(dataset):
+    """A dataset's name in the tables: the paper's column name; a user's dataset by its config
+    (a name that is no config's, e.g. a row of other data, as it is)."""
+    if not _CONFIG_NAME.fullmatch(dataset) or ".." in dataset:
+        return dataset
+    return dataset if registry_name(dataset) == USER_DATASET else display_name(dataset)
+
+
+def assign_datasets(runs):
+    """Each run's row: its dataset's. Runs of one dataset name whose data differ (the hash of
+    the whole test split, results.json's dataset_hash) are rows of their own, named apart by
+    the data's own name (a user's folder) where that tells them apart, else by the hash."""
+    hashes = {}
+    for run in runs:
+        digest = (run.metrics or {}).get("dataset_hash")
+        if digest:
+            hashes.setdefault(run.key.dataset, {}).setdefault(digest, set()).add(
+                (run.metrics or {}).get("dataset_name"))
+    for run in runs:
+        run.dataset = run.key.dataset
+        versions = hashes.get(run.key.dataset, {})
+        digest = (run.metrics or {}).get("dataset_hash")
+        if len(versions) > 1 and digest:
+            names = {digest: next(iter(own)) for digest, own in versions.items() if len(own) == 1}
+            distinct = len(set(names.values())) == len(versions)
+            suffix = names[digest] if distinct else f"data {digest[:8]}"
+            run.dataset = f"{run.key.dataset} ({suffix})"
+    return runs
+
+
+# The fields of a run's identity that tell runs of one trainer and config apart, in the order
+# their columns appear. The rest is the key (trainer, config, dataset, step, seed).
+SETTING_FIELDS = ("shots", "source", "CLIP", "model", "tag", "settings", "record")
 UNRECORDED = "?"
+NO_RECORD = "none (log only)"
 
 
 def recorded_setting(run):
-    """The setting a finished run records: its results.json identity; runs without one (other
-    codebases, older versions) by what they record (shots) and their folder."""
+    """The setting a finished run records: its results.json identity, the settings by their
+    fingerprint; runs without one (other codebases, older versions) by what they record
+    (shots) and their folder, marked as such."""
     metrics = run.metrics or {}
-    identity = metrics.get("identity")
-    if run.key.step == "xd_train":
-        source = run.key.dataset
-    else:
-        source = (identity or {}).get("source") or run.key.source
+    identity = run.identity
+    source = run.key.dataset if run.key.step == "xd_train" else run.key.source
     if identity is None:
-        shots = _requested_shots(metrics, run.key.shots)
-        setting = {"shots": shots, "source": source}
+        setting = {"shots": _requested_shots(metrics, run.key.shots), "source": source,
+                   "record": NO_RECORD}
     else:
-        overrides = ", ".join(f"{key}={value}" for key, value in
-                              sorted((identity.get("overrides") or {}).items()))
-        setting = {"shots": identity.get("shots"), "source": source,
-                   "CLIP": _clip_label(identity), "model": identity.get("model"),
-                   "overrides": overrides}
+        clip = _clip_label(identity)
+        trained = metrics.get("model_clip_sha256")
+        if trained and identity.get("clip_sha256") and trained != identity["clip_sha256"]:
+            clip = f"{clip} (model trained on sha256:{trained[:12]})"
+        settings = identity.get("fingerprint")
+        if settings is not None and isinstance(identity.get("settings"), dict):
+            SETTINGS.setdefault(settings, (identity["settings"], identity.get("config_file")))
+        if settings is None:  # an older record: its overrides stand for its settings
+            settings = ", ".join(f"{key}={value}" for key, value in
+                                 sorted((identity.get("overrides") or {}).items()))
+        setting = {"shots": identity.get("shots"), "source": source, "CLIP": clip,
+                   "model": identity.get("model"), "tag": identity.get("tag") or "",
+                   "settings": settings, "record": "results.json"}
     return tuple((field, setting[field]) for field in SETTING_FIELDS
                  if field in setting and (field != "source" or run.key.step.startswith("xd")))
+
+
+# fingerprint -> (the settings it stands for, the record of the config file): what labels and
+# legends say of a setting (filled as records are read).
+SETTINGS = {}
+
+
+def setting_changes(setting):
+    """How a setting differs from its config file as published: [(key, published value, run
+    value)] (published None: not known), and whether the config file itself was edited.
+    Older records say it by their overrides."""
+    fields = dict(setting or ())
+    fingerprint = fields.get("settings")
+    if fingerprint in SETTINGS:
+        _, config_file = SETTINGS[fingerprint]
+        config_file = config_file if isinstance(config_file, dict) else {}
+        changes = config_file.get("changes") or {}
+        return ([(key, *values) for key, values in sorted(changes.items())],
+                config_file.get("published") is False)
+    if isinstance(fingerprint, str) and "=" in fingerprint:  # an older record's overrides
+        return [(key, None, value) for key, _, value in
+                (part.partition("=") for part in fingerprint.split(", "))], False
+    return [], False
+
+
+def _short_key(key):
+    names = key.split(".")
+    return (names[-2] if names[-1] in ("NAME", "DIR") and len(names) > 1 else names[-1]).lower()
+
+
+def changes_text(setting, short=True):
+    """The difference of a setting from the published config: "lr 0.05, max_epoch 1" (short),
+    or "OPTIM.LR = 0.05 (published: 0.002)" in full; "" for the published setting."""
+    changes, edited = setting_changes(setting)
+    if short:
+        parts = [f"{_short_key(key)} {_setting_text(value)}" for key, _, value in changes]
+    else:
+        parts = [f"{key} = {_setting_text(value)}"
+                 + (f" (published: {_setting_text(published)})" if published is not None else "")
+                 for key, published, value in changes]
+    if edited:
+        parts.insert(0, "edited config file" if short else
+                     "the config file differs from the published one (configs/published.json)")
+    return ", ".join(parts)
 
 
 def _requested_shots(metrics, default):
@@ -193,24 +321,128 @@ def assign_settings(runs):
 
 
 def _folder_group(run):
-    return (run.key.trainer, run.key.config, run.key.source if run.key.step == "xd_test"
-            else run.key.dataset if run.key.step == "xd_train" else "")
+    key = run.folder_key
+    return (key.trainer, key.config, key.source if key.step == "xd_test"
+            else key.dataset if key.step == "xd_train" else "")
+
+
+def folder_conflicts(run):
+    """What RUN's folder says otherwise than its record: [(field, in the folder, recorded)]."""
+    if run.identity is None:
+        return []
+    folder, recorded = run.folder_key, run.key
+    conflicts = [(field, getattr(folder, field), getattr(recorded, field))
+                 for field in ("step", "dataset", "trainer", "seed", "shots")
+                 if getattr(folder, field) != getattr(recorded, field)]
+    if recorded.step == "xd_test" and folder.source != recorded.source:
+        conflicts.append(("source", folder.source, recorded.source))
+    if not _config_folder_fits(folder.config, recorded, run.identity):
+        conflicts.append(("config", folder.config, recorded.config))
+    return conflicts
+
+
+def _config_folder_fits(folder, key, identity):
+    """True when a config folder's name can be the one the protocol scripts give a run of the
+    recorded config: <CFG>, then _<TAG or the overrides' short form>, _epoch<N>, _released; and
+    is not the name of another config of the trainer (a folder renamed to an ablation's)."""
+    config = key.config.removesuffix(RELEASED_SUFFIX)
+    plain = folder.removesuffix(RELEASED_SUFFIX)
+    if folder.endswith(RELEASED_SUFFIX) != key.config.endswith(RELEASED_SUFFIX):
+        return False
+    if plain == config:
+        return not identity.get("tag", "").replace("released", "").strip("+")
+    if not plain.startswith(config + "_"):
+        return False
+    spec = next((spec for spec in TRAINERS.values() if spec.name == key.trainer), None)
+    return spec is None or not (spec.config_dir / f"{plain}.yaml").is_file()
+
+
+def deduplicate(runs):
+    """RUNS with each run id once (a copy of a run folder, or a link to one, adds no seed):
+    the copy whose folder agrees with its record counts; (kept, [(copy, kept)])."""
+    kept, copies, first = [], [], {}
+    ordered = sorted(runs, key=lambda run: (bool(folder_conflicts(run)), str(run.path)))
+    for run in ordered:
+        if run.run_id is None:
+            kept.append(run)
+        elif run.run_id in first:
+            copies.append((run, first[run.run_id]))
+        else:
+            first[run.run_id] = run
+            kept.append(run)
+    order = {id(run): index for index, run in enumerate(runs)}
+    return sorted(kept, key=lambda run: order[id(run)]), copies
+
+
+EVALUATION_STEPS = ("base2new_test", "openworld_test", "base2new_test_base", "xd_test")
+
+
+def stale_evaluations(runs):
+    """Finished evaluations of a model that is no longer the one in its training run's folder
+    (trained again since, e.g. with FORCE=1): [(evaluation, why)]. The training run is the one
+    the evaluation loaded (its recorded folder, while that exists) and the training runs under
+    ROOT of the same trainer, config, setting, dataset and seed."""
+    training = [run for run in runs if run.metrics is not None
+                and run.key.step in ("base2new_train", "xd_train")]
+    by_id = {run.run_id: run for run in training if run.run_id}
+    stale = []
+    for run in runs:
+        model_run = run.lineage.get("model_run_id")
+        if run.metrics is None or run.key.step not in EVALUATION_STEPS or not model_run:
+            continue
+        why = _staleness(run, model_run, by_id, training)
+        if why:
+            stale.append((run, why))
+    return stale
+
+
+def _staleness(run, model_run, by_id, training):
+    if model_run in by_id:
+        trained = by_id[model_run]
+        loaded, final = run.lineage.get("checkpoints") or {}, trained.lineage.get("checkpoints") or {}
+        same_model = (run.identity or {}).get("model") == (trained.identity or {}).get("model")
+        if same_model and loaded and final and loaded != final:
+            return f"its checkpoint differs from the one now in {trained.path}"
+        return None
+    folder = run.lineage.get("model_dir")
+    if folder and Path(folder).is_dir():
+        now = read_run_metrics(folder)
+        if now is None:
+            return f"the model it evaluated is no longer in {folder} (no finished run there)"
+        if now.get("run_id") and now.get("run_id") != model_run:
+            return f"{folder} was trained again after this evaluation"
+    source = run.key.source if run.key.step == "xd_test" else run.key.dataset
+    steps = ("xd_train",) if run.key.step == "xd_test" else ("base2new_train",)
+    same_slot = [trained for trained in training if trained.key.step in steps
+                 and trained.key.dataset == source and trained.key.seed == run.key.seed
+                 and trained.key.trainer == run.key.trainer
+                 and trained.key.config == run.key.config
+                 and _model_setting(trained) == _model_setting(run)]
+    if same_slot:
+        return f"{same_slot[0].path} holds another training run (trained again)"
+    return None
+
+
+def _model_setting(run):
+    """The fields of a setting that a training run and its evaluations share."""
+    setting = dict(run.setting or recorded_setting(run))
+    return tuple(setting.get(field) for field in ("shots", "CLIP", "tag", "settings"))
 
 
 def identity_conflicts(runs):
-    """Runs whose recorded numbers contradict their folder (e.g. a 4-shot run in shots_16/,
-    written by an older version): grouped by what they record, listed for the reader."""
+    """Lines for the runs whose folder contradicts their record (copied, moved or renamed
+    folders): each is counted once, under its record."""
     lines = []
     for run in runs:
+        for field, in_path, value in folder_conflicts(run):
+            lines.append(f"{run.path}: its folder says {field} {in_path}, its results.json "
+                         f"{value}; counted as {field} {value}")
         metrics = run.metrics or {}
-        identity = metrics.get("identity") or {}
-        recorded = {"shots": identity.get("shots", _requested_shots(metrics, None)),
-                    "seed": identity.get("seed", metrics.get("seed"))}
-        for field, value in recorded.items():
-            in_path = getattr(run.key, field)
-            if value is not None and value != in_path:
-                lines.append(f"{run.path}: its folder says {field} {in_path}, its results "
-                             f"{value}; counted as {field} {value}")
+        if run.identity is None and metrics:
+            shots = _requested_shots(metrics, None)
+            if shots is not None and shots != run.key.shots and "num_shots" in metrics:
+                lines.append(f"{run.path}: its folder says shots {run.key.shots}, its results "
+                             f"{shots}; counted as shots {shots}")
     return lines
 
 
@@ -223,6 +455,41 @@ def _group(runs, key):
 
 def _of_steps(runs, *steps):
     return [run for run in runs if run.key.step in steps]
+
+
+
+def counted_runs(runs):
+    """The runs the tables count: each run id once (copies listed), and no stale evaluation
+    (listed with the command that re-tests it). Returns (runs, {"copies": lines, "stale":
+    lines})."""
+    kept, copies = deduplicate(runs)
+    copy_lines = [f"{copy.path} is a copy of {original.path} (the same run id "
+                  f"{copy.run_id}): counted once" for copy, original in copies]
+    stale = stale_evaluations(kept)
+    stale_ids = {id(run) for run, _ in stale}
+    stale_lines = [f"{run.path}: {why}; re-test: {retest_command(run)}" for run, why in stale]
+    return [run for run in kept if id(run) not in stale_ids], {"copies": copy_lines,
+                                                                "stale": stale_lines}
+
+
+def retest_command(run):
+    """The protocol script command that evaluates RUN's model again (from its record)."""
+    identity = run.identity or {}
+    trainer = next((name for name, spec in TRAINERS.items() if spec.name == run.key.trainer), None)
+    if trainer is None:
+        return "(a trainer the protocol scripts do not know: run its test again by hand)"
+    config = run.key.config.removesuffix(RELEASED_SUFFIX)
+    overrides = tuple(str(part) for key, value in (identity.get("overrides") or {}).items()
+                      for part in (key, value if not isinstance(value, (list, dict))
+                                   else json.dumps(value)))
+    spec = TRAINERS[trainer]
+    default = spec.xd_config if run.key.step.startswith("xd") else spec.config
+    tag = "+".join(part for part in str(identity.get("tag") or "").split("+")
+                   if part and part != "released")
+    job = Job(trainer, run.key.step, run.key.dataset, run.key.seed,
+              config="" if config == default else config, shots=run.key.shots,
+              source=run.key.source or XD_SOURCE, overrides=overrides, tag=tag)
+    return script_invocation(job)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -309,6 +576,26 @@ def hm_cell(base, new):
                 population_std(numbers), ci95(numbers))
 
 
+def average_hm_cell(dataset_cells, expected_count):
+    """The average row's HM: the HM of the dataset-mean base and the dataset-mean new accuracy,
+    each dataset's means taken over the seeds that have both (the seeds of its HM cell), so
+    that base and new are averaged over the same seeds, as in the dataset rows."""
+    paired = {}
+    for name, cells in dataset_cells.items():
+        base, new, hm = cells.get("base"), cells.get("new"), cells.get("HM")
+        if hm is None or hm.mean is None:
+            continue
+        seeds = sorted(hm.values)
+        paired[name] = (statistics.fmean(base.values[seed] for seed in seeds),
+                        statistics.fmean(new.values[seed] for seed in seeds))
+    if not paired:
+        return None
+    mean_base = statistics.fmean(base for base, _ in paired.values())
+    mean_new = statistics.fmean(new for _, new in paired.values())
+    return Cell(harmonic_mean(mean_base, mean_new), datasets=tuple(paired),
+                datasets_expected=expected_count)
+
+
 def average_cell(cells, expected_count):
     """Mean over the datasets (keys of CELLS) that have a number; None when none has."""
     present = {name: cell for name, cell in cells.items()
@@ -368,13 +655,31 @@ def method_labels(methods):
     labels = {}
     for label, group in by_label.items():
         varying = varying_fields(group)
+        keys = varying_settings_keys(group) if "settings" in varying else []
         for method in group:
             setting = dict(method[2] or ())
-            labels[method] = label if len(group) == 1 else label + " [" + ", ".join(
-                f"{field} {_setting_text(setting.get(field))}" for field in varying) + "]"
+            parts = [f"{field} {_setting_text(setting.get(field))}" for field in varying
+                     if field != "settings"]
+            if "settings" in varying:
+                values = SETTINGS.get(setting.get("settings"), ({},))[0]
+                parts += ([f"{_short_key(key)} {_setting_text(values.get(key))}" for key in keys]
+                          if keys and values else [f"settings {_setting_text(setting.get('settings'))}"])
+            labels[method] = label if len(group) == 1 else label + " [" + ", ".join(parts) + "]"
     order = {name: index for index, name in enumerate(TRAINER_ORDER)}
     return dict(sorted(labels.items(), key=lambda item: (
         order.get(item[0][0], len(order)), item[0][:2], item[1])))
+
+
+def varying_settings_keys(methods):
+    """The config keys whose values differ among the recorded settings of METHODS (keys that
+    only some record, added by a later version, do not count)."""
+    recorded = [SETTINGS[dict(m[2] or ()).get("settings")][0] for m in methods
+                if dict(m[2] or ()).get("settings") in SETTINGS]
+    if len(recorded) < 2:
+        return []
+    common = set.intersection(*(set(values) for values in recorded))
+    return sorted(key for key in common
+                  if len({json.dumps(values[key], sort_keys=True) for values in recorded}) > 1)
 
 
 def varying_fields(methods):
@@ -430,7 +735,7 @@ def paper_cells(table, label, metric, columns, protocol_datasets):
 
 
 def user_datasets_note(datasets, protocol_datasets):
-    others = [display_name(d) for d in datasets if d not in protocol_datasets]
+    others = [dataset_label(d) for d in datasets if d not in protocol_datasets]
     if not others:
         return []
     return [f"Not in the paper's datasets, so left out of the averages: {', '.join(others)}."]
@@ -500,7 +805,7 @@ def base2new_table(runs, requested_seeds):
         return None
     labels = method_labels(method for method, _ in cells)
     datasets = ordered_datasets({dataset for _, dataset in cells}, BASE2NEW_DATASETS)
-    names = [display_name(d) for d in datasets]
+    names = [dataset_label(d) for d in datasets]
     table = _new_table("base2new", "Base-to-new generalisation: accuracy on the base and on the "
                        "new classes, HM their harmonic mean", labels, names + [AVERAGE],
                        ["base", "new", "HM"], {n: n for n in names + [AVERAGE]}, [AVERAGE])
@@ -514,13 +819,13 @@ def base2new_table(runs, requested_seeds):
                                   size) for metric in ("base", "new"))
         table.cells[(label, AVERAGE, "base")] = base
         table.cells[(label, AVERAGE, "new")] = new
-        if base is not None and new is not None:
-            both = tuple(n for n in base.datasets if n in new.datasets)
-            table.cells[(label, AVERAGE, "HM")] = Cell(harmonic_mean(base.mean, new.mean),
-                                                       datasets=both, datasets_expected=size)
+        table.cells[(label, AVERAGE, "HM")] = average_hm_cell(
+            {name: cells.get((method, dataset), {}) for dataset, name in columns.items()
+             if dataset in BASE2NEW_DATASETS}, size)
     table.notes.append(HM_NOTE)
     table.notes.append("Average row: mean base and mean new accuracy over the datasets; its HM is "
-                       "the HM of those two means (as the BMIP authors' README computes it).")
+                       "the HM of those two means (as the BMIP authors' README computes it), "
+                       "each dataset's base and new taken over the seeds that have both.")
     table.notes += user_datasets_note(datasets, BASE2NEW_DATASETS)
     return table
 
@@ -542,7 +847,7 @@ def openworld_table(runs, requested_seeds):
     by_method = _group(openworld_runs, lambda run: run.method)
     labels = method_labels(by_method)
     datasets = ordered_datasets({run.dataset for run in openworld_runs}, BASE2NEW_DATASETS)
-    names = [display_name(d) for d in datasets]
+    names = [dataset_label(d) for d in datasets]
     metrics = ["HM", *OPENWORLD_METRICS]
     table = _new_table("openworld", "Open-world generalisation (Table 1): the base-to-new HM "
                        "beside the accuracy with all classes as candidates, over all test images "
@@ -582,15 +887,15 @@ def transfer_table(runs, protocol, requested_seeds):
     protocol_targets = XD_TARGETS if protocol == "xd" else DG_TARGETS
     targets = ordered_datasets({run.dataset for run in targets_runs}, protocol_targets)
     targets_expected = len(protocol_targets)
-    source_labels = [f"{display_name(s)} (source)" for s in sources]
-    target_labels = [display_name(t) for t in targets]
+    source_labels = [f"{dataset_label(s)} (source)" for s in sources]
+    target_labels = [dataset_label(t) for t in targets]
     averages = [AVERAGE, OOD_AVERAGE] if protocol == "dg" else [AVERAGE]
     if protocol == "xd":
         title = "Cross-dataset transfer (Table 2); Average over the targets"
     else:
         title = ("Domain generalisation (Table 3); Average over source and targets, "
                  "OOD Average over the targets")
-    paper_names = dict(zip(source_labels, map(display_name, sources), strict=True))
+    paper_names = dict(zip(source_labels, map(dataset_label, sources), strict=True))
     paper_names.update(zip(target_labels, target_labels, strict=True))
     paper_names.update({name: name for name in averages})
     table = _new_table(protocol, title, labels, source_labels + target_labels + averages,
@@ -601,7 +906,7 @@ def transfer_table(runs, protocol, requested_seeds):
         expected = expected_seeds(method_runs, requested_seeds)
         by_source = _group(_of_steps(method_runs, "xd_train"), lambda run: run.key.dataset)
         by_target = _group(_of_steps(method_runs, "xd_test"), lambda run: run.dataset)
-        own_source = f"{display_name(source_of[method])} (source)"
+        own_source = f"{dataset_label(source_of[method])} (source)"
         table.cells[(label, own_source, "accuracy")] = (metric_cell(
             by_source.get(source_of[method], []), "accuracy", expected) or missing_cell(expected))
         for dataset, column in target_columns.items():
@@ -666,18 +971,20 @@ NOT_PAPER_NOTE = (f"{NOT_PAPER_MARK} not the paper's setting (16 shots, the publ
 
 def paper_setting(table, label):
     """True when a row's runs are in the paper's setting: 16 shots, a published config (a
-    trainer's default or a Table 5 ablation; trained here or released weights) without
-    overrides, tags or another epoch, and OpenAI's ViT-B/16 weights. Runs that record no CLIP
-    fingerprint (other codebases' logs) are taken at their folder's word."""
+    trainer's default or a Table 5 ablation; trained here or released weights) whose file is
+    the published one and whose run changed none of its settings (no override; a tag alone
+    changes nothing), and OpenAI's ViT-B/16 weights. Runs that record no identity (other
+    codebases' logs) are taken at their folder's word."""
     from clip.pretrained import clip_sha256
 
     trainer, config, setting = table.method_info[label]
-    setting = dict(setting or ())
+    fields = dict(setting or ())
     published = {config for spec in TRAINERS.values() for config in (spec.config, spec.xd_config)}
     published |= set(load_paper_results().method_of_config)
-    clip = setting.get("CLIP")
-    return (setting.get("shots") == SHOTS and config.removesuffix(RELEASED_SUFFIX) in published
-            and not setting.get("overrides")
+    changes, edited = setting_changes(setting)
+    clip = fields.get("CLIP")
+    return (fields.get("shots") == SHOTS and config.removesuffix(RELEASED_SUFFIX) in published
+            and not changes and not edited
             and (clip is None or clip.endswith(f"sha256:{clip_sha256(PAPER_CLIP)[:12]}")))
 
 
@@ -707,6 +1014,7 @@ def records(tables, paper=None):
                            "config": config, "dataset": dataset, "metric": metric,
                            **{field.lower(): table.setting_of(method).get(field)
                               for field in SETTING_FIELDS},
+                           "changes": changes_text(table.method_info[method][2], short=False),
                            **_cell_fields(cell)}
                     if paper is not None:
                         comparable = paper_setting(table, method)
@@ -818,7 +1126,9 @@ def table_rows(table, paper=None, use_ci95=False, latex=False):
                            entry["mean"] if entry else None, use_ci95, latex, comparable[method])
 
     def name(method):
-        return method if comparable[method] else f"{method} {NOT_PAPER_MARK}"
+        changes = changes_text(table.method_info[method][2])
+        named = f"{method} {{{changes}}}" if changes else method
+        return named if comparable[method] else f"{named} {NOT_PAPER_MARK}"
 
     columns = table.setting_columns
     settings = {method: [_setting_text(table.setting_of(method).get(field))
@@ -858,6 +1168,7 @@ def render_text(tables, style, paper=None, use_ci95=False):
             notes.append(NOT_PAPER_NOTE)
         if table.setting_columns:
             notes.append(SETTING_NOTE)
+        notes += changes_legend(table)
         comment = "% " if latex else ""
         blocks.append("\n".join([title, "", tabulate(rows, headers=headers, tablefmt=tablefmt,
                                                      disable_numparse=True),
@@ -865,8 +1176,22 @@ def render_text(tables, style, paper=None, use_ci95=False):
     return "\n\n".join(blocks)
 
 
+def changes_legend(table):
+    """Below a table: what each row in {braces} changed from its published config, in full."""
+    lines = []
+    for method in table.methods:
+        short = changes_text(table.method_info[method][2])
+        if short:
+            lines.append(f"{method} {{{short}}}: "
+                         f"{changes_text(table.method_info[method][2], short=False)}.")
+    if lines:
+        lines.insert(0, "Not the published setting of their config ({short form}: in full):")
+    return lines
+
+
 def _latex_escape(cells):
-    return [str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&") for text in cells]
+    return [str(text).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            .replace("{", r"\{").replace("}", r"\}") for text in cells]
 
 
 # ----------------------------------------------------------------------------- plot
@@ -958,12 +1283,80 @@ def classic_metrics(run_folder, test_log):
 
 def classic_summary(directory, test_log=False, use_ci95=False, keyword=DEFAULT_KEYWORD):
     """Upstream's output for one experiment: per-seed lines, then mean +- spread per metric
-    (accuracy and error, or only KEYWORD when another metric is asked for)."""
-    print(f"Parsing files in {directory}")
-    collected = {"accuracy": [], "error": []} if keyword == DEFAULT_KEYWORD else {keyword: []}
-    for folder in sorted(p for p in Path(directory).iterdir()
-                         if p.is_dir() and not p.name.startswith(".")):
+    (accuracy and error, or only KEYWORD when another metric is asked for). Seed folders of
+    different identities (settings, data, CLIP, ...) are summarised apart, each saying what
+    sets it apart, and logs without our record (other codebases) apart from ours; a copy of a
+    run (the same run id) counts once. Returns the summary of the one identity ({} for several:
+    nothing to average them into), None when nothing was found."""
+    folders = sorted(p for p in Path(directory).iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+    groups = classic_groups(folders, test_log)
+    if len(groups) <= 1:
+        print(f"Parsing files in {directory}")
+        return _classic_group_summary(directory, groups[0][1] if groups else [], keyword,
+                                      use_ci95, "")
+    print(f"Parsing files in {directory}: its seed folders hold runs of {len(groups)} "
+          "different identities, summarised apart (never averaged together)")
+    for description, members in groups:
+        print(f"--- {description}")
+        _classic_group_summary(directory, members, keyword, use_ci95, f" ({description})")
+    return {}
+
+
+def classic_groups(folders, test_log):
+    """[(what sets the group apart, [(folder, file read, metrics)])] of seed folders grouped by
+    identity: results.json's (the setting's fingerprint, data, CLIP, evaluated model, trainer,
+    config, dataset, step, tag), and one group of the runs without a results.json."""
+    groups, seen, unfinished = {}, set(), []
+    for folder in folders:
         path, metrics = classic_metrics(folder, test_log)
+        run_id = metrics.get("run_id")
+        if run_id and run_id in seen:
+            print(f"copy: {folder} holds the run {run_id} again; counted once")
+            continue
+        seen.add(run_id)
+        if "accuracy" not in metrics:
+            unfinished.append((folder, path, metrics))
+            continue
+        groups.setdefault(_classic_identity(metrics), []).append((folder, path, metrics))
+    if unfinished:  # listed with the first group, as missing seeds
+        groups.setdefault(next(iter(groups), None), []).extend(unfinished)
+    keys = list(groups)
+    varying = [field for field in dict.fromkeys(f for key in keys if key for f, _ in key)
+               if len({dict(key or ()).get(field) for key in keys if key}) > 1]
+    described = []
+    for key in keys:
+        if key is None:
+            text = "runs with no results.json (logs of other codebases or older versions)"
+        else:
+            fields = dict(key)
+            text = ", ".join(f"{field} {fields.get(field)}" for field in varying) or "our runs"
+        described.append((text, groups[key]))
+    return described
+
+
+def _classic_identity(metrics):
+    identity = metrics.get("identity") if isinstance(metrics.get("identity"), dict) else None
+    if identity is None:
+        return None
+    fingerprint = identity.get("fingerprint")
+    settings = SETTINGS.setdefault(fingerprint, (identity.get("settings") or {},
+                                                 identity.get("config_file")))[0] \
+        if fingerprint else {}
+    fields = {"trainer": identity.get("trainer"), "config": identity.get("config"),
+              "dataset": metrics.get("dataset_config") or identity.get("dataset"),
+              "step": identity.get("step"), "shots": identity.get("shots"),
+              "CLIP": _clip_label(identity), "model": identity.get("model"),
+              "tag": identity.get("tag"), "data": metrics.get("dataset_hash"),
+              "overrides": None if fingerprint else json.dumps(identity.get("overrides"))}
+    fields.update((key, json.dumps(value)) for key, value in settings.items())
+    return tuple(sorted((field, value if isinstance(value, (str, int, float, type(None)))
+                         else json.dumps(value)) for field, value in fields.items()))
+
+
+def _classic_group_summary(directory, members, keyword, use_ci95, description):
+    collected = {"accuracy": [], "error": []} if keyword == DEFAULT_KEYWORD else {keyword: []}
+    for folder, path, metrics in members:
         if "accuracy" not in metrics:
             print(f"missing: {folder} has no result (unfinished or failed run)")
             continue
@@ -976,10 +1369,10 @@ def classic_summary(directory, test_log=False, use_ci95=False, keyword=DEFAULT_K
         for key, value in found.items():
             collected[key].append(value)
     if not collected[keyword]:
-        print(f"Nothing found in {directory}")
+        print(f"Nothing found in {directory}{description}")
         return None
     print("===")
-    print(f"Summary of directory: {directory}")
+    print(f"Summary of directory: {directory}{description}")
     summary = {}
     for key, values in collected.items():
         if values:
@@ -993,7 +1386,8 @@ def classic_summary(directory, test_log=False, use_ci95=False, keyword=DEFAULT_K
 
 def classic_main(args):
     if not args.multi_exp:
-        return 0 if classic_summary(args.directory, args.test_log, args.ci95, args.keyword) else 1
+        summary = classic_summary(args.directory, args.test_log, args.ci95, args.keyword)
+        return 0 if summary is not None else 1
     if is_experiment_folder(args.directory):
         print(f"error: {args.directory} looks like a single experiment (its seed folders hold the "
               "results); drop --multi-exp, or give the folder that holds several experiments",
@@ -1076,6 +1470,18 @@ def released_folders(directory):
     return found
 
 
+def suffixed_siblings_hint(directory):
+    """"; did you mean ..." naming the folders beside a missing DIRECTORY whose names are its name
+    and a suffix (a tag, an override's short form, _epoch<N>, _<K>shots), else ""."""
+    path = Path(directory)
+    if not path.parent.is_dir():
+        return ""
+    siblings = sorted(sibling for sibling in path.parent.iterdir() if sibling.is_dir()
+                      and sibling.name.startswith(path.name + "_"))
+    return f"; folders with that name and a suffix: {', '.join(map(str, siblings))}" \
+        if siblings else ""
+
+
 # ----------------------------------------------------------------------------- main
 
 def parse_arguments(argv):
@@ -1107,11 +1513,15 @@ def parse_arguments(argv):
 
 def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        print(f"error: --plot {args.plot}: the folder {Path(args.plot).resolve().parent} does "
+              "not exist", file=sys.stderr)
+        return 2
     if not Path(args.directory).is_dir():
         released = released_folders(args.directory)
         if len(released) != 1:
             hint = (f"; the released weights' results are in: {', '.join(map(str, released))}"
-                    if released else "")
+                    if released else suffixed_siblings_hint(args.directory))
             print(f"error: {args.directory} is not a folder{hint}", file=sys.stderr)
             return 2
         print(f"note: {args.directory} does not exist; reading {released[0]}, where "
@@ -1124,7 +1534,9 @@ def main(argv=None):
         print(f"error: --paper compares with the paper's accuracies; it cannot be used with "
               f"--keyword {args.keyword}", file=sys.stderr)
         return 2
-    runs, lacking = select_keyword(find_runs(args.directory), args.keyword)
+    found = find_runs(args.directory)
+    runs, excluded = counted_runs(found)
+    runs, lacking = select_keyword(runs, args.keyword)
     if lacking and not any(run.metrics is not None for run in runs):
         print(f"error: no run under {args.directory} records {args.keyword}; they record: "
               f"{', '.join(numeric_keys(lacking[0].metrics))}", file=sys.stderr)
@@ -1141,13 +1553,14 @@ def main(argv=None):
         return 1
     paper = load_paper_results() if args.paper else None
     failed = failed_lines(runs)
-    contradictions = identity_conflicts(runs)
+    contradictions = identity_conflicts(found) + excluded["copies"]
+    stale = excluded["stale"]
     rows = records(tables, paper)
     if args.keyword != DEFAULT_KEYWORD:  # the metric names say accuracy; say what they hold
         rows = [{**row, "keyword": args.keyword} for row in rows]
     if args.format == "json":
         print(json.dumps({"records": rows, "problems": problems(tables), "failed": failed,
-                          "conflicts": contradictions}, indent=1))
+                          "conflicts": contradictions, "stale": stale}, indent=1))
     elif args.format == "csv":
         print(to_csv(rows), end="")
     else:
@@ -1163,6 +1576,9 @@ def main(argv=None):
             print("\nFailed (not counted):\n" + "\n".join(f"  {line}" for line in failed))
         if contradictions:
             print("\nConflicts:\n" + "\n".join(f"  {line}" for line in contradictions))
+        if stale:
+            print("\nStale (not counted: the model they evaluated was replaced; re-test with the "
+                  "command given):\n" + "\n".join(f"  {line}" for line in stale))
     if args.plot:
         plot_tables(tables, args.plot, paper, args.ci95)
         charts = ", ".join(f"{table.name} ({PLOT_METRICS[table.name]})" for table in tables)

@@ -253,13 +253,54 @@ def trains(args):
 
 def identity_of(cfg, args):
     """The run's identity (dassl.config.identity) as results.json records it, less the model
-    the run evaluates."""
+    the run evaluates. A user's dataset is named by its config (two folders of data named alike
+    are two datasets); the others by their registry name."""
     from clip.pretrained import clip_sha256
-    from dassl.data.datasets import DATASET_REGISTRY
     from dassl.config.identity import run_identity
+    from dassl.data.datasets import DATASET_REGISTRY
 
     dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)
-    return run_identity(cfg, args.opts, dataset.own_name(cfg), clip_sha256(cfg.MODEL.BACKBONE.NAME))
+    name = dataset.own_name(cfg)
+    if name != cfg.DATASET.NAME and cfg.RUN.DATASET_CONFIG_NAME:
+        name = cfg.RUN.DATASET_CONFIG_NAME
+    return run_identity(cfg, args.opts, name, clip_sha256(cfg.MODEL.BACKBONE.NAME),
+                        config_file_record(cfg, args))
+
+
+PUBLISHED_CONFIGS = osp.join(ROOT, "configs", "published.json")
+
+
+def published_configs():
+    """{config file path relative to the repository: SHA-256 of its contents as published}
+    (configs/published.json, written by `python -m scripts.publish_configs`)."""
+    import json
+
+    with open(PUBLISHED_CONFIGS, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def config_file_record(cfg, args):
+    """What the run's trainer config file is: its path, the SHA-256 of its contents, whether
+    they are the published ones, and, when they are, every setting of the run that differs
+    from what the published file gives ({key: [published, run]}: the command line's doing)."""
+    from dassl.config.identity import config_settings, settings_differences
+    from dassl.utils.download import file_digest
+
+    if not args.config_file or not osp.isfile(args.config_file):
+        return None
+    digest = file_digest(args.config_file, "sha256")
+    relative = osp.relpath(osp.abspath(args.config_file), ROOT).replace(os.sep, "/")
+    published = published_configs().get(relative) == digest
+    record = {"path": relative if not relative.startswith("..") else osp.abspath(args.config_file),
+              "sha256": digest, "published": published, "changes": None}
+    if published:
+        plain = setup_cfg(build_parser().parse_args(
+            [argument for argument in ("--trainer", args.trainer, "--config-file",
+                                       args.config_file, "--dataset-config-file",
+                                       args.dataset_config_file) if argument is not None]))
+        record["changes"] = {key: [before, after] for key, before, after in
+                             settings_differences(config_settings(plain), config_settings(cfg))}
+    return record
 
 
 # The base-to-new tests a --subset-output files (scripts/protocols.py's steps), as their own
@@ -298,11 +339,49 @@ def run(cfg, args):
     trainer.subset_runs = subset_runs(args)
     if args.eval_only:
         check_model_dir_given(trainer, args)
+        check_model_settings(cfg, args.model_dir)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
         return
     if trains(args):
         trainer.train()
+
+
+# What an evaluation may set otherwise than the training run of the model it loads: how it is
+# scored (TEST.*); the data are the evaluation's own (DATASET.*, left out of the settings).
+EVALUATION_SECTIONS = ("TEST.",)
+
+
+def check_model_settings(cfg, model_dir):
+    """Refuse to evaluate a model of ours (its folder holds the training run's config.yaml)
+    with other settings than it was trained with: the evaluation would build another model, or
+    file its numbers under another setting. Lists every key (training -> this command)."""
+    import yaml
+
+    from dassl.config.identity import config_settings, flatten, in_settings, settings_differences
+    from dassl.utils import UserError
+    from dassl.utils.run_files import CONFIG_FILE
+
+    path = osp.join(model_dir or "", CONFIG_FILE)
+    if not model_dir or not osp.isfile(path):
+        return  # weights of another codebase, or released ones: nothing recorded to compare
+    try:
+        with open(path, encoding="utf-8") as f:
+            trained = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"cannot read the training run's config {path}: {error}") from None
+    if not isinstance(trained, dict):
+        raise UserError(f"{path} is not a config (a mapping of keys)")
+    trained = {key: value for key, value in flatten(trained).items() if in_settings(key)}
+    differences = [(key, old, new) for key, old, new
+                   in settings_differences(trained, config_settings(cfg))
+                   if not key.startswith(EVALUATION_SECTIONS)]
+    if differences:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences)
+        raise UserError(
+            f"the model in {model_dir} was trained with other settings than this evaluation "
+            f"gives (training -> this command): {listed}. Evaluate it with the training's "
+            f"settings (its overrides are in {path}), or train a model with these.")
 
 
 def check_model_dir_given(trainer, args):

@@ -72,6 +72,8 @@ class BenchmarkDataset(DatasetBase):
 
         train, val, test = self.read_splits()
         self.check_split_labels((train, val, test), *self.labels_origin())
+        # The data's identity in results.json: the whole test split, before any class subset.
+        self.dataset_hash = sample_hash(test, self.dataset_dir)
         train, val = self.apply_few_shot(cfg, train, val, test)
         subsample = cfg.DATASET.SUBSAMPLE_CLASSES
         train, val, test = subsample_classes(train, val, test, subsample=subsample)

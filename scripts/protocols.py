@@ -419,14 +419,15 @@ def read_results_json(path):
     read or its accuracy is not a number, which is reported on stderr."""
     try:
         record = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        problem = str(error)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        problem = str(error) if not isinstance(error, RecursionError) else "nested too deeply"
     else:
         accuracy = record.get("accuracy") if isinstance(record, dict) else None
-        if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool):
+        if (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                and 0 <= accuracy <= 100):
             return record
         problem = ("not a JSON object" if not isinstance(record, dict)
-                   else f"its accuracy is {accuracy!r}, not a number")
+                   else f"its accuracy is {accuracy!r}, not a percentage")
     print(f"warning: {path} is unreadable ({problem}); its run counts as unfinished", file=sys.stderr)
     return {}
 
@@ -450,20 +451,28 @@ def result_time(folder):
     if metrics is None:
         return None
     recorded = metrics.get("timestamp")  # only results.json records one
-    return (datetime.fromisoformat(recorded).timestamp() if recorded else None,
-            result_file(folder).stat().st_mtime)
+    try:
+        stamp = datetime.fromisoformat(recorded).timestamp() if recorded else None
+    except (TypeError, ValueError):  # not an ISO time (edited by hand): the file's time counts
+        stamp = None
+    return stamp, result_file(folder).stat().st_mtime
 
 
 def model_changed(evaluation_folder, model_folder):
     """True when the finished evaluation in EVALUATION_FOLDER evaluated a model that is gone:
     the training run in MODEL_FOLDER lost its final result (trained again, or being trained
-    again) or finished after the evaluation. Compares the recorded timestamps when both runs
-    have one, else the result files' mtimes."""
+    again), or is another run than the one the evaluation loaded (both record the training
+    run's id), or (older records) finished after the evaluation: the recorded timestamps when
+    both runs have one, else the result files' mtimes."""
     if not Path(model_folder).is_dir():
         return False  # nothing to compare with (the training run was moved away)
     model_time = result_time(model_folder)
     if model_time is None:
         return True
+    evaluated = ((read_run_metrics(evaluation_folder) or {}).get("lineage") or {}).get("model_run_id")
+    trained = (read_run_metrics(model_folder) or {}).get("run_id")
+    if evaluated and trained:  # both record the training run: compare them
+        return evaluated != trained
     (model_stamp, model_mtime), (stamp, mtime) = model_time, result_time(evaluation_folder)
     if model_stamp is not None and stamp is not None:
         return model_stamp > stamp

@@ -114,10 +114,10 @@ def test_other_settings_in_a_finished_folder_stop_with_the_differences(tree):
     arguments = ("eurosat", 1, *tiny(tree["clip"]), "OPTIM.LR", "0.5")
     result = run_script("coop/base2new_train.sh", *arguments, env=tree["tagged"])
     assert result.returncode == 2
-    assert "overrides.OPTIM.LR: None -> 0.5" in result.stderr and "TAG=" in result.stderr
+    assert "settings.OPTIM.LR: 0.002 -> 0.5" in result.stderr and "TAG=" in result.stderr
     dry = ok(run_script("run_all.sh", "coop", "--protocols", "base2new", "--datasets", "eurosat",
                         "--seeds", "1", "--dry-run", "--", *arguments[2:], env=tree["tagged"]))
-    assert "stop (finished, other settings)" in dry and "overrides.OPTIM.LR: None -> 0.5" in dry
+    assert "stop (finished, other settings)" in dry and "settings.OPTIM.LR: 0.002 -> 0.5" in dry
     # Without a TAG, the overrides name a folder of their own: nothing finished there yet.
     dry = ok(run_script("run_all.sh", "coop", "--protocols", "base2new", "--datasets", "eurosat",
                         "--seeds", "1", "--dry-run", "--", *arguments[2:], env=tree["env"]))
@@ -148,7 +148,7 @@ def test_a_failed_force_run_keeps_the_previous_results(tree):
     assert (out / TEST / "results.json").read_bytes() == before
     assert (out / (TEST + ".staging") / "log.txt").is_file()  # the failed attempt, to read
     new = [row for row in records(parse(out), "base2new", "EuroSAT", "new").values()
-           if row["config"] == CONFIG and row["shots"] == 16]
+           if row["config"] == "vit_b16_ep50" and row["tag"] == "tiny" and row["shots"] == 16]
     assert [row["seeds"] for row in new] == [[1]]
 
 
@@ -186,7 +186,9 @@ def test_two_user_datasets_are_two_rows(tree):
                       "DATASET.USER.DIR", folder, env=tree["env"]))
     base = parse(tree["output"])
     names = {row["dataset"] for row in base["records"] if row["table"] == "base2new"}
-    assert {"flowers", "cars"} <= names and "UserDataset" not in names
+    # One dataset config, two folders of data: two rows, named apart by the data's own name.
+    assert {"my_dataset_example (flowers)", "my_dataset_example (cars)"} <= names
+    assert "UserDataset" not in names
 
 
 NUMBERS = ("accuracy", "error", "macro_f1", "total", "correct", "per_class_accuracy")
@@ -228,7 +230,10 @@ def test_a_checkpoint_evaluated_with_other_clip_weights_says_so(tree):
     arguments = ("coop/base2new_test.sh", "eurosat", 1, *tiny(tree["other_clip"]))
     result = run_script(*arguments, env=tree["tagged"])
     assert result.returncode == 2 and "clip_sha256:" in result.stderr
-    ok(run_script(*arguments, env=tree["tagged"], FORCE="1"))
+    # Refused unless asked for: the checkpoint's CLIP and this one are both named.
+    refused = run_script(*arguments, env=tree["tagged"], FORCE="1")
+    assert refused.returncode != 0 and trained in refused.stderr
+    ok(run_script(*arguments, "TEST.ALLOW_OTHER_CLIP", "True", env=tree["tagged"], FORCE="1"))
     record = results(out / TEST)
     assert record["model_clip_sha256"] == trained != record["identity"]["clip_sha256"]
     log = (out / TEST / "log.txt").read_text()
@@ -236,6 +241,6 @@ def test_a_checkpoint_evaluated_with_other_clip_weights_says_so(tree):
     assert record["identity"]["clip_sha256"] in log
     # The base accuracy (trained CLIP) and the new accuracy (other CLIP) are never paired.
     hm = [row for row in records(parse(out), "base2new", "EuroSAT", "HM").values()
-          if row["config"] == CONFIG and row["shots"] == 16]
+          if row["config"] == "vit_b16_ep50" and row["tag"] == "tiny" and row["shots"] == 16]
     assert len({row["clip"] for row in hm}) == 2
     assert all(row["mean"] is None for row in hm)

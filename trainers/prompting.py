@@ -156,14 +156,21 @@ def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
     return model
 
 
-def check_input_size(cfg, clip_model):
-    """CLIP's positional embeddings fix the image size: fail early with the key to change."""
+def input_size_problem(cfg, clip_model):
+    """What to change when INPUT.SIZE does not fit CLIP's positional embeddings, else None."""
     resolution = clip_model.visual.input_resolution
     if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
-        raise ConfigError(
-            f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of CLIP "
-            f"{cfg.MODEL.BACKBONE.NAME!r} ({resolution}): "
-            f"set INPUT.SIZE ({resolution}, {resolution})")
+        return (f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of CLIP "
+                f"{cfg.MODEL.BACKBONE.NAME!r} ({resolution}): "
+                f"set INPUT.SIZE ({resolution}, {resolution})")
+    return None
+
+
+def check_input_size(cfg, clip_model):
+    """CLIP's positional embeddings fix the image size: fail early with the key to change."""
+    problem = input_size_problem(cfg, clip_model)
+    if problem:
+        raise ConfigError(problem)
 
 
 def text_width(clip_model):
@@ -954,9 +961,18 @@ class PromptTrainer(TrainerX):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision, cfg.MODEL.CUT_TEXT_AT_EOT)
-        # The learner first: a backbone it cannot prompt at all is the error to report.
-        learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
-        check_input_size(cfg, clip_model)
+        # Everything the backbone does not fit (prompt depths, image size) is said at once.
+        problems = []
+        try:
+            learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
+        except ConfigError as error:
+            problems.append(str(error))
+        problems += filter(None, [input_size_problem(cfg, clip_model)])
+        if len(problems) > 1:
+            raise ConfigError(f"CLIP {cfg.MODEL.BACKBONE.NAME!r} does not fit this config; "
+                              f"change all of these: {'; '.join(problems)}")
+        if problems:
+            raise ConfigError(problems[0])
         self.model = self.build_custom_clip(clip_model, learner)
         if cfg.MODEL.GRAD_CHECKPOINTING:
             print("Gradient checkpointing: CLIP's blocks are recomputed in backward")

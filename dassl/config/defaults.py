@@ -145,6 +145,9 @@ _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"
 # last_step | best_val (best validation accuracy; saved as model-best.pth.tar)
 _C.TEST.FINAL_MODEL = "last_step"
+# Evaluate a checkpoint with other CLIP weights than it was trained with (refused otherwise);
+# the run is then a setting of its own
+_C.TEST.ALLOW_OTHER_CLIP = False
 
 # Trainer (each trainer module adds TRAINER.<NAME> in its extend_cfg)
 _C.TRAINER = CN()

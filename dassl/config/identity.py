@@ -1,13 +1,17 @@
 """A run's identity: everything that changes its numbers, recorded whole in results.json.
 
 ``run_identity`` builds it from the resolved config (values, not the command line): protocol and
-step, dataset (a user dataset by its own name), transfer source, trainer, config, tag, shots,
-seed, the backbone and the SHA-256 of its CLIP file, and every command-line override that
-changes training or evaluation, by the one rule ``changes_training`` (the rule train.py's resume
-check applies, dassl.engine.resume). The engine adds the model it evaluated ("epoch N" or
-"best_val"). Nothing here imports torch: the scripts' --help uses it. The protocol scripts build the identity a request would have the same way and
-compare it with a finished run's (``identity_differences``); the parser groups rows by it.
+step, dataset (a user dataset by the name of its config), transfer source, trainer, config, tag,
+shots, seed, the backbone and the SHA-256 of its CLIP file, and ``settings``: the value of every
+key of the resolved config that changes training or scoring, by the one rule ``changes_training``
+(the rule train.py's resume check applies, dassl.engine.resume), whatever set it (defaults, the
+YAML files, the command line), with its ``fingerprint``. The command-line overrides are kept too,
+for labels. The engine adds the model it evaluated ("epoch N" or "best_val"). Nothing here
+imports torch: the scripts' --help uses it. The protocol scripts build the identity a request
+would have the same way and compare it with a finished run's (``identity_differences``); the
+parser never puts two fingerprints in one cell.
 """
+import hashlib
 import json
 
 # Exact keys, or sections ending in "." (every key below them).
@@ -45,8 +49,13 @@ OWN_FIELD_KEYS = frozenset({
     "RUN.CONFIG_NAME", "RUN.DATASET_CONFIG_NAME",
 })
 # Recorded for the reader but not compared: the CLIP file's fingerprint says what it holds,
-# wherever it lies.
+# wherever it lies; the settings' fingerprint is compared through the settings themselves, and
+# the command-line overrides are part of them.
 INFORMATIVE_FIELDS = ("backbone",)
+DERIVED_FIELDS = ("fingerprint", "overrides", "config_file")
+# Keys that are not part of the settings: those with fields of their own, and the dataset's keys,
+# whose data the data hashes of results.json identify (the training sample and the test set).
+SETTINGS_EXCLUDED_SECTIONS = ("DATASET.",)
 # What a training run's identity is known only once it ran (early stopping decides the epoch).
 OUTCOME_FIELDS = ("model",)
 
@@ -63,14 +72,52 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
+def flatten(node, prefix=""):
+    """{"A.B.C": value} of a (yacs) config node, keys in sorted order."""
+    flat = {}
+    for name in sorted(node):
+        value = node[name]
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = _plain(value)
+    return flat
+
+
+def in_settings(key):
+    return (changes_training(key) and key not in OWN_FIELD_KEYS
+            and not key.startswith(SETTINGS_EXCLUDED_SECTIONS))
+
+
+def config_settings(cfg):
+    """The values of every key of the resolved config that changes training or scoring (less the
+    keys recorded in fields of their own and the dataset's keys)."""
+    return {key: value for key, value in flatten(cfg).items() if in_settings(key)}
+
+
+def settings_fingerprint(settings):
+    """A short SHA-256 of the settings: equal settings, equal fingerprints."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def settings_differences(old, new):
+    """(key, old value, new value) of the keys two settings give different values; a key only
+    one side has (a key added by a later version, with its default) is not a difference."""
+    return [(key, old[key], new[key]) for key in sorted(set(old) & set(new))
+            if old[key] != new[key]]
+
+
 def override_keys(opts):
     """The keys of KEY VALUE pairs that change training or evaluation (in their first order)."""
     keys = list(dict.fromkeys(opts[::2]))
     return [key for key in keys if changes_training(key) and key not in OWN_FIELD_KEYS]
 
 
-def run_identity(cfg, opts, dataset_name, clip_sha256):
-    """The identity of a run of ``cfg`` whose command line gave the overrides ``opts``."""
+def run_identity(cfg, opts, dataset_name, clip_sha256, config_file=None):
+    """The identity of a run of ``cfg`` whose command line gave the overrides ``opts``;
+    CONFIG_FILE: what ``config_file_record`` says of the trainer's config file."""
+    settings = config_settings(cfg)
     return {
         "protocol": cfg.RUN.PROTOCOL,
         "step": cfg.RUN.STEP,
@@ -85,6 +132,9 @@ def run_identity(cfg, opts, dataset_name, clip_sha256):
         "seed": cfg.SEED,
         "backbone": cfg.MODEL.BACKBONE.NAME,
         "clip_sha256": clip_sha256,
+        "settings": settings,
+        "fingerprint": settings_fingerprint(settings),
+        "config_file": config_file,
     }
 
 
@@ -98,16 +148,22 @@ def evaluated_model(epoch, best):
 
 def identity_differences(old, new, ignore=()):
     """``(field, old value, new value)`` for each field the two identities set differently;
-    overrides are compared key by key ("overrides.OPTIM.LR"). The backbone's name is compared
+    settings are compared key by key ("settings.OPTIM.LR"; identities of older versions, which
+    record none, by their overrides: "overrides.OPTIM.LR"). The backbone's name is compared
     only where a CLIP fingerprint is missing."""
     skipped = set(ignore)
     if old.get("clip_sha256") and new.get("clip_sha256"):
         skipped.update(INFORMATIVE_FIELDS)
+    both_settled = old.get("settings") is not None and new.get("settings") is not None
+    skipped.update(DERIVED_FIELDS if both_settled else ("settings", "fingerprint", "config_file"))
     differences = []
     for field in dict.fromkeys([*old, *new]):
         if field in skipped:
             continue
-        if field == "overrides":
+        if field == "settings":
+            differences += [(f"settings.{key}", before, after) for key, before, after
+                            in settings_differences(old[field], new[field])]
+        elif field == "overrides":
             before, after = old.get(field) or {}, new.get(field) or {}
             differences += [(f"overrides.{key}", before.get(key), after.get(key))
                             for key in dict.fromkeys([*before, *after])

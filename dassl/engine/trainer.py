@@ -11,6 +11,7 @@ import os
 import os.path as osp
 import sys
 import time
+import uuid
 from collections import OrderedDict
 
 import numpy as np
@@ -41,6 +42,7 @@ from dassl.utils import (
     save_checkpoint,
     write_json,
 )
+from dassl.utils.download import file_digest
 from dassl.utils.run_files import (
     BEST_MODEL_NAME,
     LOG_FILE,
@@ -161,6 +163,8 @@ class TrainerBase:
                 "engine_state": engine_state,
                 # The CLIP weights trained with, so an evaluation with others can say so.
                 "clip_sha256": self.clip_sha256,
+                # The training run, so that an evaluation records which run it scored.
+                "run_id": self.run_id,
             }
             save_checkpoint(checkpoint, osp.join(directory, name), is_best=is_best, model_name=model_name)
 
@@ -182,6 +186,8 @@ class TrainerBase:
             engine_state = checkpoint.get("engine_state")
             if engine_state:
                 self._restore_loop_state(engine_state)
+            if self._is_output_dir(directory) and checkpoint.get("run_id"):
+                self.run_id = checkpoint["run_id"]  # the same run, continued
             print(f"Resumed {name} at epoch {start_epoch}")
         if self._is_output_dir(directory):
             if engine_state and engine_state.get("rolling"):
@@ -253,6 +259,8 @@ class TrainerBase:
             self.loaded_model_dir = directory
             self.loaded_epoch = loaded_epoch
             self.loaded_best = osp.basename(model_path) == BEST_MODEL_NAME
+            self.model_run_id = checkpoint.get("run_id")
+            self.loaded_checkpoints[name] = file_digest(model_path, "sha256")
 
     @property
     def clip_sha256(self):
@@ -261,8 +269,9 @@ class TrainerBase:
         return (self.run_identity or {}).get("clip_sha256")
 
     def _check_clip_weights(self, checkpoint, model_path):
-        """Warn when a checkpoint was trained with other CLIP weights than this run loads (ours
-        record their fingerprint); a checkpoint of another codebase gets a note."""
+        """Refuse a checkpoint trained with other CLIP weights than this run loads (ours record
+        their fingerprint), unless TEST.ALLOW_OTHER_CLIP asks for it; a checkpoint of another
+        codebase gets a note."""
         current, trained = self.clip_sha256, checkpoint.get("clip_sha256")
         self.model_clip_sha256 = trained
         if current is None:
@@ -270,10 +279,17 @@ class TrainerBase:
         if trained is None:
             print(f"Note: {model_path} does not record the CLIP weights it was trained with "
                   f"(a checkpoint of another codebase?); evaluating with CLIP SHA-256 {current}")
+        elif trained != current and not self.cfg.TEST.ALLOW_OTHER_CLIP:
+            raise UserError(
+                f"{model_path} was trained with the CLIP weights of SHA-256 {trained}, but "
+                f"MODEL.BACKBONE.NAME ({self.cfg.MODEL.BACKBONE.NAME}) has SHA-256 {current}: "
+                "give the training's CLIP file, or add TEST.ALLOW_OTHER_CLIP True to score the "
+                "checkpoint on other weights (a setting of its own in the tables)")
         elif trained != current:
             print(f"WARNING: {model_path} was trained with the CLIP weights of SHA-256 {trained}, "
                   f"but MODEL.BACKBONE.NAME ({self.cfg.MODEL.BACKBONE.NAME}) has SHA-256 "
-                  f"{current}: the numbers are those of the checkpoint on other CLIP weights")
+                  f"{current} (TEST.ALLOW_OTHER_CLIP): the numbers are those of the checkpoint "
+                  "on other CLIP weights")
 
     # ------------------------------------------------------------------ modes, LR
     def set_model_mode(self, mode="train", names=None):
@@ -402,6 +418,22 @@ class TrainerBase:
         self.model_update(names)
 
 
+def new_run_id():
+    return uuid.uuid4().hex[:16]
+
+
+def data_hash(items):
+    """A short hash of which images, with which class names, a split holds: order-free and
+    independent of where the dataset lies (paths relative to the images' common folder)."""
+    import hashlib
+
+    paths = [osp.abspath(item.impath) for item in items]
+    top = osp.commonpath(paths) if len(paths) > 1 else osp.dirname(paths[0])
+    lines = sorted(f"{osp.relpath(path, top)}\t{item.classname}"
+                   for path, item in zip(paths, items))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
 class SimpleTrainer(TrainerBase):
     """A trainer with one labelled training loader, evaluation, and the config-driven hooks."""
 
@@ -426,6 +458,11 @@ class SimpleTrainer(TrainerBase):
         self.loaded_epoch = None
         self.loaded_best = False
         self.model_clip_sha256 = None
+        # A run's own id (kept by its checkpoints across resumes); the training run and the
+        # checkpoint files (SHA-256 by model name) that an evaluation scored.
+        self.run_id = new_run_id()
+        self.model_run_id = None
+        self.loaded_checkpoints = {}
         # Set by train.py (dassl.config.identity.run_identity); written to results.json.
         self.run_identity = None
         # Set by train.py --subset-output: [{"subset": "base" | "new", "output_dir", "fields",
@@ -561,6 +598,11 @@ class SimpleTrainer(TrainerBase):
                 self.loaded_epoch = self.epoch + 1
                 self.loaded_best = False
                 self.model_clip_sha256 = self.clip_sha256
+                self.model_run_id = self.run_id
+                self.loaded_checkpoints = {
+                    name: file_digest(path, "sha256") for name in self.get_model_names()
+                    if osp.isfile(path := osp.join(self.output_dir, name,
+                                                   epoch_checkpoint_name(self.loaded_epoch)))}
             self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
@@ -655,6 +697,7 @@ class SimpleTrainer(TrainerBase):
         # The subsets' results first: a log parser reads the last "* accuracy" line as the run's.
         for subset, run in subsets:
             self._file_subset_run(split, subset, run)
+        self.evaluated_items = self.dm.dataset.test if split == "test" else None
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
@@ -704,11 +747,16 @@ class SimpleTrainer(TrainerBase):
             f.write(f"One pass: the {run['subset']} classes scored from the all-class test in "
                     f"{self.output_dir}, whose log up to that test follows.\n{earlier}"
                     f"{printed.getvalue()}")
-        self.write_results_json(split, results, subset.evaluator, run)
+        labels = set(subset.labels)
+        items = [item for item in self.dm.dataset.test if item.label in labels]
+        self.write_results_json(split, results, subset.evaluator, run, items)
 
-    def write_results_json(self, split, results, evaluator=None, subset_run=None):
+    def write_results_json(self, split, results, evaluator=None, subset_run=None, items=None):
         """Write the final test's numbers and the run's identity to OUTPUT_DIR/results.json
-        (SUBSET_RUN: those of a class subset, to its own folder, see _class_subsets)."""
+        (SUBSET_RUN: those of a class subset, to its own folder, see _class_subsets; ITEMS: the
+        images it scored), with what ties the numbers to their data and model: the hash of the
+        evaluated images (test_hash), the run's id (a training run's, kept across resumes; an
+        evaluation's own) and, for an evaluation, the training run and checkpoints it loaded."""
         cfg = self.cfg
         subset_run = subset_run or {}
         record = {
@@ -743,6 +791,14 @@ class SimpleTrainer(TrainerBase):
             record["num_base_images"] = num_base
             record["num_new_images"] = num_new
         record["fewshot_hash"] = getattr(self.dm.dataset, "fewshot_hash", None)
+        record["dataset_hash"] = getattr(self.dm.dataset, "dataset_hash", None)
+        evaluated = items if items is not None else getattr(self, "evaluated_items", None)
+        record["test_hash"] = data_hash(evaluated) if evaluated else None
+        record["run_id"] = self.run_id if not (cfg.RUN.EVAL_ONLY or subset_run) else new_run_id()
+        record["lineage"] = {"model_run_id": self.model_run_id,
+                             "checkpoints": dict(self.loaded_checkpoints),
+                             "model_dir": (osp.abspath(self.loaded_model_dir)
+                                           if self.loaded_model_dir else None)}
         record["model_dir"] = self.loaded_model_dir
         record["load_epoch"] = self.loaded_epoch
         record["final_model"] = cfg.TEST.FINAL_MODEL
