@@ -6,7 +6,11 @@
 finds every run under the folder (the layout of scripts/protocols.py, which is MaPLe's), groups
 runs by protocol / dataset / trainer / config, averages seeds and prints base-to-new (base, new,
 HM), open-world (Table 1: HM and Acc), cross-dataset (Table 2) and domain-generalisation (Table 3)
-tables with the methods side by side. Every cell carries its seed count, "(2/3)" when a seed is
+tables with the methods side by side. What a run is (dataset, trainer, config, seed, shots,
+settings, data, CLIP, the model an evaluation loaded) comes from its results.json, not from its
+folder: a folder that says otherwise is listed as a conflict, a copy of a run counts once, an
+evaluation of a model trained again since is stale and left out, and a cell never averages two
+settings (README, "Run identity"). Every cell carries its seed count, "(2/3)" when a seed is
 missing; missing seeds and unfinished runs are listed under the tables. Released weights
 evaluated by reproduce.sh (config folders <CFG>_released) are a method of their own, e.g.
 "MaPLe (released)", never averaged with the runs trained here. Numbers come from
@@ -31,7 +35,7 @@ import os
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scipy import stats
@@ -374,6 +378,27 @@ def deduplicate(runs):
     return sorted(kept, key=lambda run: order[id(run)]), copies
 
 
+def one_per_seed(runs):
+    """RUNS with one finished run per cell and seed (step, dataset, method, seed): two runs of
+    one identity and seed (different run ids, e.g. an evaluation of the last epoch and a
+    LOAD_EPOCH evaluation of the same epoch) would overwrite each other in a cell. The one
+    whose folder agrees with its record, else the first by path, counts; (kept, [(other,
+    kept)])."""
+    kept, twins, first = [], [], {}
+    ordered = sorted(runs, key=lambda run: (bool(folder_conflicts(run)), str(run.path)))
+    for run in ordered:
+        slot = (run.key.step, run.dataset, run.method, run.key.seed)
+        if run.metrics is None or run.identity is None:
+            kept.append(run)
+        elif slot in first:
+            twins.append((run, first[slot]))
+        else:
+            first[slot] = run
+            kept.append(run)
+    order = {id(run): index for index, run in enumerate(runs)}
+    return sorted(kept, key=lambda run: order[id(run)]), twins
+
+
 EVALUATION_STEPS = ("base2new_test", "openworld_test", "base2new_test_base", "xd_test")
 
 
@@ -465,6 +490,10 @@ def counted_runs(runs):
     kept, copies = deduplicate(runs)
     copy_lines = [f"{copy.path} is a copy of {original.path} (the same run id "
                   f"{copy.run_id}): counted once" for copy, original in copies]
+    kept, twins = one_per_seed(kept)
+    copy_lines += [f"{twin.path} is another run of the same identity and seed as {run.path} "
+                   "(e.g. LOAD_EPOCH of the epoch the default test loads): counted once"
+                   for twin, run in twins]
     stale = stale_evaluations(kept)
     stale_ids = {id(run) for run, _ in stale}
     stale_lines = [f"{run.path}: {why}; re-test: {retest_command(run)}" for run, why in stale]
@@ -1202,7 +1231,9 @@ PLOT_METRICS = {"base2new": "HM", "openworld": "Acc", "xd": "accuracy", "dg": "a
 
 def plot_series(table, paper=None, use_ci95=False):
     """What the chart of TABLE shows, per method: bar heights (None: no number), error bars
-    (the spread over seeds; None for averages and single seeds) and the paper's values."""
+    (the spread over seeds; None for averages and single seeds), the paper's values, the
+    averages over fewer datasets than expected ("k/N", else None) and the legend's label (the
+    method, with its changes from the published config in braces)."""
     metric = PLOT_METRICS[table.name]
     series = {}
     for method in table.methods:
@@ -1211,8 +1242,12 @@ def plot_series(table, paper=None, use_ci95=False):
                   else None for cell in cells]
         papers = [(paper_entry(paper, table, method, dataset, metric) or {}).get("mean")
                   if paper is not None else None for dataset in table.datasets]
+        incomplete = [f"{len(cell.datasets)}/{cell.datasets_expected}"
+                      if cell is not None and cell.incomplete_average else None for cell in cells]
+        changes = changes_text(table.method_info[method][2])
         series[method] = {"heights": [cell.mean if cell is not None else None for cell in cells],
-                          "errors": spread, "paper": papers}
+                          "errors": spread, "paper": papers, "incomplete": incomplete,
+                          "label": f"{method} {{{changes}}}" if changes else method}
     return metric, series
 
 
@@ -1239,9 +1274,14 @@ def plot_tables(tables, path, paper=None, use_ci95=False):
             positions = [i + offset for i in range(len(table.datasets))]
             present = [(x, h, e) for x, h, e in zip(positions, values["heights"], values["errors"])
                        if h is not None]
+            for x, h, part in zip(positions, values["heights"], values["incomplete"]):
+                if h is not None and part:  # an average over fewer datasets: say how many
+                    axes.annotate(part, (x, max(h, visible)), ha="center", va="bottom",
+                                  fontsize=6, rotation=90)
             if present:
                 xs, heights, errors = zip(*present)
-                bars = axes.bar(xs, [max(h, visible) for h in heights], width, label=method,
+                bars = axes.bar(xs, [max(h, visible) for h in heights], width,
+                                label=values["label"],
                                 yerr=[e or 0 for e in errors], capsize=2, edgecolor="black",
                                 linewidth=0.4)
                 for bar, height in zip(bars, heights):
@@ -1432,7 +1472,7 @@ def select_keyword(runs, keyword):
             for half in ("base", "new"):
                 if f"{half}_{keyword}" in run.metrics:
                     metrics[f"{half}_accuracy"] = run.metrics[f"{half}_{keyword}"]
-            selected.append(Run(run.key, run.path, metrics))
+            selected.append(replace(run, metrics=metrics))
         else:
             lacking.append(run)
     return selected, lacking

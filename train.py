@@ -147,14 +147,20 @@ def main(argv=None):
         return
     from dassl.utils import UserError, run_folder_lock
 
+    created = None
     try:
         cfg = setup_cfg(args)
         check_registered(cfg)
+        created = cfg.OUTPUT_DIR if cfg.OUTPUT_DIR and not osp.exists(cfg.OUTPUT_DIR) else None
         # One run per output folder: a second one would mix its files with this one's.
         with run_folder_lock(cfg.OUTPUT_DIR):
             start_run(cfg, args)
             run(cfg, args)
     except UserError as err:
+        if created:  # refused before it trained or evaluated anything: leave no folder
+            from dassl.utils.run_files import remove_refused_run
+
+            remove_refused_run(created)
         # The message says what to do: print it alone instead of a traceback.
         sys.exit(f"error: {err}")
 

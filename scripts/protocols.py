@@ -62,6 +62,7 @@ from dassl.utils.run_files import (
     LOG_FILE,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
+    remove_refused_run,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -844,14 +845,23 @@ def run_job(job, env, console=False, companions=()):
     if planned_action(job, env) == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
         return 0
+    new_folders = [folder for folder in [out] + [run_dir(env.output, companion)
+                                                 for companion in companions]
+                   if not folder.exists()]
+    returncode = 1
     try:
         with contextlib.ExitStack() as locks:
             lock_environment = locks.enter_context(dassl_utils.run_folder_lock(out))
             for companion in companions:  # train.py writes into them under our lock
                 locks.enter_context(dassl_utils.run_folder_lock(run_dir(env.output, companion)))
-            return _run_locked(job, env, out, console, companions, lock_environment)
+            returncode = _run_locked(job, env, out, console, companions, lock_environment)
+            return returncode
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
+    finally:
+        if returncode and not console:  # a sweep's console.txt keeps the error: kept
+            for folder in new_folders:
+                remove_refused_run(folder, env.output)
 
 
 def _run_locked(job, env, out, console, companions, lock_environment):

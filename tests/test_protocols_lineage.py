@@ -295,3 +295,50 @@ def test_a_checkpoint_is_scored_with_other_clip_weights_only_when_asked(tree):
                   "TEST.ALLOW_OTHER_CLIP", "True", env=tree["env"], FORCE="1"))
     hm = [row for row in rows(parse(output), "base2new", "HM") if row["tag"] == "t"]
     assert len({row["clip"] for row in hm}) == 2 and all(row["mean"] is None for row in hm)
+
+
+def test_a_refused_run_names_every_override_at_once_and_leaves_no_folder(tree):
+    """Item 6 of what to build: a CLIP that does not fit the config used to be refused one key
+    per attempt, each attempt leaving a folder behind."""
+    output = tree["root"] / "refused" / "run"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--root", str(tree["root"] / "data"),
+         "--seed", "1", "--trainer", "BMIP",
+         "--dataset-config-file", str(REPO / "configs/datasets/eurosat.yaml"),
+         "--config-file", str(REPO / "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"),
+         "--output-dir", str(output), "MODEL.BACKBONE.NAME", str(tree["clip"]),
+         "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False"],
+        capture_output=True, text=True, env=tree["env"])
+    assert result.returncode != 0
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "TRAINER.BMIP.PROMPT_DEPTH is 9" in line and "set INPUT.SIZE (32, 32)" in line
+    assert not output.exists()
+
+
+def test_the_classic_parse_of_a_folder_that_exists_with_a_suffix_names_it(tree):
+    """MaPLe's documented parse command on an untagged folder, when only tagged runs exist."""
+    folder = tree["output"] / "base2new/train_base/eurosat/shots_16/CoOp" / CONFIG
+    result = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), str(folder)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{folder}_t" in result.stderr and "with that name and a suffix" in result.stderr
+
+
+def test_the_plot_marks_incomplete_averages_and_changed_settings(tmp_path):
+    identity = {"trainer": "BMIP", "config": "BMIP_ctx2_dp9_lr2", "tag": "", "shots": 16,
+                "seed": 1, "model": "best_val", "fingerprint": "e" * 16,
+                "settings": {"OPTIM.LR": 0.05},
+                "config_file": {"published": True, "changes": {"OPTIM.LR": [0.002, 0.05]}}}
+    for step, part, accuracy in (("base2new_train", "train_base", 80.0),
+                                 ("base2new_test", "test_new", 60.0)):
+        write_results(b2n_dir(tmp_path, part, "eurosat", "BMIP", "BMIP_ctx2_dp9_lr2", 1),
+                      accuracy, identity={**identity, "step": step}, run_id=step,
+                      dataset_config="eurosat")
+    runs, _ = parse_test_res.counted_runs(parse_test_res.find_runs(tmp_path))
+    [table] = parse_test_res.build_tables(runs)
+    metric, series = parse_test_res.plot_series(table)
+    [(method, values)] = series.items()
+    assert values["label"] == "BMIP {lr 0.05}"
+    assert values["incomplete"] == [None, "1/11"]  # EuroSAT, then the Average over 1 of 11
+    text = parse_test_res.render_text([table], "table")
+    assert "BMIP {lr 0.05}" in text and "OPTIM.LR = 0.05 (published: 0.002)" in text

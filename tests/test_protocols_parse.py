@@ -474,8 +474,13 @@ def test_a_failed_run_is_listed_with_its_error_and_is_no_seed(tmp_path):
 
 @pytest.mark.parametrize("content, problem", [
     ('{"accuracy": 71.', "Expecting"),  # truncated
-    ('{"accuracy": "71.2%"}', "its accuracy is '71.2%', not a number"),
+    ('{"accuracy": "71.2%"}', "its accuracy is '71.2%', not a percentage"),
     ("[71.2]", "not a JSON object"),
+    ('{"accuracy": NaN}', "its accuracy is nan, not a percentage"),
+    ('{"accuracy": Infinity}', "its accuracy is inf, not a percentage"),
+    ('{"accuracy": 1e308}', "its accuracy is 1e+308, not a percentage"),
+    ('{"accuracy": 80, "identity": [1, 2]}', "nothing: a non-dict identity counts as none"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
 ])
 def test_an_unreadable_results_json_is_reported_and_skipped(tmp_path, content, problem):
     for seed, accuracy in ((1, 80.0), (2, 84.0)):
@@ -485,6 +490,9 @@ def test_an_unreadable_results_json_is_reported_and_skipped(tmp_path, content, p
     (broken / "results.json").write_text(content)
     errors = io.StringIO()
     returncode, out = run_main(tmp_path, stderr=errors)
+    if problem.startswith("nothing"):  # readable, with an identity that is no record
+        assert returncode == 0 and "Traceback" not in errors.getvalue()
+        return
     assert returncode == 0 and "82.00" in out  # the two readable seeds
     assert f"warning: {broken / 'results.json'} is unreadable (" in errors.getvalue()
     assert problem in errors.getvalue() and "Traceback" not in errors.getvalue()

@@ -24,3 +24,34 @@ def epoch_checkpoint_name(epoch):
 LOCK_FILE = ".lock"
 # Prefix of the temporary files atomic writes rename into place; one left behind is debris.
 TEMPORARY_PREFIX = ".tmp-"
+# Made by the engine once training starts (tensorboard scalars): a run folder with it, a
+# checkpoint or a result holds something to keep.
+TRAINING_STARTED = "tensorboard"
+
+
+def remove_refused_run(folder, root=None):
+    """Remove a run folder that a refused run created (refused before it trained or evaluated
+    anything: no checkpoint, no result, training never started); the error was printed, and
+    the folder would only clutter the tree and the tables' list of failed runs. The empty
+    folders above it, below ROOT, go with it. Returns True when removed."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    keeps = (RESULTS_FILE, BEST_MODEL_NAME, CHECKPOINT_POINTER)
+    for _, _, files in os.walk(folder):
+        if any(name in keeps or name.startswith(EPOCH_CHECKPOINT_PREFIX) for name in files):
+            return False
+    if (folder / TRAINING_STARTED).exists():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    if root is not None:
+        root = Path(root).resolve()
+        for parent in folder.resolve().parents:
+            if parent == root or root not in parent.parents or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    return True
