@@ -19,6 +19,7 @@ normalisation come from open_clip's configs (`input_settings`).
 open_clip is imported only where an open_clip name is used: importing it takes seconds.
 """
 import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -242,8 +243,14 @@ def read_weights(path):
     from open_clip.factory import load_state_dict
 
     try:
-        return load_state_dict(path, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            return load_state_dict(path, weights_only=True)
     except Exception as error:
+        if "TorchScript" in str(error):
+            raise ModelFileError(
+                f"{path} is a TorchScript archive (OpenAI's format), not an open_clip checkpoint: "
+                "give OpenAI's weights by their name (e.g. ViT-B/16) or as the path alone") from error
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelFileError(f"open_clip checkpoint {path} could not be read: {first_line}") from error
 

@@ -25,6 +25,7 @@ from clip.model import QuickGELU, convert_weights_to
 from clip.pretrained import DownloadError, ModelFileError, clip_sha256
 from dassl.engine import build_trainer
 from tests.helpers import engine as toy
+from tests.helpers.clip_files import make_vit_state_dict, write_clip_file
 from tests.helpers.trainers import (TINY_SIZES, predictions, snapshot, tiny_clip,
                                     toy_trainer_cfg)
 from trainers.zsclip import class_texts
@@ -353,6 +354,12 @@ def test_a_file_of_another_model_is_one_line(checkpoint_file):
     with pytest.raises(ModelFileError) as error:
         clip.load(f"ViT-B-32/{checkpoint_file}")
     assert "\n" not in str(error.value) and "does not hold the weights of open_clip's ViT-B-32" in str(error.value)
+
+
+def test_an_openai_torchscript_file_is_pointed_to_its_own_form(tmp_path):
+    path = write_clip_file(tmp_path / "ViT-B-16.pt", make_vit_state_dict(), torchscript=True)
+    with pytest.raises(ModelFileError, match="TorchScript archive .OpenAI's format.*as the path alone"):
+        clip.load(f"ViT-B-32-quickgelu/{path}")
 
 
 def test_openai_names_and_files_are_not_open_clip_names(checkpoint_file):
