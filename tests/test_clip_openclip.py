@@ -126,6 +126,39 @@ def test_the_converted_model_computes_open_clips_features_and_logits(name):
     assert activations == {QuickGELU if quick else nn.GELU}
 
 
+def supported_models():
+    names = []
+    for name in open_clip.list_models():
+        try:
+            openclip.model_config(name)
+        except ModelFileError:
+            continue
+        names.append(name)
+    return names
+
+
+def test_every_supported_model_has_open_clips_keys_shapes_and_heads():
+    """Built on the meta device (no memory, no weights): the structural check accepts the
+    families the README lists, and for each our CLIP's state dict has the keys and shapes of
+    open_clip's (converted), its towers open_clip's heads."""
+    names = supported_models()
+    assert {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-H-14", "ViT-bigG-14",
+            "ViT-B-16-quickgelu", "ViT-L-14-quickgelu", "ViT-H-14-378-quickgelu"} <= set(names)
+    for name in names:
+        with torch.device("meta"):
+            reference_model = open_clip.create_model(name, pretrained=None, device="meta")
+            model = openclip.CLIP(**openclip.architecture(openclip.model_config(name)))
+        expected = {key: value.shape for key, value in
+                    openclip.convert_state_dict(reference_model.state_dict()).items()}
+        assert {key: value.shape for key, value in model.state_dict().items()} == expected, name
+        reference_heads = [reference_model.visual.transformer.resblocks[0].attn.num_heads,
+                           getattr(reference_model, "text", reference_model)
+                           .transformer.resblocks[0].attn.num_heads]
+        heads = [model.visual.transformer.resblocks[0].attn.num_heads,
+                 model.transformer.resblocks[0].attn.num_heads]
+        assert heads == reference_heads, name
+
+
 def test_bf16_weights_compute_open_clips_results_within_bf16_precision():
     reference_model = open_clip_model(TINY)
     model = convert_weights_to(openclip.build_model(TINY, reference_model.state_dict()),
