@@ -70,6 +70,18 @@ def is_open_clip_name(name):
     return parse_name(name) is not None
 
 
+def backbone_label(name):
+    """A short label of a backbone name for tables, from the string alone (nothing imported or
+    read): OpenAI's names and open_clip's `<model>/<tag>` as they are, `<model>/<file name>` for
+    an open_clip checkpoint file, the file name for a CLIP file."""
+    if name in _MODELS:
+        return name
+    model, slash, rest = name.partition("/")
+    if slash and model and not model.startswith((".", "~")):
+        return f"{model}/{os.path.basename(rest.rstrip('/'))}"
+    return os.path.basename(name.rstrip("/"))
+
+
 def model_config(model):
     """open_clip's config of `model` (a copy), refused in one line unless `check_supported`."""
     from open_clip.factory import get_model_config

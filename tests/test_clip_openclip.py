@@ -403,6 +403,13 @@ def test_openai_names_and_files_are_not_open_clip_names(checkpoint_file):
     assert openclip.parse_name(backbone(checkpoint_file)) == (TINY, checkpoint_file)
 
 
+def test_backbone_labels_for_tables():
+    assert openclip.backbone_label("ViT-B/16") == "ViT-B/16"
+    assert openclip.backbone_label("ViT-B-16/laion2b_s34b_b88k") == "ViT-B-16/laion2b_s34b_b88k"
+    assert openclip.backbone_label("ViT-B-16//models/epoch_32.pt") == "ViT-B-16/epoch_32.pt"
+    assert openclip.backbone_label("/models/ViT-B-16.pt") == "ViT-B-16.pt"
+
+
 def test_the_tags_image_settings_go_into_input_unless_given_on_the_command_line():
     import trainers
     from trainers.predict import predictor_cfg
