@@ -87,6 +87,8 @@ def model_config(model):
     from open_clip.factory import get_model_config
 
     config = get_model_config(model)
+    if config is None:
+        raise ModelFileError(f"{model!r} is not an open_clip model (open_clip.list_models())")
     check_supported(model, config)
     return config
 
@@ -179,14 +181,23 @@ def weights_file(spec, cache_dir=None):
     config = pretrained_config(spec)
     if config is None:
         return os.path.expanduser(spec.pretrained)
+    # A file in the Hugging Face cache is taken without asking the Hub first (offline, each ask
+    # retries for about a minute before huggingface_hub falls back to its cache).
+    cached = _cached_hf_file(config, cache_dir) if _uses_hf_hub(config) else None
+    if cached:
+        return cached
     try:
         return download_pretrained(config, cache_dir=cache_dir)
     except Exception as error:  # huggingface_hub's and urllib's errors, a failed checksum
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        # open_clip's "Failed to download file (...) for ... Last error: <huggingface_hub's>"
+        reason = reason.split("Last error: ")[-1].split(". ")[0]
+        place = ("copy that cache folder here" if _uses_hf_hub(config)
+                 else "put the file there")
         raise DownloadError(f"{spec.model}/{spec.pretrained}: open_clip could not get "
                             f"{_where(config, cache_dir)} ({reason[:200]}); without network "
-                            "access, put the file there, or give it as MODEL.BACKBONE.NAME "
-                            f"{spec.model}/<path of the file>") from error
+                            f"access, {place}, or download the file elsewhere and give it as "
+                            f"MODEL.BACKBONE.NAME {spec.model}/<path of the file>") from error
 
 
 def _hf_location(config):
@@ -234,19 +245,25 @@ def cached_weights_file(name, cache_dir=None):
     if "file" in config:
         return config["file"]
     if _uses_hf_hub(config):
-        from open_clip import pretrained as open_clip_pretrained
-
-        repo, filename = _hf_location(config)
-        # The files open_clip's download_pretrained_from_hf tries, in its order.
-        for candidate in [*open_clip_pretrained._get_safe_alternatives(filename), filename]:
-            try:
-                return open_clip_pretrained.hf_hub_download(
-                    repo_id=repo, filename=candidate, cache_dir=cache_dir, local_files_only=True)
-            except Exception:  # not in the cache
-                continue
-        return None
+        return _cached_hf_file(config, cache_dir)
     target = _url_target(config, cache_dir)
     return target if os.path.isfile(target) else None
+
+
+def _cached_hf_file(config, cache_dir):
+    """The Hugging Face cache's copy of the file open_clip would download for `config`, asked
+    through open_clip's own `hf_hub_download` without the network; None when not cached."""
+    from open_clip import pretrained as open_clip_pretrained
+
+    repo, filename = _hf_location(config)
+    # The files open_clip's download_pretrained_from_hf tries, in its order.
+    for candidate in [*open_clip_pretrained._get_safe_alternatives(filename), filename]:
+        try:
+            return open_clip_pretrained.hf_hub_download(
+                repo_id=repo, filename=candidate, cache_dir=cache_dir, local_files_only=True)
+        except Exception:  # not in the cache
+            continue
+    return None
 
 
 def read_weights(path):

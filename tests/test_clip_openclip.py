@@ -316,9 +316,11 @@ def test_a_tag_is_downloaded_by_open_clip_and_fingerprinted_by_its_file(hub, tmp
     assert (tuple(normalize.mean), tuple(normalize.std)) == (TAG_MEAN, TAG_STD)
     assert clip_sha256(name, tmp_path / "sha") == sha256(downloaded)
 
-    hub.online = False  # the cached file is enough
+    hub.online = False  # the cached file is enough, taken without asking the hub
+    hub.calls.clear()
     model, _ = clip.load(name)
     assert model.activation == "gelu"
+    assert hub.calls and all(local_only for _, _, local_only in hub.calls)
 
 
 def test_offline_without_the_file_one_line_names_the_file_and_the_cache(hub):
