@@ -38,6 +38,8 @@ VISION_SIZE_FIELDS = {"layers", "width", "head_width", "mlp_ratio", "patch_size"
 TEXT_SIZE_FIELDS = {"context_length", "width", "heads", "layers", "mlp_ratio", "output_tokens"}
 MODEL_FIELDS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale",
                 "nonscalar_logit_scale", "custom_text"}
+# Model config entries that mark another family.
+FAMILIES = {"init_logit_bias": "SigLIP", "multimodal_cfg": "CoCa"}
 # The vocabulary of OpenAI's tokenizer (clip/tokenizer.py), the only one our text side has.
 OPENAI_VOCAB_SIZE = 49408
 # Keys of the text tower that CustomTextCLIP keeps under "text.".
@@ -102,7 +104,8 @@ def check_supported(model, config):
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
     odd_model = sorted(set(config) - MODEL_FIELDS)
     if odd_model:
-        reason = f"its config has {', '.join(odd_model)}"
+        family = next((FAMILIES[key] for key in odd_model if key in FAMILIES), None)
+        reason = (f"a {family} model: " if family else "") + f"its config has {', '.join(odd_model)}"
     elif config.get("custom_text") and "hf_model_name" in text:
         reason = "its text tower is a Hugging Face model"
     elif vision.get("timm_model_name"):

@@ -370,6 +370,8 @@ def test_models_of_another_structure_are_refused_in_one_line_before_any_download
     message = str(error.value)
     assert "\n" not in message and f"open_clip model {name.split('/')[0]} is not supported" in message
     assert "supported are open_clip's ViT CLIP models with OpenAI's architecture" in message
+    if "SigLIP" in name:
+        assert "(a SigLIP model: its config has init_logit_bias)" in message
 
 
 def test_a_tag_needing_the_other_activation_and_an_unknown_tag_are_refused(monkeypatch):
