@@ -157,8 +157,12 @@ def clip_sizes(backbone):
     if not backbone:
         return VIT_B16
     from clip import openclip
+    from clip.pretrained import ModelFileError
 
-    sizes = openclip.architecture(openclip.model_config(backbone.split("/")[0]))
+    try:
+        sizes = openclip.architecture(openclip.model_config(backbone.split("/")[0]))
+    except ModelFileError as error:
+        sys.exit(f"--backbone {backbone}: {error}")
     if sizes["image_resolution"] != VIT_B16["image_resolution"]:
         sys.exit(f"--backbone {backbone}: its images are {sizes['image_resolution']} px; this "
                  f"benchmark's batches are {VIT_B16['image_resolution']} px")
