@@ -47,7 +47,9 @@ def build_parser():
     parser.add_argument("--format", choices=FORMATS, default="text",
                         help="text (default), json (a list of {image, predictions: [{class, "
                              "probability}]}) or csv (image,rank,class,probability rows)")
-    parser.add_argument("--backbone", default="", help="CLIP model name or path to a CLIP file")
+    parser.add_argument("--backbone", default="",
+                        help="CLIP model: an OpenAI name, an open_clip name "
+                        "<model>/<pretrained tag> or a CLIP file")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("inputs", nargs="*", metavar="IMAGE [IMAGE ...] [KEY VALUE ...]",
                         help="image files, then config overrides")

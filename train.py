@@ -31,7 +31,9 @@ def build_parser():
     parser.add_argument("--config-file", type=str, default="", help="path to the method config file")
     parser.add_argument("--dataset-config-file", type=str, default="", help="path to the dataset config file")
     parser.add_argument("--trainer", type=str, default="", help="name of the trainer")
-    parser.add_argument("--backbone", type=str, default="", help="CLIP model name (e.g. ViT-B/16) or path to a CLIP file")
+    parser.add_argument("--backbone", type=str, default="",
+                        help="CLIP model: an OpenAI name (e.g. ViT-B/16), an open_clip name "
+                        "<model>/<pretrained tag> (e.g. ViT-B-16/laion2b_s34b_b88k) or a CLIP file")
     parser.add_argument("--head", type=str, default="", help="name of the head")
     parser.add_argument("--eval-only", action="store_true", help="evaluation only")
     parser.add_argument("--model-dir", type=str, default="", help="load the model from this directory for evaluation")
@@ -78,7 +80,7 @@ def _file_stem(path):
 
 
 def setup_cfg(args):
-    from trainers import default_cfg  # importing registers every trainer and dataset
+    from trainers import apply_backbone_input, default_cfg  # importing registers every trainer and dataset
 
     cfg = default_cfg()
     if args.dataset_config_file:
@@ -87,6 +89,7 @@ def setup_cfg(args):
         cfg.merge_from_file(args.config_file)
     reset_cfg(cfg, args)
     cfg.merge_from_list(args.opts)
+    apply_backbone_input(cfg, args.opts)
     cfg.RUN.EVAL_ONLY = bool(args.eval_only)
     if not cfg.RUN.CONFIG_NAME and args.config_file:
         cfg.RUN.CONFIG_NAME = _file_stem(args.config_file)

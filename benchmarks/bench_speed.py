@@ -35,6 +35,7 @@ Full-length prompts cost memory with the number of classes: MaPLe's fp32 step ad
 hence --full-length-classes defaults to 200 (pass 1000 where memory allows, e.g. on a GPU).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_speed.py --quick     # CPU, 2 threads: minutes
+    python benchmarks/bench_speed.py --backbone ViT-B-16 ...        # open_clip's ViT-B-16 (GELU)
     python benchmarks/bench_speed.py --device cuda                    # on a GPU
 """
 import argparse
@@ -101,6 +102,10 @@ def parse_args():
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                         choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--eval-batch", type=int, default=8)
+    parser.add_argument("--backbone", default=None,
+                        help="an open_clip model (e.g. ViT-B-16, or ViT-B-16/laion2b_s34b_b88k: "
+                        "the tag is ignored) whose architecture, activation included, replaces "
+                        "OpenAI's ViT-B/16 (random weights: nothing is downloaded)")
     parser.add_argument("--many-classes", type=int, default=1000,
                         help="classes of the many-class training step (default 1000)")
     parser.add_argument("--full-length-classes", type=int, default=200,
@@ -139,12 +144,29 @@ def class_names(count):
     return names
 
 
-def build_clip(precision, device):
+def build_clip(precision, device, backbone=None):
     torch.manual_seed(0)
-    model = CLIP(**VIT_B16).eval()
+    model = CLIP(**clip_sizes(backbone)).eval()
     if precision in WEIGHT_DTYPES:
         convert_weights_to(model, WEIGHT_DTYPES[precision])
     return model.to(device)
+
+
+def clip_sizes(backbone):
+    """CLIP's constructor arguments: OpenAI's ViT-B/16, or open_clip's model `backbone`."""
+    if not backbone:
+        return VIT_B16
+    from clip import openclip
+    from clip.pretrained import ModelFileError
+
+    try:
+        sizes = openclip.architecture(openclip.model_config(backbone.split("/")[0]))
+    except ModelFileError as error:
+        sys.exit(f"--backbone {backbone}: {error}")
+    if sizes["image_resolution"] != VIT_B16["image_resolution"]:
+        sys.exit(f"--backbone {backbone}: its images are {sizes['image_resolution']} px; this "
+                 f"benchmark's batches are {VIT_B16['image_resolution']} px")
+    return sizes
 
 
 def build_models(clip_model, classnames, device, names=CANDIDATES):
@@ -278,7 +300,7 @@ def training(models, batch, device, repeats):
 
 
 def step_alone(name, precision, n_classes, device, threads, time_step=False, full_length=False,
-               memory_steps=1):
+               memory_steps=1, backbone=None):
     """Run in a process of its own (`in_fresh_process`): build CLIP and `name`'s model with
     `n_classes` classes, run a warm-up training step, then one timed step (`time_step`), one
     timed step with full-length prompts (`full_length`: the first at that length), and last
@@ -290,7 +312,7 @@ def step_alone(name, precision, n_classes, device, threads, time_step=False, ful
     device = torch.device(device)
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    clip_model = build_clip(precision, device)
+    clip_model = build_clip(precision, device, backbone)
     model, loss = build_models(clip_model, class_names(n_classes), device, [name])[name]
     run = training_step(model, loss, *training_batch(device))
     run()
@@ -318,7 +340,7 @@ def alone(name, precision, n_classes, args, **options):
     result with nothing measured, its `method` saying why."""
     try:
         return in_fresh_process(step_alone, name, precision, n_classes, args.device,
-                                args.threads, **options)
+                                args.threads, backbone=args.backbone, **options)
     except Exception as error:  # noqa: BLE001 - reported; the other candidates still run
         return {"seconds": None, "full_seconds": None, "length": None, "peaks": [],
                 "totals": [], "peak": None, "total": None,
@@ -379,7 +401,7 @@ def step_target(precision, steps):
 def steps_only(args, device, batch, repeats):
     """--steps-only: the interleaved 10-class training steps of --methods, and BMIP's target."""
     for precision in args.precisions:
-        clip_model = build_clip(precision, device)
+        clip_model = build_clip(precision, device, args.backbone)
         models = build_models(clip_model, class_names(10), device,
                               args.methods or ["MaPLe", "BMIP"])
         steps = training(models, batch, device, repeats)
@@ -426,6 +448,8 @@ def main():
     print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}; native bf16 "
           f"(AVX512-BF16 / AMX): {cpu_has_native_bf16()}")
     print(f"command: {' '.join(sys.argv)}")
+    activation = clip_sizes(args.backbone).get("activation", "quick_gelu")
+    print(f"CLIP: {args.backbone or 'ViT-B/16'} ({activation}), random weights")
     batch = training_batch(device)
     if args.steps_only:
         return steps_only(args, device, batch, repeats)
@@ -438,7 +462,7 @@ def main():
     results = {}
     for precision in args.precisions:
         print(f"\n=== {precision} ===")
-        clip_model = build_clip(precision, device)
+        clip_model = build_clip(precision, device, args.backbone)
         models = build_models(clip_model, class_names(10), device)
         results[precision, "eval"] = evaluation(clip_model, models, eval_images, device,
                                                  eval_repeats)

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from . import openclip
 from .model import build_model, convert_weights_to_fp16
 from .pretrained import (_MODELS, ModelFileError, _download, available_models, model_file,
                          read_state_dict)
@@ -21,8 +22,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def load(name_or_path, device="cpu", jit=False, download_root=None):
-    """(model, preprocess) for an OpenAI model name (see `available_models()`) or a local file
-    (TorchScript archive or torch.save state dict).
+    """(model, preprocess) for an OpenAI model name (see `available_models()`), an open_clip name
+    `<model>/<pretrained tag or checkpoint file>` (clip/openclip.py, e.g.
+    ViT-B-16/laion2b_s34b_b88k) or a local file (TorchScript archive or torch.save state dict).
 
     The model is in eval mode, fp16 on CUDA and fp32 elsewhere. `preprocess` turns a PIL image
     into the normalised tensor the model expects. `jit` is accepted for compatibility: the
@@ -32,18 +34,25 @@ def load(name_or_path, device="cpu", jit=False, download_root=None):
         warnings.warn("clip.load(jit=True) is not supported: building the model from the "
                       "archive's weights instead (same results)", stacklevel=2)
     device = torch.device(device)
-    path = model_file(name_or_path, download_root)
-    try:
-        model = build_model(read_state_dict(path)).to(device)
-    except ValueError as error:  # the shapes do not describe a CLIP model
-        raise ModelFileError(f"CLIP file {path}: {error}") from error
+    if openclip.is_open_clip_name(name_or_path):
+        model = openclip.load(name_or_path, download_root).to(device)
+        settings = openclip.input_settings(name_or_path)
+        normalisation = (settings["INPUT.PIXEL_MEAN"], settings["INPUT.PIXEL_STD"])
+    else:
+        path = model_file(name_or_path, download_root)
+        try:
+            model = build_model(read_state_dict(path)).to(device)
+        except ValueError as error:  # the shapes do not describe a CLIP model
+            raise ModelFileError(f"CLIP file {path}: {error}") from error
+        normalisation = (CLIP_MEAN, CLIP_STD)
     if device.type == "cuda":
         convert_weights_to_fp16(model)
-    return model, image_transform(model.visual.input_resolution)
+    return model, image_transform(model.visual.input_resolution, *normalisation)
 
 
-def image_transform(n_px):
-    """OpenAI's preprocessing: shorter side to n_px (bicubic), centre crop, RGB, normalise."""
+def image_transform(n_px, mean=CLIP_MEAN, std=CLIP_STD):
+    """OpenAI's preprocessing: shorter side to n_px (bicubic), centre crop, RGB, normalise (by
+    default with the statistics of OpenAI's training images)."""
     # torchvision is imported here, not with the package: it takes seconds to import.
     from torchvision import transforms as T
 
@@ -52,7 +61,7 @@ def image_transform(n_px):
         T.CenterCrop(n_px),
         _convert_image_to_rgb,
         T.ToTensor(),
-        T.Normalize(CLIP_MEAN, CLIP_STD),
+        T.Normalize(mean, std),
     ])
 
 

@@ -55,6 +55,12 @@ class QuickGELU(nn.Module):
         return gate.mul_(x)
 
 
+# The MLP activations of CLIP's blocks, by the name a CLIP model keeps in `activation`: OpenAI's
+# models (and open_clip's "-quickgelu" ones) were trained with QuickGELU, open_clip's others with
+# the exact GELU.
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
 class Attention(nn.MultiheadAttention):
     """Multi-head self-attention on batch-first input with OpenAI's parameters (`in_proj_weight`,
     `in_proj_bias`, `out_proj.*`: an nn.MultiheadAttention's, so state dicts load as they are).
@@ -118,14 +124,15 @@ def take_rows(t, rows, dim):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, d_model, n_head):
+    def __init__(self, d_model, n_head, mlp_width=None, activation="quick_gelu"):
         super().__init__()
+        mlp_width = mlp_width or d_model * 4
         self.attn = Attention(d_model, n_head)
         self.ln_1 = LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)),
-            ("gelu", QuickGELU()),
-            ("c_proj", nn.Linear(d_model * 4, d_model)),
+            ("c_fc", nn.Linear(d_model, mlp_width)),
+            ("gelu", ACTIVATIONS[activation]()),
+            ("c_proj", nn.Linear(mlp_width, d_model)),
         ]))
         self.ln_2 = LayerNorm(d_model)
 
@@ -184,12 +191,13 @@ class Transformer(nn.Module):
     attn_mask)` is ours: x (N, L, D) and the mask given by the caller.
     """
 
-    def __init__(self, width, layers, heads, causal=False):
+    def __init__(self, width, layers, heads, causal=False, mlp_width=None, activation="quick_gelu"):
         super().__init__()
         self.width = width
         self.layers = layers
         self.causal = causal
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, mlp_width, activation)
+                                       for _ in range(layers))
 
     def forward(self, x):
         mask = causal_mask(x.shape[0]) if self.causal else None
@@ -207,7 +215,8 @@ def causal_mask(length):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim):
+    def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim,
+                 mlp_width=None, activation="quick_gelu"):
         super().__init__()
         self.input_resolution = input_resolution
         self.patch_size = patch_size
@@ -219,7 +228,8 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(num_patches + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, mlp_width=mlp_width,
+                                       activation=activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -358,16 +368,25 @@ def text_length(eot, context_length, cut_at_eot=True):
 
 
 class CLIP(nn.Module):
+    """OpenAI's CLIP. The keyword arguments after the OpenAI ones describe open_clip's members of
+    the family (clip/openclip.py): `activation` ("quick_gelu", OpenAI's, or "gelu"; kept as the
+    model's attribute), the image tower's heads (default width // 64) and both towers' MLP
+    widths (default 4 x width)."""
+
     # Run the text tower on sequences cut after the batch's last EOT token (same features, far
     # less work for short prompts); False runs all context_length positions.
     cut_at_eot = True
 
     def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                  context_length, vocab_size, transformer_width, transformer_heads,
-                 transformer_layers):
+                 transformer_layers, vision_heads=None, vision_mlp_width=None,
+                 transformer_mlp_width=None, activation="quick_gelu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         self.context_length = context_length
         self.vocab_size = vocab_size
+        self.activation = activation
         if isinstance(vision_layers, (tuple, list)):
             self.visual = ModifiedResNet(
                 layers=vision_layers, output_dim=embed_dim, heads=_num_heads(vision_width * 32),
@@ -375,9 +394,11 @@ class CLIP(nn.Module):
         else:
             self.visual = VisionTransformer(
                 input_resolution=image_resolution, patch_size=vision_patch_size, width=vision_width,
-                layers=vision_layers, heads=_num_heads(vision_width), output_dim=embed_dim)
+                layers=vision_layers, heads=vision_heads or _num_heads(vision_width),
+                output_dim=embed_dim, mlp_width=vision_mlp_width, activation=activation)
         self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads,
-                                       causal=True)
+                                       causal=True, mlp_width=transformer_mlp_width,
+                                       activation=activation)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)

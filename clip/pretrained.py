@@ -100,8 +100,9 @@ def model_file(name_or_path, download_root=None):
         return path
     raise ModelFileError(
         f"CLIP model {name_or_path!r} (MODEL.BACKBONE.NAME / --backbone) is neither an OpenAI "
-        f"model name ({', '.join(available_models())}) nor an existing file: check the name, "
-        "or the path of a local CLIP file")
+        f"model name ({', '.join(available_models())}), nor an open_clip name <model>/<pretrained "
+        "tag> (e.g. ViT-B-16/laion2b_s34b_b88k), nor an existing file: check the name, or the "
+        "path of a local CLIP file")
 
 
 SHA256_CACHE_FILE = "sha256-cache.json"  # in the cache folder: path -> size, mtime, SHA-256
@@ -109,11 +110,18 @@ SHA256_CACHE_FILE = "sha256-cache.json"  # in the cache folder: path -> size, mt
 
 def clip_sha256(name_or_path, download_root=None):
     """SHA-256 fingerprint of the CLIP weights a name or path stands for, without downloading:
-    an OpenAI name by the digest in its address (its file is verified against it); a local file
-    hashed once, then read from a cache keyed by path, size and modification time (the file
-    ``sha256-cache.json`` in the cache folder). None when there is no such file."""
+    an OpenAI name by the digest in its address (its file is verified against it); a local file,
+    or the file an open_clip name resolves to where open_clip's download put it
+    (clip/openclip.py), hashed once, then read from a cache keyed by path, size and modification
+    time (the file ``sha256-cache.json`` in the cache folder). None when there is no such file."""
     if name_or_path in _MODELS:
         return _expected_sha256(_MODELS[name_or_path])
+    from . import openclip  # it imports this module
+
+    if openclip.is_open_clip_name(name_or_path):
+        name_or_path = openclip.cached_weights_file(name_or_path, download_root)
+        if name_or_path is None:
+            return None
     path = os.path.abspath(os.path.expanduser(name_or_path))
     if not os.path.isfile(path):
         return None

@@ -59,4 +59,17 @@ def default_cfg():
     return cfg
 
 
+def apply_backbone_input(cfg, opts=()):
+    """For an open_clip backbone (MODEL.BACKBONE.NAME `<model>/<tag>`, clip/openclip.py): its
+    image size and normalisation into INPUT.SIZE / PIXEL_MEAN / PIXEL_STD, which the method
+    configs set for OpenAI's CLIP; a key that `opts` (the command line's KEY VALUE pairs) sets
+    keeps its value. Nothing changes for OpenAI's names and local files."""
+    from clip.openclip import input_settings
+
+    given = set(list(opts or ())[::2])
+    settings = input_settings(cfg.MODEL.BACKBONE.NAME)
+    cfg.merge_from_list([item for key, value in settings.items() if key not in given
+                         for item in (key, value)])
+
+
 load_trainer_modules()

@@ -24,7 +24,7 @@ import torch
 import yaml
 from PIL import Image
 
-from trainers import default_cfg
+from trainers import apply_backbone_input, default_cfg
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import UserError, read_image
@@ -43,6 +43,7 @@ def predictor_cfg(config_file, trainer, opts=(), device=None):
     cfg.merge_from_file(config_file)
     cfg.TRAINER.NAME = trainer
     cfg.merge_from_list(list(opts))
+    apply_backbone_input(cfg, opts)
     cfg.RUN.EVAL_ONLY = True
     if device is not None:
         cfg.USE_CUDA = torch.device(device).type == "cuda"
