@@ -300,8 +300,11 @@ def _requested_shots(metrics, default):
 
 
 def _clip_label(identity):
+    """The CLIP weights of a run: the backbone's short name (an open_clip model as
+    `ViT-B-16/laion2b_s34b_b88k`) and the file's SHA-256."""
+    name = identity.get("backbone_label") or identity.get("backbone")
     digest = identity.get("clip_sha256")
-    return f"{identity.get('backbone')} sha256:{digest[:12]}" if digest else identity.get("backbone")
+    return f"{name} sha256:{digest[:12]}" if digest else name
 
 
 def assign_settings(runs):

@@ -272,8 +272,12 @@ def identity_of(cfg, args):
     name = dataset.own_name(cfg)
     if name != cfg.DATASET.NAME and cfg.RUN.DATASET_CONFIG_NAME:
         name = cfg.RUN.DATASET_CONFIG_NAME
-    return run_identity(cfg, args.opts, name, clip_sha256(cfg.MODEL.BACKBONE.NAME),
-                        config_file_record(cfg, args))
+    identity = run_identity(cfg, args.opts, name, clip_sha256(cfg.MODEL.BACKBONE.NAME),
+                            config_file_record(cfg, args))
+    from clip.openclip import backbone_label
+
+    identity["backbone_label"] = backbone_label(cfg.MODEL.BACKBONE.NAME)  # the tables' name
+    return identity
 
 
 PUBLISHED_CONFIGS = osp.join(ROOT, "configs", "published.json")

@@ -342,3 +342,21 @@ def test_the_plot_marks_incomplete_averages_and_changed_settings(tmp_path):
     assert values["incomplete"] == [None, "1/11"]  # EuroSAT, then the Average over 1 of 11
     text = parse_test_res.render_text([table], "table")
     assert "BMIP {lr 0.05}" in text and "OPTIM.LR = 0.05 (published: 0.002)" in text
+
+
+def test_an_open_clip_backbone_is_named_in_the_clip_column(tmp_path):
+    for backbone, seed, digest in (("ViT-B-16/laion2b_s34b_b88k", 1, "a" * 64),
+                                   ("ViT-B/16", 1, "b" * 64)):
+        label = backbone
+        identity = {"trainer": "BMIP", "config": "BMIP_ctx2_dp9_lr2", "tag": "", "shots": 16,
+                    "seed": seed, "model": "best_val", "step": "base2new_train",
+                    "backbone": f"/models/{backbone}", "backbone_label": label,
+                    "clip_sha256": digest, "fingerprint": "e" * 16, "settings": {}}
+        folder = b2n_dir(tmp_path / backbone.replace("/", "_"), "train_base", "eurosat", "BMIP",
+                         "BMIP_ctx2_dp9_lr2", seed)
+        write_results(folder, 80.0, identity=identity, run_id=digest[:16],
+                      dataset_config="eurosat")
+    base = rows(parse(tmp_path), "base2new", "base")
+    assert sorted(row["clip"] for row in base) == [
+        f"ViT-B-16/laion2b_s34b_b88k sha256:{'a' * 12}", f"ViT-B/16 sha256:{'b' * 12}"]
+    assert len({row["method"] for row in base}) == 2

@@ -52,7 +52,7 @@ OWN_FIELD_KEYS = frozenset({
 # wherever it lies; the settings' fingerprint is compared through the settings themselves, and
 # the command-line overrides are part of them.
 INFORMATIVE_FIELDS = ("backbone",)
-DERIVED_FIELDS = ("fingerprint", "overrides", "config_file")
+DERIVED_FIELDS = ("fingerprint", "overrides", "config_file", "backbone_label")
 # Keys that are not part of the settings: those with fields of their own, and the dataset's keys,
 # whose data the data hashes of results.json identify (the training sample and the test set).
 SETTINGS_EXCLUDED_SECTIONS = ("DATASET.",)
@@ -155,7 +155,8 @@ def identity_differences(old, new, ignore=()):
     if old.get("clip_sha256") and new.get("clip_sha256"):
         skipped.update(INFORMATIVE_FIELDS)
     both_settled = old.get("settings") is not None and new.get("settings") is not None
-    skipped.update(DERIVED_FIELDS if both_settled else ("settings", "fingerprint", "config_file"))
+    skipped.update(DERIVED_FIELDS if both_settled
+                   else ("settings", "fingerprint", "config_file", "backbone_label"))
     differences = []
     for field in dict.fromkeys([*old, *new]):
         if field in skipped:
