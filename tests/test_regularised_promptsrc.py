@@ -288,3 +288,59 @@ def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(clip_file), str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_templates_clip_ensembles_clips_80_templates(clip_file, tmp_path):
+    from trainers.promptsrc import CLIP_IMAGENET_TEMPLATES
+
+    cfg = toy_trainer_cfg("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_authors.yaml",
+                          clip_file, tmp_path, tmp_path / "out", "TRAINER.BMIP.PROMPT_DEPTH", 3)
+    trainer = build_trainer(cfg)
+    templates = trainer.objective.templates
+    # CLIP's 80: PromptSRC's 60 and 20 more (e.g. "a plushie {}."), each once.
+    assert len(templates) == len(set(templates)) == 80
+    assert set(IMAGENET_TEMPLATES) < set(templates) and "a plushie {}." in templates
+    assert templates == CLIP_IMAGENET_TEMPLATES
+    model = trainer.model
+    with torch.no_grad():  # the authors' teacher: mean of the unnormalised features
+        features = torch.stack([model.frozen_text_features(clip.tokenize(
+            [t.format(name) for name in model.prompt_learner.classnames]))
+            for t in templates], dim=1).mean(dim=1)
+    assert torch.allclose(trainer.objective.text_targets(), F.normalize(features, dim=-1), atol=1e-5)
+    cfg.defrost()
+    cfg.TRAINER.PROMPTSRC.TEMPLATES = "openai"
+    with pytest.raises(ConfigError, match="TEMPLATES"):
+        build_trainer(cfg)
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("trainer,paper,authors,differences", [
+    ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip.yaml",
+     "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+      "TRAINER.PROMPTSRC.TEMPLATES": "clip"}),
+    ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_cross_datasets.yaml",
+     "PromptSRC/vit_b16_c2_ep20_batch4_2ctx_bmip_cross_datasets_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+      "TRAINER.PROMPTSRC.TEMPLATES": "clip", "OPTIM.NAME": "sgd", "TRAINER.BMIP.N_CTX": 2,
+      "TRAINER.BMIP.PROMPT_DEPTH": 9}),
+    ("CoPrompt", "CoPrompt/coprompt_bmip.yaml", "CoPrompt/coprompt_bmip_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same"}),
+])
+def test_each_authors_config_is_its_paper_reading_config_with_the_authors_settings(
+        trainer, paper, authors, differences, clip_file, tmp_path):
+    """The `_authors` configs (what produced the paper's Table 4) differ from the paper-reading
+    ones only where the authors' code does."""
+    flat = {name: _flat(toy_trainer_cfg(trainer, name, clip_file, tmp_path, tmp_path / "out"))
+            for name in (paper, authors)}
+    changed = {key: value for key, value in flat[authors].items() if flat[paper][key] != value}
+    assert changed == differences

@@ -10,7 +10,8 @@ bmip for the BMIP paper's Table 4), with the prompting's options in its own sect
 
 (features L2-normalised; the zero-shot logits are frozen CLIP's image features against the
 ensemble text features, both scaled by CLIP's logit scale). The ensemble is the mean of CLIP's
-unnormalised text features over the 60 ImageNet templates, normalised, computed once per class
+unnormalised text features over PromptSRC's 60 ImageNet templates (TEMPLATES clip: CLIP's 80, as
+the BMIP authors' PromptSRC+BMIP), normalised, computed once per class
 set; the frozen image features once per batch without gradients; both come from the same
 encoders with the prompts switched off.
 
@@ -55,6 +56,39 @@ IMAGENET_TEMPLATES = (
     "a pixelated photo of a {}.", "itap of the {}.",
 )
 
+# CLIP's 80 ImageNet prompt-engineering templates (OpenAI's notebook), in the order of the BMIP
+# authors' trainers/imagenet_templates.py, which their PromptSRC+BMIP ensembles.
+CLIP_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+    "a photo of the hard to see {}.", "a low resolution photo of the {}.", "a rendering of a {}.",
+    "graffiti of a {}.", "a bad photo of the {}.", "a cropped photo of the {}.",
+    "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.",
+    "a dark photo of the {}.", "a drawing of a {}.", "a photo of my {}.", "the plastic {}.",
+    "a photo of the cool {}.", "a close-up photo of a {}.", "a black and white photo of the {}.",
+    "a painting of the {}.", "a painting of a {}.", "a pixelated photo of the {}.",
+    "a sculpture of the {}.", "a bright photo of the {}.", "a cropped photo of a {}.",
+    "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.",
+    "a rendering of the {}.", "a {} in a video game.", "a photo of one {}.", "a doodle of a {}.",
+    "a close-up photo of the {}.", "a photo of a {}.", "the origami {}.",
+    "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.", "a origami {}.",
+    "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.",
+    "a photo of a nice {}.", "a photo of a weird {}.", "a blurry photo of a {}.",
+    "a cartoon {}.", "art of a {}.", "a sketch of the {}.", "a embroidered {}.",
+    "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.",
+    "a photo of the small {}.", "a photo of the weird {}.", "the cartoon {}.", "art of the {}.",
+    "a drawing of the {}.", "a photo of the large {}.", "a black and white photo of a {}.",
+    "the plushie {}.", "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.",
+    "a toy {}.", "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+# TRAINER.PROMPTSRC.TEMPLATES: the ensemble of the text targets.
+TEMPLATE_SETS = {"promptsrc": IMAGENET_TEMPLATES, "clip": CLIP_IMAGENET_TEMPLATES}
+
 # Upstream PromptSRC saves its frozen image encoder inside the learner: CLIP's own weights.
 UPSTREAM_KEYS = [(r"prompt_learner\.ZS_image_encoder\.(.+)", r"image_encoder.\1")]
 rename_upstream_key = rename_by_patterns(UPSTREAM_KEYS)
@@ -68,6 +102,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10
     cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # epoch (1-based) of the Gaussian's peak
     cfg.TRAINER.PROMPTSRC.GPA_STD = 1
+    # promptsrc: PromptSRC's 60 ImageNet templates; clip: CLIP's 80 (the BMIP authors' PromptSRC+BMIP)
+    cfg.TRAINER.PROMPTSRC.TEMPLATES = "promptsrc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +212,9 @@ class PromptSRC(RegularisedTrainer):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
+        if cfg.TRAINER.PROMPTSRC.TEMPLATES not in TEMPLATE_SETS:
+            raise ConfigError(f"TRAINER.PROMPTSRC.TEMPLATES is {cfg.TRAINER.PROMPTSRC.TEMPLATES!r}: "
+                              f"choose one of {list(TEMPLATE_SETS)}")
         if cfg.TRAIN.EARLY_STOPPING or cfg.TEST.FINAL_MODEL == "best_val":
             raise ConfigError("PromptSRC's final model is the Gaussian aggregate of all its "
                               "epochs: turn TRAIN.EARLY_STOPPING off and set TEST.FINAL_MODEL "
@@ -185,7 +224,7 @@ class PromptSRC(RegularisedTrainer):
         super().build_model()
         settings = self.settings
         self.objective = PromptSRCLoss(self.model, settings.TEXT_LOSS_WEIGHT,
-                                       settings.IMAGE_LOSS_WEIGHT)
+                                       settings.IMAGE_LOSS_WEIGHT, TEMPLATE_SETS[settings.TEMPLATES])
         self.gpa = GaussianPromptAggregation(
             gpa_weights(self.cfg.OPTIM.MAX_EPOCH, settings.GPA_MEAN, settings.GPA_STD))
 
