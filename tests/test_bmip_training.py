@@ -75,8 +75,12 @@ VARIANTS = {
     "BMIP_ctx2_dp9_lr2_add.yaml": {"TRAINER.BMIP.AGGREGATION": "add"},
     "BMIP_ctx2_dp9_lr2_attention.yaml": {"TRAINER.BMIP.AGGREGATION": "attention"},
     "BMIP_ctx2_dp9_lr2_joint.yaml": {"TRAINER.BMIP.AGGREGATION": "joint"},
+    # and the authors' model selection (their early stopping never stops: see the config)
     "BMIP_ctx2_dp9_lr2_authors.yaml": {"TRAINER.BMIP.ATTN_POOL": "authors",
-                                       "TRAINER.BMIP.DEEP_VISION_INIT": "same"},
+                                       "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+                                       "TRAIN.EARLY_STOPPING": False,
+                                       "TRAIN.EARLY_STOPPING_MIN_EPOCH": 6,
+                                       "TRAIN.BEST_VAL_MIN_DELTA": 0.01},
     "BMIP_ctx2_dp9_lr2_per_layer_proj.yaml": {"TRAINER.BMIP.SHARE_PROJECTIONS": False},
 }
 
