@@ -11,6 +11,8 @@ own prompts with the other tower's, projected to its width:
     P_v'_i = w_v * P_v_i + (1 - w_v) * F_v(P_i)
     P'_i   = w_l * P_i   + (1 - w_l) * F_l(P_v_i)
 
+(the sigmoid is the authors' code's; the paper's eqs. (10)-(11) write w = L(A): WEIGHT_ACT none).
+
 A is read from the queries and keys that layer i's own attention computes from the hidden state
 entering the layer (the prompt positions still hold the previous layer's outputs), detached.
 They are computed once (`LayerInput.qkv`): the layer's attention reuses them, recomputing only
@@ -38,6 +40,7 @@ from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, chec
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
 DEEP_VISION_INITS = ("independent", "same")
+WEIGHT_ACTS = ("sigmoid", "none")
 
 
 def extend_cfg(cfg):
@@ -52,13 +55,17 @@ def extend_cfg(cfg):
     # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
     # draw, as the authors' SHARE_PARAMETER_VISUAL default does (see BMIPPromptLearner)
     cfg.TRAINER.BMIP.DEEP_VISION_INIT = "independent"
+    # w = sigmoid(L(A)) as the authors' code computes it; none: w = L(A), the paper's eqs. (10)-(11)
+    cfg.TRAINER.BMIP.WEIGHT_ACT = "sigmoid"
 
 
 def check_options(bmip):
-    """Reject unknown AGGREGATION / ATTN_POOL / DEEP_VISION_INIT values with the accepted ones."""
+    """Reject unknown AGGREGATION / ATTN_POOL / DEEP_VISION_INIT / WEIGHT_ACT values with the
+    accepted ones."""
     for key, value, choices in (("AGGREGATION", bmip.AGGREGATION, AGGREGATIONS),
                                 ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS),
-                                ("DEEP_VISION_INIT", bmip.DEEP_VISION_INIT, DEEP_VISION_INITS)):
+                                ("DEEP_VISION_INIT", bmip.DEEP_VISION_INIT, DEEP_VISION_INITS),
+                                ("WEIGHT_ACT", bmip.WEIGHT_ACT, WEIGHT_ACTS)):
         if value not in choices:
             raise ConfigError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
 
@@ -157,8 +164,13 @@ class BMIPPromptLearner(PromptLearner):
     (`text_weight_heads`); deep index j stands for layer i = j + 1.
 
     Decisions where the paper is silent (docs/BMIP.md states the method), read from the paper's
-    equations (10)-(13) (weights from the attention layer through a learnt 1x1 map and a sigmoid;
-    a convex combination of a modality's own prompts and the other modality's projected prompts):
+    equations (10)-(13) (weights from the attention layer through a learnt 1x1 map; a combination
+    of a modality's own prompts and the other modality's projected prompts) and the authors' code:
+    - w = sigmoid(L(A)): the sigmoid is the authors' code's (their eqs. (10)-(11) write w = L(A),
+      WEIGHT_ACT none); it keeps w in (0, 1), so the mix is convex.
+    - The layer-0 vision prompt is F_0(P_0) (`proj` of `ctx`); the paper lists P~_0 among the
+      independent prompts, and the authors' code declares one (`ctx_v`, `proj_v`) but never uses it
+      in its forward pass: their layer-0 vision prompt is F_0(P_0) too.
     - A of a layer and sequence is the mean over heads and over docs/BMIP.md's queries (image: CLS +
       patches; text: the positions after the prompt up to EOT of each class row); the prompt
       positions are never queries. Scores are computed in fp32 whatever CLIP's precision.
@@ -195,6 +207,7 @@ class BMIPPromptLearner(PromptLearner):
                     min(num_text_layers(clip_model), num_vision_layers(clip_model)))
         d_text, d_vision = text_width(clip_model), vision_width(clip_model)
         self.aggregation, self.attn_pool = bmip.AGGREGATION, bmip.ATTN_POOL
+        self.weight_act = bmip.WEIGHT_ACT
         n_tokens = 2 * n_ctx if self.aggregation == "joint" else n_ctx
         ctx, prefix = init_context(clip_model, n_tokens, bmip.CTX_INIT)
         super().__init__(classnames, clip_model, prefix)
@@ -253,7 +266,7 @@ class BMIPPromptLearner(PromptLearner):
         statistic = image_attention(layer)
         if self.attn_pool == "authors":
             statistic = statistic.mean(dim=0)
-        return torch.sigmoid(self.vision_weight_heads[j](statistic.unsqueeze(-1)))
+        return self.activate(self.vision_weight_heads[j](statistic.unsqueeze(-1)))
 
     def text_weights(self, layer, j):
         """w_l: [C, n, 1] per class sequence, or [n, 1] (ATTN_POOL authors)."""
@@ -261,7 +274,11 @@ class BMIPPromptLearner(PromptLearner):
             statistic = text_attention_authors(layer)
         else:
             statistic = text_attention(layer)
-        return torch.sigmoid(self.text_weight_heads[j](statistic.unsqueeze(-1)))
+        return self.activate(self.text_weight_heads[j](statistic.unsqueeze(-1)))
+
+    def activate(self, head_output):
+        """w from L(A): sigmoid (the authors' code), or L(A) itself (WEIGHT_ACT none)."""
+        return torch.sigmoid(head_output) if self.weight_act == "sigmoid" else head_output
 
     def aggregate(self, local, foreign, weights):
         """The prompts written for one layer from the modality's own prompts `local` [n, d] and
