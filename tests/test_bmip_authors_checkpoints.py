@@ -136,3 +136,23 @@ def test_an_unknown_deep_vision_init_is_a_config_error():
     from trainers.bmip import check_options
     with pytest.raises(ConfigError, match="DEEP_VISION_INIT"):
         check_options(trainer_cfg("BMIP", **{"TRAINER.BMIP.DEEP_VISION_INIT": "tied"}).TRAINER.BMIP)
+
+
+def test_uniform_deep_vision_init_draws_each_layer_as_the_authors_without_shared_visual_prompts():
+    """Their SHARE_PARAMETER_VISUAL False: nn.init.uniform_(-val, val) per layer with
+    val = sqrt(6 / (3 * reduce(mul, [16], 1) + width)) (0.0857 at width 768)."""
+    import math
+
+    from trainers.bmip import uniform_init_bound
+
+    assert uniform_init_bound(768) == pytest.approx(0.0857, abs=1e-4)
+    cfg = trainer_cfg("BMIP", **{"TRAINER.BMIP.PROMPT_DEPTH": DEPTH,
+                                 "TRAINER.BMIP.DEEP_VISION_INIT": "uniform"})
+    clip_model, model = bmip_model(cfg)
+    bound = math.sqrt(6.0 / (3 * 16 + clip_model.visual.width))
+    deep = model.prompt_learner.deep_vision
+    for prompt in deep:
+        assert prompt.abs().max() <= bound and prompt.abs().max() > bound / 2
+        # N(0, 0.02) would put most values within 0.02; a uniform draw spreads over the bound
+        assert (prompt.abs() > 0.5 * bound).float().mean() > 0.3
+    assert not torch.equal(deep[0], deep[1])

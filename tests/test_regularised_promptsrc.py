@@ -344,3 +344,30 @@ def test_each_authors_config_is_its_paper_reading_config_with_the_authors_settin
             for name in (paper, authors)}
     changed = {key: value for key, value in flat[authors].items() if flat[paper][key] != value}
     assert changed == differences
+
+
+def test_text_targets_are_computed_in_fp32_under_a_half_precision_clip():
+    """Upstream PromptSRC's teacher is an fp32 copy of CLIP: with CLIP stored in bf16 here, the
+    targets equal those of the same weights in fp32, not the bf16 tower's."""
+    import copy
+
+    from clip.model import convert_weights_to
+
+    _, clip_model, model = promptsrc_model("ivlp")
+    convert_weights_to(clip_model, torch.bfloat16)
+    assert model.text_encoder.dtype == torch.bfloat16
+    objective = PromptSRCLoss(model, 25, 10, TEMPLATES)
+    reference_clip = copy.deepcopy(clip_model).float()
+    with torch.no_grad():
+        def ensemble(encode):
+            total = sum(encode(clip.tokenize([template.format(name.replace("_", " "))
+                                              for name in CLASSNAMES])).float()
+                        for template in TEMPLATES)
+            return F.normalize(total / len(TEMPLATES), dim=-1)
+        fp32 = ensemble(reference_clip.encode_text)
+        half = ensemble(model.frozen_text_features)
+    targets = objective.text_targets()
+    assert targets.dtype == torch.float32
+    torch.testing.assert_close(targets, fp32, rtol=0, atol=1e-6)
+    assert (half - fp32).abs().max() > 1e-4
+    assert model.text_encoder.dtype == torch.bfloat16  # the model's own tower is left as it was

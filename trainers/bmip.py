@@ -26,6 +26,8 @@ columns, without a full attention matrix (`attention_to_prompts`). Same values e
 The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
 checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +41,7 @@ from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, chec
 
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
-DEEP_VISION_INITS = ("independent", "same")
+DEEP_VISION_INITS = ("independent", "same", "uniform")
 WEIGHT_ACTS = ("sigmoid", "none")
 
 
@@ -53,7 +55,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.BMIP.AGGREGATION = "weighted"  # weighted | add | attention | joint
     cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
     # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
-    # draw, as the authors' SHARE_PARAMETER_VISUAL default does (see BMIPPromptLearner)
+    # draw, as the authors' SHARE_PARAMETER_VISUAL default does; uniform: each layer from
+    # U(+-sqrt(6 / (3 * 16 + vision width))), as their SHARE_PARAMETER_VISUAL False (see BMIPPromptLearner)
     cfg.TRAINER.BMIP.DEEP_VISION_INIT = "independent"
     # w = sigmoid(L(A)) as the authors' code computes it; none: w = L(A), the paper's eqs. (10)-(11)
     cfg.TRAINER.BMIP.WEIGHT_ACT = "sigmoid"
@@ -154,6 +157,12 @@ def text_attention_authors(layer):
 # The prompt learner
 # ---------------------------------------------------------------------------------------------
 
+def uniform_init_bound(vision_width):
+    """The authors' bound for deep vision prompts without SHARE_PARAMETER_VISUAL: VPT's
+    sqrt(6 / (3 * patch area + width)) with their patch "area" written as 16 (0.086 for 768)."""
+    return math.sqrt(6.0 / (3 * 16 + vision_width))
+
+
 def _linear_list(count, d_in, d_out):
     return nn.ModuleList(nn.Linear(d_in, d_out) for _ in range(count))
 
@@ -193,7 +202,8 @@ class BMIPPromptLearner(PromptLearner):
       from one and the same draw and then trains apart. Their ParameterList holds the same slice
       of one tensor for every layer, but moving the model to the GPU (any `Module.to` that
       converts) gives each entry its own copy, so on the GPU they are one initialisation, not
-      one tensor; their checkpoints hold one tensor per layer.
+      one tensor; their checkpoints hold one tensor per layer. DEEP_VISION_INIT uniform (their
+      SHARE_PARAMETER_VISUAL False): each P_v_i from U(+-uniform_init_bound(width)).
     - ATTN_POOL authors (the authors' code): the vision A is also averaged over the batch (one w
       per token for all images of a batch); the text A is read from the SOS query row, which the
       causal mask keeps at 0 (so w_l = sigmoid(bias)); text prompts are replaced in layers
@@ -221,6 +231,11 @@ class BMIPPromptLearner(PromptLearner):
             with torch.no_grad():
                 for prompt in self.deep_vision[1:]:
                     prompt.copy_(self.deep_vision[0])
+        elif bmip.DEEP_VISION_INIT == "uniform":
+            bound = uniform_init_bound(d_vision)
+            with torch.no_grad():
+                for prompt in self.deep_vision:
+                    prompt.uniform_(-bound, bound)
         n_projections = min(n_deep, 1) if bmip.SHARE_PROJECTIONS else n_deep
         self.to_vision = _linear_list(n_projections, d_text, d_vision)
         self.to_text = _linear_list(n_projections, d_vision, d_text)

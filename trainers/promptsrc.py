@@ -11,7 +11,8 @@ bmip for the BMIP paper's Table 4), with the prompting's options in its own sect
 (features L2-normalised; the zero-shot logits are frozen CLIP's image features against the
 ensemble text features, both scaled by CLIP's logit scale). The ensemble is the mean of CLIP's
 unnormalised text features over PromptSRC's 60 ImageNet templates (TEMPLATES clip: CLIP's 80, as
-the BMIP authors' PromptSRC+BMIP), normalised, computed once per class
+the BMIP authors' PromptSRC+BMIP), normalised, in fp32 as upstream's teacher (under PREC fp16 an
+fp32 copy of the text tower computes them), computed once per class
 set; the frozen image features once per batch without gradients; both come from the same
 encoders with the prompts switched off.
 
@@ -20,6 +21,7 @@ with weight N(e; GPA_MEAN, GPA_STD^2), normalised over the epochs; after the las
 learner is replaced by the sum, which is what is saved and evaluated. The running sum is part of
 the checkpoint's engine state, so a resumed run aggregates the same epochs.
 """
+import copy
 import math
 
 import torch
@@ -113,15 +115,27 @@ def extend_cfg(cfg):
 @torch.no_grad()
 def ensemble_text_targets(model, templates=IMAGENET_TEMPLATES):
     """Frozen CLIP's text targets [C, embed_dim] for the model's classes: the mean over
-    `templates` of the unnormalised features, normalised."""
+    `templates` of the unnormalised features, normalised. In fp32 whatever CLIP's precision, as
+    upstream's teacher (an fp32 copy of CLIP) computes them."""
     learner = model.prompt_learner
     device, context_length = learner.tokenized_prompts.device, learner.tokenized_prompts.shape[1]
     total = 0
-    for template in templates:
-        texts = class_texts(template, learner.classnames)
-        tokens = clip.tokenize(texts, context_length=context_length).to(device)
-        total = total + model.frozen_text_features(tokens).float()
+    with torch.autocast(device_type=device.type, enabled=False):
+        encode = fp32_frozen_text_features(model)
+        for template in templates:
+            texts = class_texts(template, learner.classnames)
+            tokens = clip.tokenize(texts, context_length=context_length).to(device)
+            total = total + encode(tokens).float()
     return normalize(total / len(templates))
+
+
+def fp32_frozen_text_features(model):
+    """`model.frozen_text_features`, through an fp32 copy of CLIP's text tower (made here, freed
+    with the function) when CLIP is stored in half precision."""
+    if model.text_encoder.dtype == torch.float32:
+        return model.frozen_text_features
+    encoder = copy.deepcopy(model.text_encoder).float()
+    return lambda tokens: torch.cat([encoder(chunk) for chunk in tokens.split(model.text_chunk_size)])
 
 
 def logits_kl(logits, target_logits):
