@@ -537,7 +537,7 @@ def architecture_from_state_dict(state_dict):
 
 
 class DesignDetailsError(UserError, TypeError):
-    """A trainer file asked for the MaPLe codebase's CLIP (build_model(state_dict, design_details))."""
+    """A trainer file asked for the MaPLe codebase's CLIP (`design_details`)."""
 
 
 def build_model(state_dict, design_details=None):
@@ -551,8 +551,8 @@ def build_model(state_dict, design_details=None):
         caller = os.path.relpath(sys._getframe(1).f_code.co_filename)
         trainer = design_details.get("trainer") if isinstance(design_details, dict) else None
         raise DesignDetailsError(
-            f"{caller} calls clip.build_model(state_dict, design_details) (trainer {trainer!r}): it "
-            "needs the MaPLe codebase's modified CLIP, which this project does not have. MaPLe, "
+            f"{caller} calls clip.build_model(state_dict, design_details) (trainer {trainer!r}): "
+            "it needs the MaPLe codebase's modified CLIP, which this project does not have. MaPLe, "
             "IVLP, VPT and BMIP are built in (--trainer MaPLe ...); a method of that family is "
             "written here as a prompt learner (trainers/prompting.py)")
     weights = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}

@@ -56,7 +56,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
     # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
     # draw, as the authors' SHARE_PARAMETER_VISUAL default does; uniform: each layer from
-    # U(+-sqrt(6 / (3 * 16 + vision width))), as their SHARE_PARAMETER_VISUAL False (see BMIPPromptLearner)
+    # U(+-sqrt(6 / (3 * 16 + vision width))), as their SHARE_PARAMETER_VISUAL False
+    # (see BMIPPromptLearner)
     cfg.TRAINER.BMIP.DEEP_VISION_INIT = "independent"
     # w = sigmoid(L(A)) as the authors' code computes it; none: w = L(A), the paper's eqs. (10)-(11)
     cfg.TRAINER.BMIP.WEIGHT_ACT = "sigmoid"

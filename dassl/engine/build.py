@@ -35,7 +35,8 @@ def undefined_config_key(error, cfg):
         traceback = traceback.tb_next
     frame = traceback.tb_frame
     node, name = frame.f_locals.get("self"), frame.f_locals.get("name")
-    if frame.f_code.co_name != "__getattr__" or not isinstance(name, str) or not isinstance(node, dict):
+    if (frame.f_code.co_name != "__getattr__" or not isinstance(name, str)
+            or not isinstance(node, dict)):
         return None
     path = _path_of(cfg, node)
     return None if path is None else ".".join([*path, name])

@@ -127,8 +127,8 @@ def _build_transform_train(cfg, choices, normalize):
     if "randaugment" in choices or "randaugment_torchvision" in choices:
         n_ops, magnitude = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
         if not 0 <= magnitude <= 30 or n_ops < 0:
-            raise ConfigError(f"INPUT.RANDAUGMENT_M is {magnitude} and INPUT.RANDAUGMENT_N {n_ops}: "
-                              "M must lie in 0..30 and N be at least 0")
+            raise ConfigError(f"INPUT.RANDAUGMENT_M is {magnitude} and INPUT.RANDAUGMENT_N "
+                              f"{n_ops}: M must lie in 0..30 and N be at least 0")
     if "randaugment" in choices:
         # Dassl's RandAugment (its 16 operations and magnitude mapping; see randaugment.py)
         print(f"+ randaugment (n={n_ops}, m={magnitude})")
