@@ -67,7 +67,7 @@ def test_the_main_config_holds_the_authors_settings():
     assert dict(cfg.TRAINER.BMIP) == {
         "N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9,
         "SHARE_PROJECTIONS": True, "AGGREGATION": "weighted", "ATTN_POOL": "per_sample",
-        "DEEP_VISION_INIT": "independent"}
+        "DEEP_VISION_INIT": "independent", "WEIGHT_ACT": "sigmoid"}
 
 
 # Each config and the options that set it apart from the main config.
