@@ -67,7 +67,8 @@ def test_the_main_config_holds_the_authors_settings():
     assert dict(cfg.TRAINER.BMIP) == {
         "N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9,
         "SHARE_PROJECTIONS": True, "AGGREGATION": "weighted", "ATTN_POOL": "per_sample",
-        "DEEP_VISION_INIT": "independent", "WEIGHT_ACT": "sigmoid"}
+        "DEEP_VISION_INIT": "independent", "WEIGHT_ACT": "sigmoid", "SHARE_TO_VISION": True,
+        "SHARE_TO_TEXT": True}
 
 
 # Each config and the options that set it apart from the main config.

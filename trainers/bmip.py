@@ -52,6 +52,10 @@ def extend_cfg(cfg):
     cfg.TRAINER.BMIP.PREC = "fp16"  # fp16, fp32, amp
     cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # J: layers 0..J-1 of both towers get prompts
     cfg.TRAINER.BMIP.SHARE_PROJECTIONS = True  # one F_v, F_l pair for all layers, else per layer
+    # With SHARE_PROJECTIONS True, False here gives that one direction a head per layer (the
+    # authors' SHARE_PARAMETER_TEXT for F_v, the projection half of SHARE_PARAMETER_VISUAL for F_l)
+    cfg.TRAINER.BMIP.SHARE_TO_VISION = True
+    cfg.TRAINER.BMIP.SHARE_TO_TEXT = True
     cfg.TRAINER.BMIP.AGGREGATION = "weighted"  # weighted | add | attention | joint
     cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
     # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
@@ -190,9 +194,10 @@ class BMIPPromptLearner(PromptLearner):
       checkpoint (one layout for both modes) but is unused: that mode stops the text replacement
       one layer early.
     - P_i and P_v_i start from N(0, 0.02^2) like every prompt of this codebase (the authors'
-      default set-up draws its vision prompts so too); F_0, F_v, F_l are
-      nn.Linear with default initialisation; SHARE_PROJECTIONS False gives every layer its own
-      pair F_v^i, F_l^i (F_0 is always separate).
+      default set-up draws its vision prompts so too); F_0, F_v, F_l are nn.Linear with default
+      initialisation; SHARE_PROJECTIONS False gives every layer its own pair F_v^i, F_l^i, and
+      SHARE_TO_VISION / SHARE_TO_TEXT False a head per layer for F_v / F_l alone (the authors'
+      two switches); F_0 is always separate.
     - AGGREGATION attention: w = sigmoid(cos(local_j, foreign_j)) per prompt token j; nothing is
       detached (w is a function of parameters, not of activations).
     - AGGREGATION joint: 2b prompt tokens in every layer. Layer 0 keeps the input coupling of the
@@ -237,9 +242,10 @@ class BMIPPromptLearner(PromptLearner):
             with torch.no_grad():
                 for prompt in self.deep_vision:
                     prompt.uniform_(-bound, bound)
-        n_projections = min(n_deep, 1) if bmip.SHARE_PROJECTIONS else n_deep
-        self.to_vision = _linear_list(n_projections, d_text, d_vision)
-        self.to_text = _linear_list(n_projections, d_vision, d_text)
+        def n_projections(shared):
+            return min(n_deep, 1) if bmip.SHARE_PROJECTIONS and shared else n_deep
+        self.to_vision = _linear_list(n_projections(bmip.SHARE_TO_VISION), d_text, d_vision)
+        self.to_text = _linear_list(n_projections(bmip.SHARE_TO_TEXT), d_vision, d_text)
         if self.aggregation == "weighted":
             self.vision_weight_heads = _linear_list(n_deep, 1, 1)
             self.text_weight_heads = _linear_list(n_deep, 1, 1)
