@@ -13,11 +13,15 @@ blocks directly (trainers/prompting.py). Attention is one fused q/k/v projection
 `scaled_dot_product_attention` (`Attention`), on nn.MultiheadAttention's parameters, so
 state-dict keys and values are OpenAI's.
 """
+import os
+import sys
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dassl.utils.errors import UserError
 
 # OpenAI's head width: every released model has widths that are multiples of it.
 HEAD_WIDTH = 64
@@ -553,11 +557,25 @@ def architecture_from_state_dict(state_dict):
     )
 
 
-def build_model(state_dict):
+class DesignDetailsError(UserError, TypeError):
+    """A trainer file asked for the MaPLe codebase's CLIP (`design_details`)."""
+
+
+def build_model(state_dict, design_details=None):
     """Build CLIP from an OpenAI state dict: architecture from the shapes, weights loaded strictly.
 
     Returns the model in fp32 and eval mode; casting to fp16 is the caller's choice.
+    `design_details` is the MaPLe codebase's argument (its CLIP carries the prompts inside its
+    blocks): this CLIP has no such variant, so a file that passes one is refused in one line.
     """
+    if design_details is not None:
+        caller = os.path.relpath(sys._getframe(1).f_code.co_filename)
+        trainer = design_details.get("trainer") if isinstance(design_details, dict) else None
+        raise DesignDetailsError(
+            f"{caller} calls clip.build_model(state_dict, design_details) (trainer {trainer!r}): "
+            "it needs the MaPLe codebase's modified CLIP, which this project does not have. MaPLe, "
+            "IVLP, VPT and BMIP are built in (--trainer MaPLe ...); a method of that family is "
+            "written here as a prompt learner (trainers/prompting.py)")
     weights = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
     model = CLIP(**architecture_from_state_dict(weights))
     model.load_state_dict(weights, strict=True)

@@ -25,6 +25,20 @@ _MODELS = {
     "ViT-L/14@336px": "https://openaipublic.azureedge.net/clip/models/3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
 }
 
+
+class _ModelAddresses(dict):
+    """`_MODELS`: OpenAI's model names -> addresses. Trainer files of the CoOp codebase call
+    `clip._download(clip._MODELS[MODEL.BACKBONE.NAME])`; a local CLIP file given as the name
+    stands for itself there (`_download` returns it), as it does everywhere else."""
+
+    def __getitem__(self, name):
+        if name in self:
+            return super().__getitem__(name)
+        return model_file(name)  # a local file's path, else a one-line ModelFileError
+
+
+_MODELS = _ModelAddresses(_MODELS)
+
 CACHE_DIR_ENV = "CLIP_CACHE_DIR"
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -56,8 +70,11 @@ def _expected_sha256(url):
 def _download(url, root=None):
     """Path of the verified file for `url` in `root` (default: $CLIP_CACHE_DIR or ~/.cache/clip),
     downloading it first when it is missing or does not match the SHA-256 in the address
-    (resumable and verified: see dassl.utils.download).
+    (resumable and verified: see dassl.utils.download). A local file instead of an address is
+    returned as it is (what `_MODELS[path]` gives for a CLIP file).
     """
+    if "://" not in url and os.path.isfile(os.path.expanduser(url)):
+        return os.path.expanduser(url)
     root = os.path.expanduser(root or default_cache_dir())
     os.makedirs(root, exist_ok=True)
     target = os.path.join(root, os.path.basename(url.rstrip("/")))

@@ -28,7 +28,9 @@ def bmip_model(cfg, seed=0):
 
 def authors_checkpoint(clip_model, ours, share=True):
     """An official-layout state dict holding the learner values `ours` (our key names), built
-    from the authors' key names, with the entries their model has but never uses."""
+    from the authors' key names, with the entries their model has but never uses. `share`: their
+    (SHARE_PARAMETER_TEXT, SHARE_PARAMETER_VISUAL), or one bool for both."""
+    share_text, share_visual = (share, share) if isinstance(share, bool) else share
     d_text, d_vision = clip_model.ln_final.weight.shape[0], clip_model.visual.width
     generator = torch.Generator().manual_seed(7)
 
@@ -40,25 +42,30 @@ def authors_checkpoint(clip_model, ours, share=True):
     entries[p + "ctx_t"] = ours[p + "ctx"]
     for part in ("weight", "bias"):
         entries[f"{p}proj_t.{part}"] = ours[f"{p}proj.{part}"]
-        if share:
+        if share_text:
             entries[f"{p}single_layer_t.{part}"] = ours[f"{p}to_vision.0.{part}"]
+        if share_visual:
             entries[f"{p}single_layer_v.{part}"] = ours[f"{p}to_text.0.{part}"]
     for j in range(DEPTH - 1):
         entries[f"{p}compound_prompts_text.{j}"] = ours[f"{p}deep_text.{j}"]
         entries[f"{p}compound_prompts_visual.{j}"] = ours[f"{p}deep_vision.{j}"]
-        if not share:
-            for part in ("weight", "bias"):
+        for part in ("weight", "bias"):
+            if not share_text:
                 entries[f"{p}compound_prompt_projections_t.{j}.{part}"] = \
                     ours[f"{p}to_vision.{j}.{part}"]
+            if not share_visual:
                 entries[f"{p}compound_prompt_projections_v.{j}.{part}"] = \
                     ours[f"{p}to_text.{j}.{part}"]
-                entries[f"{p}compound_exchange_v.{j}.weight"] = junk(d_vision, 2 * d_vision)
-                entries[f"{p}compound_exchange_t.{j}.weight"] = junk(d_text, 2 * d_text)
+        if not share_visual:
+            entries[f"{p}compound_exchange_v.{j}.weight"] = junk(d_vision, 2 * d_vision)
+        if not share_text:
+            entries[f"{p}compound_exchange_t.{j}.weight"] = junk(d_text, 2 * d_text)
     # Unused by their forward pass.
     entries[p + "ctx_v"] = junk(77, d_vision)
     entries[p + "proj_v.weight"], entries[p + "proj_v.bias"] = junk(d_text, d_vision), junk(d_text)
-    if share:
+    if share_visual:
         entries[p + "exchange_layer_v.weight"] = junk(d_vision, 2 * d_vision)
+    if share_text:
         entries[p + "exchange_layer_t.weight"] = junk(d_text, 2 * d_text)
     entries[p + "token_prefix"], entries[p + "token_suffix"] = junk(5, 1, d_text), junk(5, 70, d_text)
     # Both heads in every block of both towers; image blocks use learnable_linear1, text blocks
@@ -82,10 +89,22 @@ def rename(cfg):
     return lambda key: BMIP.rename_checkpoint_key(trainer, key)
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_an_official_checkpoint_gives_the_same_logits_with_mapped_weights(share):
-    cfg = bmip_cfg(**({} if share else {"TRAINER.BMIP.SHARE_PROJECTIONS": False}))
+# Their (SHARE_PARAMETER_TEXT, SHARE_PARAMETER_VISUAL) and our keys for the same model.
+SHARING = [
+    ((True, True), {}),
+    ((False, False), {"TRAINER.BMIP.SHARE_PROJECTIONS": False}),
+    ((True, False), {"TRAINER.BMIP.SHARE_TO_TEXT": False}),
+    ((False, True), {"TRAINER.BMIP.SHARE_TO_VISION": False}),
+]
+
+
+@pytest.mark.parametrize("share,opts", SHARING)
+def test_an_official_checkpoint_gives_the_same_logits_with_mapped_weights(share, opts):
+    cfg = bmip_cfg(**opts)
     clip_model, source = bmip_model(cfg, seed=0)
+    learner = source.prompt_learner
+    assert (len(learner.to_vision), len(learner.to_text)) == \
+        tuple(1 if shared else DEPTH - 1 for shared in share)
     values = fp16_exact_values(learner_state_dict(source), seed=3)
     load_learner_state(source, values)
     checkpoint = authors_checkpoint(clip_model, values, share=share)
@@ -136,3 +155,23 @@ def test_an_unknown_deep_vision_init_is_a_config_error():
     from trainers.bmip import check_options
     with pytest.raises(ConfigError, match="DEEP_VISION_INIT"):
         check_options(trainer_cfg("BMIP", **{"TRAINER.BMIP.DEEP_VISION_INIT": "tied"}).TRAINER.BMIP)
+
+
+def test_uniform_deep_vision_init_draws_each_layer_as_the_authors_without_shared_visual_prompts():
+    """Their SHARE_PARAMETER_VISUAL False: nn.init.uniform_(-val, val) per layer with
+    val = sqrt(6 / (3 * reduce(mul, [16], 1) + width)) (0.0857 at width 768)."""
+    import math
+
+    from trainers.bmip import uniform_init_bound
+
+    assert uniform_init_bound(768) == pytest.approx(0.0857, abs=1e-4)
+    cfg = trainer_cfg("BMIP", **{"TRAINER.BMIP.PROMPT_DEPTH": DEPTH,
+                                 "TRAINER.BMIP.DEEP_VISION_INIT": "uniform"})
+    clip_model, model = bmip_model(cfg)
+    bound = math.sqrt(6.0 / (3 * 16 + clip_model.visual.width))
+    deep = model.prompt_learner.deep_vision
+    for prompt in deep:
+        assert prompt.abs().max() <= bound and prompt.abs().max() > bound / 2
+        # N(0, 0.02) would put most values within 0.02; a uniform draw spreads over the bound
+        assert (prompt.abs() > 0.5 * bound).float().mean() > 0.3
+    assert not torch.equal(deep[0], deep[1])

@@ -177,6 +177,37 @@ def test_weighted_prompts_follow_the_attention_weights_of_each_image():
         torch.testing.assert_close(image_in[1][:, -N_CTX:], w * local + (1 - w) * foreign)
 
 
+def test_weight_act_none_uses_the_heads_output_as_the_weight_without_a_sigmoid():
+    """WEIGHT_ACT none: w = L(A) (the paper's eqs. (10)-(11)); the default's sigmoid is the
+    authors' code's."""
+    model = bmip_model(**{"TRAINER.BMIP.WEIGHT_ACT": "none"})
+    learner = model.prompt_learner
+    set_weight_heads(learner, weight=5.0, bias=-0.5)
+    _, text_in, text_out, image_in, image_out = run_recorded(model)
+    block = model.image_encoder.transformer.resblocks[1]
+    with torch.no_grad():
+        hidden = block.ln_1(image_out[0])
+        _, attention = block.attn(hidden, hidden, hidden, need_weights=True)
+        w = (5.0 * attention[:, :-N_CTX, -N_CTX:].mean(dim=1) - 0.5).unsqueeze(-1)
+        local = learner.deep_vision[0]
+        foreign = linear(learner.deep_text[0], learner.to_vision[0])
+        torch.testing.assert_close(image_in[1][:, -N_CTX:], w * local + (1 - w) * foreign)
+        # text side: w_l = L(A_l) with A_l from torch's weights under the causal mask
+        block = model.text_encoder.transformer.resblocks[1]
+        x = text_out[0]
+        mask = model.text_encoder.attn_mask[:x.shape[1], :x.shape[1]]
+        weights = torch_attention_weights(block, x, mask)
+        eot = learner.tokenized_prompts.argmax(dim=-1)
+        for row in range(x.shape[0]):
+            a = weights[row, N_CTX + 1:eot[row] + 1, 1:N_CTX + 1].mean(dim=0)
+            w = (5.0 * a - 0.5).unsqueeze(-1)
+            local = learner.deep_text[0]
+            foreign = linear(learner.deep_vision[0], learner.to_text[0])
+            torch.testing.assert_close(text_in[1][row, 1:1 + N_CTX], w * local + (1 - w) * foreign)
+    with pytest.raises(ValueError, match="WEIGHT_ACT is 'relu'"):
+        bmip.BMIP(trainer_cfg("BMIP", **{"TRAINER.BMIP.WEIGHT_ACT": "relu"}))
+
+
 # ---------------------------------------------------------------------------------------------
 # Batch (in)dependence
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_the_main_config_holds_the_authors_settings():
     assert dict(cfg.TRAINER.BMIP) == {
         "N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9,
         "SHARE_PROJECTIONS": True, "AGGREGATION": "weighted", "ATTN_POOL": "per_sample",
-        "DEEP_VISION_INIT": "independent"}
+        "DEEP_VISION_INIT": "independent", "WEIGHT_ACT": "sigmoid", "SHARE_TO_VISION": True,
+        "SHARE_TO_TEXT": True}
 
 
 # Each config and the options that set it apart from the main config.
@@ -75,8 +76,12 @@ VARIANTS = {
     "BMIP_ctx2_dp9_lr2_add.yaml": {"TRAINER.BMIP.AGGREGATION": "add"},
     "BMIP_ctx2_dp9_lr2_attention.yaml": {"TRAINER.BMIP.AGGREGATION": "attention"},
     "BMIP_ctx2_dp9_lr2_joint.yaml": {"TRAINER.BMIP.AGGREGATION": "joint"},
+    # and the authors' model selection (their early stopping never stops: see the config)
     "BMIP_ctx2_dp9_lr2_authors.yaml": {"TRAINER.BMIP.ATTN_POOL": "authors",
-                                       "TRAINER.BMIP.DEEP_VISION_INIT": "same"},
+                                       "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+                                       "TRAIN.EARLY_STOPPING": False,
+                                       "TRAIN.EARLY_STOPPING_MIN_EPOCH": 6,
+                                       "TRAIN.BEST_VAL_MIN_DELTA": 0.01},
     "BMIP_ctx2_dp9_lr2_per_layer_proj.yaml": {"TRAINER.BMIP.SHARE_PROJECTIONS": False},
 }
 

@@ -318,3 +318,83 @@ def test_base_and_new_accuracies_only_for_open_world_tests(tmp_path, data_root, 
     assert ("* base_accuracy:" in printed) == scores_base_and_new
     assert ("* new_accuracy:" in printed) == scores_base_and_new
     assert ("base_accuracy" in read_json(str(tmp_path / "out" / "results.json"))) == scores_base_and_new
+
+
+class BatchRecordingTrainer(EngineToyTrainer):
+    """Records every training batch (image paths and augmented pixels)."""
+
+    def forward_backward(self, batch):
+        self.batches = getattr(self, "batches", [])
+        self.batches.append((list(batch["impath"]), batch["img"].clone()))
+        return super().forward_backward(batch)
+
+
+@pytest.mark.parametrize("validation", [{"TEST.FINAL_MODEL": "best_val"},
+                                        {"TRAIN.EARLY_STOPPING": True, "TRAIN.PATIENT_COUNT": 99}])
+def test_validating_every_epoch_leaves_a_seeds_training_batches_unchanged(tmp_path, data_root,
+                                                                          validation):
+    """Seed N trains on the same batches (order and augmentation) with validation on or off,
+    e.g. MaPLe's authors' runs, which never validate."""
+    plain = _train(BatchRecordingTrainer, toy_cfg(data_root, tmp_path / "plain", **{"OPTIM.MAX_EPOCH": 3}))
+    validating = _train(BatchRecordingTrainer, toy_cfg(data_root, tmp_path / "val",
+                                                       **{"OPTIM.MAX_EPOCH": 3, **validation}))
+    assert len(plain.batches) == len(validating.batches) == 9
+    for (paths, images), (other_paths, other_images) in zip(plain.batches, validating.batches):
+        assert paths == other_paths and torch.equal(images, other_images)
+
+
+def _authors_bmip_selection(script, patience, max_epoch):
+    """The BMIP authors' after_epoch (trainers/bmip.py there), as it is written: (epoch index
+    where it would stop or None, epoch index of model-best). `epoch` is 0-based."""
+    best, no_improvement, best_epoch = float("-inf"), 0, None
+    for epoch in range(max_epoch):
+        result = script[epoch]
+        if result > best:
+            no_improvement = 0
+        else:
+            no_improvement += 1
+            if no_improvement >= patience and epoch >= 5:
+                return epoch, best_epoch
+        if result > best + 0.01:
+            best, best_epoch = result, epoch
+    return None, best_epoch
+
+
+@pytest.mark.parametrize("script", [
+    (50.0, 50.005, 49.0, 48.0, 47.0, 46.0, 45.0, 44.0, 43.0, 42.0),  # stops at the sixth epoch
+    (50.0, 49.0, 48.0, 47.0, 46.0, 46.0, 45.0, 60.0, 60.0, 61.0),
+    (50.0, 50.009, 50.008, 50.02, 50.025, 50.029, 49.0, 48.0, 60.0, 60.0),
+])
+def test_min_epoch_and_min_delta_select_as_the_bmip_authors_code(tmp_path, data_root, script):
+    class Trainer(ScriptedValidationTrainer):
+        pass
+
+    Trainer.script = script
+    cfg = toy_cfg(data_root, tmp_path / "out", **{
+        "OPTIM.MAX_EPOCH": 10, "TRAIN.EARLY_STOPPING": True, "TRAIN.PATIENT_COUNT": 2,
+        "TRAIN.EARLY_STOPPING_MIN_EPOCH": 6, "TRAIN.BEST_VAL_MIN_DELTA": 0.01,
+        "TEST.FINAL_MODEL": "best_val"})
+    trainer = _train(Trainer, cfg)
+    stop, best = _authors_bmip_selection(script, patience=2, max_epoch=10)
+    assert len(trainer.weights_after_epoch) == (10 if stop is None else stop + 1)
+    for key, value in _weights(trainer).items():
+        assert torch.equal(value, trainer.weights_after_epoch[best][key]), key
+    assert read_json(str(tmp_path / "out" / "results.json"))["load_epoch"] == best + 1
+
+
+def test_maple_configs_never_validate_as_the_authors_maple():
+    """The authors' MaPLe trainer has no validation pass (their MaPLe-dagger config's
+    EARLY_STOPPING is read only by their BMIP): none of our MaPLe configs selects on validation."""
+    import glob
+
+    import yaml
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs", "trainers", "MaPLe")
+    files = sorted(glob.glob(os.path.join(folder, "*.yaml")))
+    assert any(path.endswith("_8ctx.yaml") for path in files)
+    for path in files:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+        assert not cfg.get("TRAIN", {}).get("EARLY_STOPPING", False), path
+        assert cfg.get("TEST", {}).get("FINAL_MODEL", "last_step") == "last_step", path

@@ -288,3 +288,86 @@ def test_a_resumed_run_aggregates_the_same_epochs(clip_file, tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(clip_file), str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_templates_clip_ensembles_clips_80_templates(clip_file, tmp_path):
+    from trainers.promptsrc import CLIP_IMAGENET_TEMPLATES
+
+    cfg = toy_trainer_cfg("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_authors.yaml",
+                          clip_file, tmp_path, tmp_path / "out", "TRAINER.BMIP.PROMPT_DEPTH", 3)
+    trainer = build_trainer(cfg)
+    templates = trainer.objective.templates
+    # CLIP's 80: PromptSRC's 60 and 20 more (e.g. "a plushie {}."), each once.
+    assert len(templates) == len(set(templates)) == 80
+    assert set(IMAGENET_TEMPLATES) < set(templates) and "a plushie {}." in templates
+    assert templates == CLIP_IMAGENET_TEMPLATES
+    model = trainer.model
+    with torch.no_grad():  # the authors' teacher: mean of the unnormalised features
+        features = torch.stack([model.frozen_text_features(clip.tokenize(
+            [t.format(name) for name in model.prompt_learner.classnames]))
+            for t in templates], dim=1).mean(dim=1)
+    assert torch.allclose(trainer.objective.text_targets(), F.normalize(features, dim=-1), atol=1e-5)
+    cfg.defrost()
+    cfg.TRAINER.PROMPTSRC.TEMPLATES = "openai"
+    with pytest.raises(ConfigError, match="TEMPLATES"):
+        build_trainer(cfg)
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("trainer,paper,authors,differences", [
+    ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip.yaml",
+     "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+      "TRAINER.PROMPTSRC.TEMPLATES": "clip"}),
+    ("PromptSRC", "PromptSRC/vit_b16_c2_ep20_batch4_4ctx_bmip_cross_datasets.yaml",
+     "PromptSRC/vit_b16_c2_ep20_batch4_2ctx_bmip_cross_datasets_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same",
+      "TRAINER.PROMPTSRC.TEMPLATES": "clip", "OPTIM.NAME": "sgd", "TRAINER.BMIP.N_CTX": 2,
+      "TRAINER.BMIP.PROMPT_DEPTH": 9}),
+    ("CoPrompt", "CoPrompt/coprompt_bmip.yaml", "CoPrompt/coprompt_bmip_authors.yaml",
+     {"TRAINER.BMIP.ATTN_POOL": "authors", "TRAINER.BMIP.DEEP_VISION_INIT": "same"}),
+])
+def test_each_authors_config_is_its_paper_reading_config_with_the_authors_settings(
+        trainer, paper, authors, differences, clip_file, tmp_path):
+    """The `_authors` configs (what produced the paper's Table 4) differ from the paper-reading
+    ones only where the authors' code does."""
+    flat = {name: _flat(toy_trainer_cfg(trainer, name, clip_file, tmp_path, tmp_path / "out"))
+            for name in (paper, authors)}
+    changed = {key: value for key, value in flat[authors].items() if flat[paper][key] != value}
+    assert changed == differences
+
+
+def test_text_targets_are_computed_in_fp32_under_a_half_precision_clip():
+    """Upstream PromptSRC's teacher is an fp32 copy of CLIP: with CLIP stored in bf16 here, the
+    targets equal those of the same weights in fp32, not the bf16 tower's."""
+    import copy
+
+    from clip.model import convert_weights_to
+
+    _, clip_model, model = promptsrc_model("ivlp")
+    convert_weights_to(clip_model, torch.bfloat16)
+    assert model.text_encoder.dtype == torch.bfloat16
+    objective = PromptSRCLoss(model, 25, 10, TEMPLATES)
+    reference_clip = copy.deepcopy(clip_model).float()
+    with torch.no_grad():
+        def ensemble(encode):
+            total = sum(encode(clip.tokenize([template.format(name.replace("_", " "))
+                                              for name in CLASSNAMES])).float()
+                        for template in TEMPLATES)
+            return F.normalize(total / len(TEMPLATES), dim=-1)
+        fp32 = ensemble(reference_clip.encode_text)
+        half = ensemble(model.frozen_text_features)
+    targets = objective.text_targets()
+    assert targets.dtype == torch.float32
+    torch.testing.assert_close(targets, fp32, rtol=0, atol=1e-6)
+    assert (half - fp32).abs().max() > 1e-4
+    assert model.text_encoder.dtype == torch.bfloat16  # the model's own tower is left as it was

@@ -261,3 +261,113 @@ def test_broken_plugin_is_one_line_and_other_trainers_load(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match=r"Unknown trainer \"Broken\".*failed to import: .*"
                                          r"broken_plugin.py: ImportError"):
         run_train_py(["--trainer", "Broken", "--output-dir", str(tmp_path / "out")])
+
+
+def test_a_clip_path_reaches_the_plugin_through_models_and_download(plugin_trainers, tmp_path):
+    """Offline users give MODEL.BACKBONE.NAME a path: `clip._MODELS[path]` is that path and
+    `clip._download(path)` returns it, so CoOp-codebase files load it as they load a name."""
+    import clip
+
+    path = write_coop_clip(tmp_path / "tiny.pt")
+    assert clip._MODELS[str(path)] == str(path) and clip._download(str(path)) == str(path)
+    with pytest.raises(pretrained.ModelFileError, match="neither an OpenAI model name"):
+        clip._MODELS[str(tmp_path / "missing.pt")]
+    data = tmp_path / "data"
+    make_eurosat(str(data), n_classes=3)
+    run_train_py(coop_args("UpstreamStyleCoOp", data, str(path), tmp_path / "out"))
+    assert read_json(str(tmp_path / "out" / "results.json"))["accuracy"] >= 0
+
+
+def _drop_in(folder, name, text, monkeypatch):
+    """`text` as the plugin file `name`.py among the trainers, loaded; the registry, the module
+    list and sys.modules are restored after the test."""
+    import sys
+
+    from dassl.engine import TRAINER_REGISTRY
+
+    (folder / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.setattr(trainers, "__path__", [*trainers.__path__, str(folder)])
+    monkeypatch.setattr(trainers, "FAILED", {})
+    monkeypatch.setattr(trainers, "MODULES", list(trainers.MODULES))
+    monkeypatch.setattr(TRAINER_REGISTRY, "_obj_map", dict(TRAINER_REGISTRY._obj_map))
+    monkeypatch.setitem(sys.modules, f"trainers.{name}", None)
+    del sys.modules[f"trainers.{name}"]
+    trainers.load_trainer_modules()
+    return TRAINER_REGISTRY
+
+
+def test_a_plugin_registering_a_built_in_name_replaces_it_and_says_so(tmp_path, monkeypatch, capsys):
+    registry = _drop_in(tmp_path, "my_maple", '''
+        from dassl.engine import TRAINER_REGISTRY, TrainerX
+
+
+        def extend_cfg(cfg):
+            cfg.TRAINER.MAPLE.MINE = True
+
+
+        @TRAINER_REGISTRY.register()
+        class MaPLe(TrainerX):
+            """the user's"""
+        ''', monkeypatch)
+    assert registry.get("MaPLe").__doc__ == "the user's"
+    lines = [line for line in capsys.readouterr().err.splitlines() if "my_maple" in line]
+    assert len(lines) == 1 and "replaces the built-in MaPLe" in lines[0]
+    # its extend_cfg runs after the built-in one, so its keys are kept beside ours
+    cfg = trainers.default_cfg()
+    assert cfg.TRAINER.MAPLE.MINE and cfg.TRAINER.MAPLE.N_CTX == 2
+
+
+def test_a_plugin_that_fails_after_registering_a_built_in_name_leaves_the_built_in(
+        tmp_path, monkeypatch, capsys):
+    from trainers.maple import MaPLe
+
+    registry = _drop_in(tmp_path, "half_maple", '''
+        from dassl.engine import TRAINER_REGISTRY, TrainerX
+
+
+        @TRAINER_REGISTRY.register()
+        class MaPLe(TrainerX):
+            pass
+
+        raise ImportError("half way")
+        ''', monkeypatch)
+    assert registry.get("MaPLe") is MaPLe
+    assert "half way" in capsys.readouterr().err
+
+
+FORK_TRAINERS = '''
+    from dassl.engine import TRAINER_REGISTRY, TrainerX
+    from clip import clip
+
+
+    @TRAINER_REGISTRY.register()
+    class ForkOfMaPLe(TrainerX):
+        def build_model(self):
+            design_details = {"trainer": "MaPLe", "vision_depth": 0, "language_depth": 0,
+                              "vision_ctx": 0, "language_ctx": 0, "maple_length": 2}
+            clip.build_model({}, design_details)
+
+
+    @TRAINER_REGISTRY.register()
+    class KgCoOpWithoutKeys(TrainerX):
+        def build_model(self):
+            self.n_ctx = self.cfg.TRAINER.KGCOOP.N_CTX
+    '''
+
+
+@pytest.mark.parametrize("trainer,message", [
+    ("ForkOfMaPLe", r"fork_trainers.py calls clip.build_model\(state_dict, design_details\) "
+                    r"\(trainer 'MaPLe'\): it needs the MaPLe codebase's modified CLIP"),
+    ("KgCoOpWithoutKeys", r"trainer KgCoOpWithoutKeys \(.*fork_trainers.py\) reads the config key "
+                          r"TRAINER.KGCOOP, which no trainer file defines: give the file an "
+                          r"extend_cfg\(cfg\)"),
+])
+def test_a_plugin_needing_what_we_lack_stops_in_one_line(trainer, message, tmp_path, monkeypatch):
+    _drop_in(tmp_path, "fork_trainers", FORK_TRAINERS, monkeypatch)
+    data = tmp_path / "data"
+    make_eurosat(str(data), n_classes=3)
+    clip_file = write_coop_clip(tmp_path / "tiny.pt")
+    with pytest.raises(SystemExit, match=message) as stopped:
+        run_train_py(train_py_args(trainer, "CoOp/vit_b16_ep50.yaml", data, str(clip_file),
+                                   tmp_path / "out"))
+    assert "\n" not in str(stopped.value).strip()

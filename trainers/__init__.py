@@ -2,8 +2,10 @@
 itself in dassl's TRAINER_REGISTRY (no import to forget); `extend_cfg(cfg)` adds every trainer's
 TRAINER.<NAME>.* defaults; `default_cfg()` is the config train.py and predict.py start from.
 
-A trainer file dropped into this folder (e.g. one written for the CoOp codebase) is a plugin: if
-it fails to import, one line names the file and the error, and the other trainers still load.
+A trainer file dropped into this folder (e.g. one written for the CoOp codebase) is a plugin,
+imported after the built-in trainer modules: if it fails to import, one line names the file and
+the error, and the other trainers still load; if it registers a trainer name that a built-in one
+has (e.g. `MaPLe`), the file's trainer replaces the built-in one, and one line says so.
 """
 import importlib
 import os.path as osp
@@ -12,10 +14,14 @@ import sys
 
 import datasets  # importing registers every dataset
 from dassl.config import get_cfg_default
+from dassl.engine import TRAINER_REGISTRY
 
 # Modules of the package that are not trainers: `predict` builds trainers for inference (and
 # imports this package to register them).
 _NOT_TRAINERS = {"predict"}
+# This project's trainer modules; any other module in the folder is a user's plugin.
+BUILT_IN = {"bmip", "cocoop", "coop", "coprompt", "ivlp", "maple", "prompting", "promptsrc",
+            "regularised", "vpt", "zsclip"}
 
 MODULES = []
 # module name -> "file: error" of the trainer files that failed to import
@@ -25,12 +31,20 @@ FAILED = {}
 def load_trainer_modules():
     """Import the trainer modules not imported yet (all of them on the first call); report each
     file that fails to import in one line on stderr and go on with the others."""
-    for info in pkgutil.iter_modules(__path__):
+    # Built-in modules first (their trainers and extend_cfg too), so that a plugin's win.
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name not in BUILT_IN):
         name = f"{__name__}.{info.name}"
         if info.name in _NOT_TRAINERS or name in FAILED or any(m.__name__ == name for m in MODULES):
             continue
         try:
-            MODULES.append(importlib.import_module(name))
+            if info.name in BUILT_IN:
+                MODULES.append(importlib.import_module(name))
+                continue
+            with TRAINER_REGISTRY.replacing() as replaced:
+                MODULES.append(importlib.import_module(name))
+            for trainer in replaced:
+                print(f"note: trainer file {_module_file(info)} registers {trainer}: it replaces "
+                      f"the built-in {trainer} (rename its class to keep both)", file=sys.stderr)
         except Exception as error:  # a broken plugin must not take the other trainers down
             sys.modules.pop(name, None)
             first_line = (str(error).splitlines() or [""])[0]

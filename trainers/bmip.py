@@ -11,6 +11,8 @@ own prompts with the other tower's, projected to its width:
     P_v'_i = w_v * P_v_i + (1 - w_v) * F_v(P_i)
     P'_i   = w_l * P_i   + (1 - w_l) * F_l(P_v_i)
 
+(the sigmoid is the authors' code's; the paper's eqs. (10)-(11) write w = L(A): WEIGHT_ACT none).
+
 A is read from the queries and keys that layer i's own attention computes from the hidden state
 entering the layer (the prompt positions still hold the previous layer's outputs), detached.
 They are computed once (`LayerInput.qkv`): the layer's attention reuses them, recomputing only
@@ -24,6 +26,8 @@ columns, without a full attention matrix (`attention_to_prompts`). Same values e
 The registered model is "MultiModalPromptLearner" (as in MaPLe's and the authors' code); our
 checkpoints hold the learner's trainable parameters only (keys `prompt_learner.*`).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +41,8 @@ from trainers.prompting import (LayerPrompts, PromptLearner, PromptTrainer, chec
 
 AGGREGATIONS = ("weighted", "add", "attention", "joint")
 ATTN_POOLS = ("per_sample", "authors")
-DEEP_VISION_INITS = ("independent", "same")
+DEEP_VISION_INITS = ("independent", "same", "uniform")
+WEIGHT_ACTS = ("sigmoid", "none")
 
 
 def extend_cfg(cfg):
@@ -47,18 +52,28 @@ def extend_cfg(cfg):
     cfg.TRAINER.BMIP.PREC = "fp16"  # fp16, fp32, amp
     cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # J: layers 0..J-1 of both towers get prompts
     cfg.TRAINER.BMIP.SHARE_PROJECTIONS = True  # one F_v, F_l pair for all layers, else per layer
+    # With SHARE_PROJECTIONS True, False here gives that one direction a head per layer (the
+    # authors' SHARE_PARAMETER_TEXT for F_v, the projection half of SHARE_PARAMETER_VISUAL for F_l)
+    cfg.TRAINER.BMIP.SHARE_TO_VISION = True
+    cfg.TRAINER.BMIP.SHARE_TO_TEXT = True
     cfg.TRAINER.BMIP.AGGREGATION = "weighted"  # weighted | add | attention | joint
     cfg.TRAINER.BMIP.ATTN_POOL = "per_sample"  # per_sample | authors (reproduces their code)
     # independent: each layer's deep vision prompts drawn apart; same: all layers start from one
-    # draw, as the authors' SHARE_PARAMETER_VISUAL default does (see BMIPPromptLearner)
+    # draw, as the authors' SHARE_PARAMETER_VISUAL default does; uniform: each layer from
+    # U(+-sqrt(6 / (3 * 16 + vision width))), as their SHARE_PARAMETER_VISUAL False
+    # (see BMIPPromptLearner)
     cfg.TRAINER.BMIP.DEEP_VISION_INIT = "independent"
+    # w = sigmoid(L(A)) as the authors' code computes it; none: w = L(A), the paper's eqs. (10)-(11)
+    cfg.TRAINER.BMIP.WEIGHT_ACT = "sigmoid"
 
 
 def check_options(bmip):
-    """Reject unknown AGGREGATION / ATTN_POOL / DEEP_VISION_INIT values with the accepted ones."""
+    """Reject unknown AGGREGATION / ATTN_POOL / DEEP_VISION_INIT / WEIGHT_ACT values with the
+    accepted ones."""
     for key, value, choices in (("AGGREGATION", bmip.AGGREGATION, AGGREGATIONS),
                                 ("ATTN_POOL", bmip.ATTN_POOL, ATTN_POOLS),
-                                ("DEEP_VISION_INIT", bmip.DEEP_VISION_INIT, DEEP_VISION_INITS)):
+                                ("DEEP_VISION_INIT", bmip.DEEP_VISION_INIT, DEEP_VISION_INITS),
+                                ("WEIGHT_ACT", bmip.WEIGHT_ACT, WEIGHT_ACTS)):
         if value not in choices:
             raise ConfigError(f"TRAINER.BMIP.{key} is {value!r}: choose one of {list(choices)}")
 
@@ -147,6 +162,12 @@ def text_attention_authors(layer):
 # The prompt learner
 # ---------------------------------------------------------------------------------------------
 
+def uniform_init_bound(vision_width):
+    """The authors' bound for deep vision prompts without SHARE_PARAMETER_VISUAL: VPT's
+    sqrt(6 / (3 * patch area + width)) with their patch "area" written as 16 (0.086 for 768)."""
+    return math.sqrt(6.0 / (3 * 16 + vision_width))
+
+
 def _linear_list(count, d_in, d_out):
     return nn.ModuleList(nn.Linear(d_in, d_out) for _ in range(count))
 
@@ -157,8 +178,13 @@ class BMIPPromptLearner(PromptLearner):
     (`text_weight_heads`); deep index j stands for layer i = j + 1.
 
     Decisions where the paper is silent (docs/BMIP.md states the method), read from the paper's
-    equations (10)-(13) (weights from the attention layer through a learnt 1x1 map and a sigmoid;
-    a convex combination of a modality's own prompts and the other modality's projected prompts):
+    equations (10)-(13) (weights from the attention layer through a learnt 1x1 map; a combination
+    of a modality's own prompts and the other modality's projected prompts) and the authors' code:
+    - w = sigmoid(L(A)): the sigmoid is the authors' code's (their eqs. (10)-(11) write w = L(A),
+      WEIGHT_ACT none); it keeps w in (0, 1), so the mix is convex.
+    - The layer-0 vision prompt is F_0(P_0) (`proj` of `ctx`); the paper lists P~_0 among the
+      independent prompts, and the authors' code declares one (`ctx_v`, `proj_v`) but never uses it
+      in its forward pass: their layer-0 vision prompt is F_0(P_0) too.
     - A of a layer and sequence is the mean over heads and over docs/BMIP.md's queries (image: CLS +
       patches; text: the positions after the prompt up to EOT of each class row); the prompt
       positions are never queries. Scores are computed in fp32 whatever CLIP's precision.
@@ -168,9 +194,10 @@ class BMIPPromptLearner(PromptLearner):
       checkpoint (one layout for both modes) but is unused: that mode stops the text replacement
       one layer early.
     - P_i and P_v_i start from N(0, 0.02^2) like every prompt of this codebase (the authors'
-      default set-up draws its vision prompts so too); F_0, F_v, F_l are
-      nn.Linear with default initialisation; SHARE_PROJECTIONS False gives every layer its own
-      pair F_v^i, F_l^i (F_0 is always separate).
+      default set-up draws its vision prompts so too); F_0, F_v, F_l are nn.Linear with default
+      initialisation; SHARE_PROJECTIONS False gives every layer its own pair F_v^i, F_l^i, and
+      SHARE_TO_VISION / SHARE_TO_TEXT False a head per layer for F_v / F_l alone (the authors'
+      two switches); F_0 is always separate.
     - AGGREGATION attention: w = sigmoid(cos(local_j, foreign_j)) per prompt token j; nothing is
       detached (w is a function of parameters, not of activations).
     - AGGREGATION joint: 2b prompt tokens in every layer. Layer 0 keeps the input coupling of the
@@ -181,7 +208,8 @@ class BMIPPromptLearner(PromptLearner):
       from one and the same draw and then trains apart. Their ParameterList holds the same slice
       of one tensor for every layer, but moving the model to the GPU (any `Module.to` that
       converts) gives each entry its own copy, so on the GPU they are one initialisation, not
-      one tensor; their checkpoints hold one tensor per layer.
+      one tensor; their checkpoints hold one tensor per layer. DEEP_VISION_INIT uniform (their
+      SHARE_PARAMETER_VISUAL False): each P_v_i from U(+-uniform_init_bound(width)).
     - ATTN_POOL authors (the authors' code): the vision A is also averaged over the batch (one w
       per token for all images of a batch); the text A is read from the SOS query row, which the
       causal mask keeps at 0 (so w_l = sigmoid(bias)); text prompts are replaced in layers
@@ -195,6 +223,7 @@ class BMIPPromptLearner(PromptLearner):
                     min(num_text_layers(clip_model), num_vision_layers(clip_model)))
         d_text, d_vision = text_width(clip_model), vision_width(clip_model)
         self.aggregation, self.attn_pool = bmip.AGGREGATION, bmip.ATTN_POOL
+        self.weight_act = bmip.WEIGHT_ACT
         n_tokens = 2 * n_ctx if self.aggregation == "joint" else n_ctx
         ctx, prefix = init_context(clip_model, n_tokens, bmip.CTX_INIT)
         super().__init__(classnames, clip_model, prefix)
@@ -208,9 +237,15 @@ class BMIPPromptLearner(PromptLearner):
             with torch.no_grad():
                 for prompt in self.deep_vision[1:]:
                     prompt.copy_(self.deep_vision[0])
-        n_projections = min(n_deep, 1) if bmip.SHARE_PROJECTIONS else n_deep
-        self.to_vision = _linear_list(n_projections, d_text, d_vision)
-        self.to_text = _linear_list(n_projections, d_vision, d_text)
+        elif bmip.DEEP_VISION_INIT == "uniform":
+            bound = uniform_init_bound(d_vision)
+            with torch.no_grad():
+                for prompt in self.deep_vision:
+                    prompt.uniform_(-bound, bound)
+        def n_projections(shared):
+            return min(n_deep, 1) if bmip.SHARE_PROJECTIONS and shared else n_deep
+        self.to_vision = _linear_list(n_projections(bmip.SHARE_TO_VISION), d_text, d_vision)
+        self.to_text = _linear_list(n_projections(bmip.SHARE_TO_TEXT), d_vision, d_text)
         if self.aggregation == "weighted":
             self.vision_weight_heads = _linear_list(n_deep, 1, 1)
             self.text_weight_heads = _linear_list(n_deep, 1, 1)
@@ -253,7 +288,7 @@ class BMIPPromptLearner(PromptLearner):
         statistic = image_attention(layer)
         if self.attn_pool == "authors":
             statistic = statistic.mean(dim=0)
-        return torch.sigmoid(self.vision_weight_heads[j](statistic.unsqueeze(-1)))
+        return self.activate(self.vision_weight_heads[j](statistic.unsqueeze(-1)))
 
     def text_weights(self, layer, j):
         """w_l: [C, n, 1] per class sequence, or [n, 1] (ATTN_POOL authors)."""
@@ -261,7 +296,11 @@ class BMIPPromptLearner(PromptLearner):
             statistic = text_attention_authors(layer)
         else:
             statistic = text_attention(layer)
-        return torch.sigmoid(self.text_weight_heads[j](statistic.unsqueeze(-1)))
+        return self.activate(self.text_weight_heads[j](statistic.unsqueeze(-1)))
+
+    def activate(self, head_output):
+        """w from L(A): sigmoid (the authors' code), or L(A) itself (WEIGHT_ACT none)."""
+        return torch.sigmoid(head_output) if self.weight_act == "sigmoid" else head_output
 
     def aggregate(self, local, foreign, weights):
         """The prompts written for one layer from the modality's own prompts `local` [n, d] and

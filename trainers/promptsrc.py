@@ -10,7 +10,9 @@ bmip for the BMIP paper's Table 4), with the prompting's options in its own sect
 
 (features L2-normalised; the zero-shot logits are frozen CLIP's image features against the
 ensemble text features, both scaled by CLIP's logit scale). The ensemble is the mean of CLIP's
-unnormalised text features over the 60 ImageNet templates, normalised, computed once per class
+unnormalised text features over PromptSRC's 60 ImageNet templates (TEMPLATES clip: CLIP's 80, as
+the BMIP authors' PromptSRC+BMIP), normalised, in fp32 as upstream's teacher (under PREC fp16 an
+fp32 copy of the text tower computes them), computed once per class
 set; the frozen image features once per batch without gradients; both come from the same
 encoders with the prompts switched off.
 
@@ -19,6 +21,7 @@ with weight N(e; GPA_MEAN, GPA_STD^2), normalised over the epochs; after the las
 learner is replaced by the sum, which is what is saved and evaluated. The running sum is part of
 the checkpoint's engine state, so a resumed run aggregates the same epochs.
 """
+import copy
 import math
 
 import torch
@@ -55,6 +58,39 @@ IMAGENET_TEMPLATES = (
     "a pixelated photo of a {}.", "itap of the {}.",
 )
 
+# CLIP's 80 ImageNet prompt-engineering templates (OpenAI's notebook), in the order of the BMIP
+# authors' trainers/imagenet_templates.py, which their PromptSRC+BMIP ensembles.
+CLIP_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+    "a photo of the hard to see {}.", "a low resolution photo of the {}.", "a rendering of a {}.",
+    "graffiti of a {}.", "a bad photo of the {}.", "a cropped photo of the {}.",
+    "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.",
+    "a dark photo of the {}.", "a drawing of a {}.", "a photo of my {}.", "the plastic {}.",
+    "a photo of the cool {}.", "a close-up photo of a {}.", "a black and white photo of the {}.",
+    "a painting of the {}.", "a painting of a {}.", "a pixelated photo of the {}.",
+    "a sculpture of the {}.", "a bright photo of the {}.", "a cropped photo of a {}.",
+    "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.", "a photo of the {}.", "a good photo of the {}.",
+    "a rendering of the {}.", "a {} in a video game.", "a photo of one {}.", "a doodle of a {}.",
+    "a close-up photo of the {}.", "a photo of a {}.", "the origami {}.",
+    "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.", "a origami {}.",
+    "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.",
+    "a photo of a nice {}.", "a photo of a weird {}.", "a blurry photo of a {}.",
+    "a cartoon {}.", "art of a {}.", "a sketch of the {}.", "a embroidered {}.",
+    "a pixelated photo of a {}.", "itap of the {}.", "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.",
+    "a photo of the small {}.", "a photo of the weird {}.", "the cartoon {}.", "art of the {}.",
+    "a drawing of the {}.", "a photo of the large {}.", "a black and white photo of a {}.",
+    "the plushie {}.", "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.",
+    "a toy {}.", "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+# TRAINER.PROMPTSRC.TEMPLATES: the ensemble of the text targets.
+TEMPLATE_SETS = {"promptsrc": IMAGENET_TEMPLATES, "clip": CLIP_IMAGENET_TEMPLATES}
+
 # Upstream PromptSRC saves its frozen image encoder inside the learner: CLIP's own weights.
 UPSTREAM_KEYS = [(r"prompt_learner\.ZS_image_encoder\.(.+)", r"image_encoder.\1")]
 rename_upstream_key = rename_by_patterns(UPSTREAM_KEYS)
@@ -68,6 +104,8 @@ def extend_cfg(cfg):
     cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10
     cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # epoch (1-based) of the Gaussian's peak
     cfg.TRAINER.PROMPTSRC.GPA_STD = 1
+    # promptsrc: PromptSRC's 60 ImageNet templates; clip: CLIP's 80 (the BMIP authors' PromptSRC+BMIP)
+    cfg.TRAINER.PROMPTSRC.TEMPLATES = "promptsrc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,15 +115,27 @@ def extend_cfg(cfg):
 @torch.no_grad()
 def ensemble_text_targets(model, templates=IMAGENET_TEMPLATES):
     """Frozen CLIP's text targets [C, embed_dim] for the model's classes: the mean over
-    `templates` of the unnormalised features, normalised."""
+    `templates` of the unnormalised features, normalised. In fp32 whatever CLIP's precision, as
+    upstream's teacher (an fp32 copy of CLIP) computes them."""
     learner = model.prompt_learner
     device, context_length = learner.tokenized_prompts.device, learner.tokenized_prompts.shape[1]
     total = 0
-    for template in templates:
-        texts = class_texts(template, learner.classnames)
-        tokens = clip.tokenize(texts, context_length=context_length).to(device)
-        total = total + model.frozen_text_features(tokens).float()
+    with torch.autocast(device_type=device.type, enabled=False):
+        encode = fp32_frozen_text_features(model)
+        for template in templates:
+            texts = class_texts(template, learner.classnames)
+            tokens = clip.tokenize(texts, context_length=context_length).to(device)
+            total = total + encode(tokens).float()
     return normalize(total / len(templates))
+
+
+def fp32_frozen_text_features(model):
+    """`model.frozen_text_features`, through an fp32 copy of CLIP's text tower (made here, freed
+    with the function) when CLIP is stored in half precision."""
+    if model.text_encoder.dtype == torch.float32:
+        return model.frozen_text_features
+    encoder = copy.deepcopy(model.text_encoder).float()
+    return lambda tokens: torch.cat([encoder(chunk) for chunk in tokens.split(model.text_chunk_size)])
 
 
 def logits_kl(logits, target_logits):
@@ -176,6 +226,9 @@ class PromptSRC(RegularisedTrainer):
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
+        if cfg.TRAINER.PROMPTSRC.TEMPLATES not in TEMPLATE_SETS:
+            raise ConfigError(f"TRAINER.PROMPTSRC.TEMPLATES is {cfg.TRAINER.PROMPTSRC.TEMPLATES!r}: "
+                              f"choose one of {list(TEMPLATE_SETS)}")
         if cfg.TRAIN.EARLY_STOPPING or cfg.TEST.FINAL_MODEL == "best_val":
             raise ConfigError("PromptSRC's final model is the Gaussian aggregate of all its "
                               "epochs: turn TRAIN.EARLY_STOPPING off and set TEST.FINAL_MODEL "
@@ -185,7 +238,7 @@ class PromptSRC(RegularisedTrainer):
         super().build_model()
         settings = self.settings
         self.objective = PromptSRCLoss(self.model, settings.TEXT_LOSS_WEIGHT,
-                                       settings.IMAGE_LOSS_WEIGHT)
+                                       settings.IMAGE_LOSS_WEIGHT, TEMPLATE_SETS[settings.TEMPLATES])
         self.gpa = GaussianPromptAggregation(
             gpa_weights(self.cfg.OPTIM.MAX_EPOCH, settings.GPA_MEAN, settings.GPA_STD))
 

@@ -133,6 +133,11 @@ _C.TRAIN.COUNT_ITER = "train_x"
 # (validation then runs every epoch)
 _C.TRAIN.EARLY_STOPPING = False
 _C.TRAIN.PATIENT_COUNT = 4
+# Early stopping never stops before this many epochs are done (the BMIP authors' code: 6)
+_C.TRAIN.EARLY_STOPPING_MIN_EPOCH = 0
+# A validation accuracy (in %) must beat the best by more than this to count as an improvement
+# and replace model-best.pth.tar (the BMIP authors' code: 0.01)
+_C.TRAIN.BEST_VAL_MIN_DELTA = 0.0
 
 # Testing
 _C.TEST = CN()

@@ -35,6 +35,9 @@ def build_data_loader(
         # A short last batch is dropped in training (as Dassl does) unless it is the only one.
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+        # An evaluation loader draws its workers' seed from a generator of its own: validating
+        # between epochs leaves the global RNG, and so the next epochs' batches, as they were.
+        generator=None if is_train else torch.Generator(),
     )
 
 

@@ -565,7 +565,7 @@ class SimpleTrainer(TrainerBase):
             self._check_validation_is_not_test()
         self.start_epoch = self.resume_model_if_exist(resume_directory(self.cfg))
         # A resumed run that had already stopped early does not train further.
-        self.should_stop = self._patience_exhausted()
+        self.should_stop = self._patience_exhausted(self.start_epoch)
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
@@ -649,26 +649,32 @@ class SimpleTrainer(TrainerBase):
             result = self.test(split="val")
         finally:
             self._validating = False
-        if result > self.best_result:
+        # A result above the best resets the patience; one more than TRAIN.BEST_VAL_MIN_DELTA
+        # above it becomes the best (and model-best), as in the BMIP authors' code.
+        if result > self.best_result + self.cfg.TRAIN.BEST_VAL_MIN_DELTA:
             self.best_result = result
             self.epochs_without_improvement = 0
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 self.save_model(self.epoch, self.output_dir, val_result=result, model_name=BEST_MODEL_NAME)
+            return
+        if result > self.best_result:
+            self.epochs_without_improvement = 0
             return
         self.epochs_without_improvement += 1
         print(
             f"Validation accuracy has not improved for {self.epochs_without_improvement} "
             f"epoch(s) (best {self.best_result:.1f})"
         )
-        if self._patience_exhausted():
+        if self._patience_exhausted(self.epoch + 1):
             patience = self.cfg.TRAIN.PATIENT_COUNT
             print(f"Early stopping: no improvement for TRAIN.PATIENT_COUNT={patience} epochs")
             self.should_stop = True
 
-    def _patience_exhausted(self):
+    def _patience_exhausted(self, epochs_done):
         return (
             self.cfg.TRAIN.EARLY_STOPPING
             and self.epochs_without_improvement >= self.cfg.TRAIN.PATIENT_COUNT
+            and epochs_done >= self.cfg.TRAIN.EARLY_STOPPING_MIN_EPOCH
         )
 
     @torch.no_grad()

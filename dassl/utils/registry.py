@@ -1,4 +1,6 @@
 """Name -> object registry, as Dassl's trainers, datasets and evaluators use it."""
+import contextlib
+
 from .errors import ConfigError
 
 
@@ -22,9 +24,12 @@ class Registry:
         self._name = name
         self._config_key = config_key
         self._obj_map = {}
+        self._replaced = None  # names replaced inside `replacing()`
 
     def _do_register(self, name, obj, force=False):
-        if name in self._obj_map and not force:
+        if name in self._obj_map and self._replaced is not None:
+            self._replaced.append(name)
+        elif name in self._obj_map and not force:
             raise KeyError(
                 f'An object named "{name}" was already registered in "{self._name}" registry; '
                 "rename one of them or register with force=True"
@@ -40,6 +45,19 @@ class Registry:
             return decorator
         self._do_register(obj.__name__, obj, force=force)
         return obj
+
+    @contextlib.contextmanager
+    def replacing(self):
+        """Within it, registering a name that exists replaces the entry; yields the list of the
+        names replaced. If the block fails, the registry is put back as it was."""
+        saved, self._replaced = dict(self._obj_map), []
+        try:
+            yield self._replaced
+        except BaseException:
+            self._obj_map = saved
+            raise
+        finally:
+            self._replaced = None
 
     def get(self, name):
         """The object registered as ``name``; a ConfigError naming the choices if there is none."""

@@ -11,6 +11,8 @@ import torch
 
 from dassl.utils import ConfigError
 
+from .randaugment import RandAugment
+
 # torchvision is imported when a transform is built, not with this module: importing it takes
 # seconds (it loads torch's compiler stack), which a command stopping at a config mistake should
 # not wait for. INTERPOLATION_MODES (name -> torchvision InterpolationMode) is built on first use.
@@ -46,6 +48,7 @@ AVAILABLE_CHOICES = (
     "gaussian_blur",
     "gaussian_noise",
     "randaugment",
+    "randaugment_torchvision",
 )
 
 
@@ -121,11 +124,18 @@ def _build_transform_train(cfg, choices, normalize):
     if "random_flip" in choices:
         print("+ random flip")
         steps.append(T.RandomHorizontalFlip())
-    if "randaugment" in choices:
-        # torchvision's RandAugment: N ops at magnitude M of 30, as Dassl's RandAugment(N, M)
-        # (whose op list also holds SolarizeAdd and Cutout)
+    if "randaugment" in choices or "randaugment_torchvision" in choices:
         n_ops, magnitude = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
+        if not 0 <= magnitude <= 30 or n_ops < 0:
+            raise ConfigError(f"INPUT.RANDAUGMENT_M is {magnitude} and INPUT.RANDAUGMENT_N "
+                              f"{n_ops}: M must lie in 0..30 and N be at least 0")
+    if "randaugment" in choices:
+        # Dassl's RandAugment (its 16 operations and magnitude mapping; see randaugment.py)
         print(f"+ randaugment (n={n_ops}, m={magnitude})")
+        steps.append(RandAugment(n_ops, magnitude))
+    if "randaugment_torchvision" in choices:
+        # torchvision's RandAugment: its own 14 operations, M of 30 bins
+        print(f"+ randaugment_torchvision (n={n_ops}, m={magnitude})")
         steps.append(T.RandAugment(num_ops=n_ops, magnitude=magnitude, num_magnitude_bins=31,
                                    interpolation=interpolation))
     if "colorjitter" in choices:
