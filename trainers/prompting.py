@@ -198,10 +198,15 @@ def num_vision_layers(clip_model):
     return len(vision_transformer(clip_model).transformer.resblocks)
 
 
+class DoesNotFit(ConfigError):
+    """A setting that does not fit the CLIP backbone's shape (a prompt depth): said together
+    with the image size, so that every key to change is named at once."""
+
+
 def check_depth(name, depth, max_depth, minimum=1):
     """A prompt depth must fit the encoder it prompts."""
     if not minimum <= depth <= max_depth:
-        raise ConfigError(f"{name} is {depth}: it must be between {minimum} and {max_depth} "
+        raise DoesNotFit(f"{name} is {depth}: it must be between {minimum} and {max_depth} "
                          "(the number of layers of the CLIP encoder it prompts)")
 
 
@@ -961,11 +966,12 @@ class PromptTrainer(TrainerX):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME}, precision: {self.precision})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.precision, cfg.MODEL.CUT_TEXT_AT_EOT)
-        # Everything the backbone does not fit (prompt depths, image size) is said at once.
+        # The learner first: a backbone it cannot prompt at all is the error to report; what
+        # the backbone's shape does not fit (prompt depths, image size) is said at once.
         problems = []
         try:
             learner = self.build_prompt_learner(self.dm.dataset.classnames, clip_model)
-        except ConfigError as error:
+        except DoesNotFit as error:
             problems.append(str(error))
         problems += filter(None, [input_size_problem(cfg, clip_model)])
         if len(problems) > 1:

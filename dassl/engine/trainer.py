@@ -6,6 +6,7 @@ stopping and best-validation model selection live here once.
 """
 import contextlib
 import datetime
+import hashlib
 import io
 import os
 import os.path as osp
@@ -425,8 +426,6 @@ def new_run_id():
 def data_hash(items):
     """A short hash of which images, with which class names, a split holds: order-free and
     independent of where the dataset lies (paths relative to the images' common folder)."""
-    import hashlib
-
     paths = [osp.abspath(item.impath) for item in items]
     top = osp.commonpath(paths) if len(paths) > 1 else osp.dirname(paths[0])
     lines = sorted(f"{osp.relpath(path, top)}\t{item.classname}"
