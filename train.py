@@ -98,7 +98,7 @@ def setup_cfg(args):
 
 def check_registered(cfg):
     """Fail before anything is built, naming the choices, when the trainer or dataset is unknown."""
-    from dassl.config import ConfigError
+    from dassl.config import ConfigError, check_values
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
     from trainers import FAILED
@@ -111,6 +111,7 @@ def check_registered(cfg):
         raise ConfigError(f"{error}. Trainer files that failed to import: "
                           f"{'; '.join(FAILED.values())}") from None
     DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    check_values(cfg)
 
 
 def print_args(args, cfg):
