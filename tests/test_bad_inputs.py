@@ -1,0 +1,258 @@
+"""Bad inputs to every entry point end in one line (issue 20): a table of cases per command, each
+expected to exit with a status other than 0, print one line on stderr and no traceback, and write
+nothing outside its own folder.
+
+Commands run in-process (``main(argv)``) where they can; a traceback there is an exception that
+escapes ``main`` and fails the test with it.
+"""
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from dassl.utils import close_logger
+from tests.helpers.engine import TOY_CLASSES
+from tests.test_engine_cli import TOY_CONFIG
+
+
+def refused(main, argv, capsys, **kwargs):
+    """The one-line message ``main(argv)`` exits with or prints (status other than 0, returned or
+    raised with SystemExit; no traceback)."""
+    try:
+        code = main(argv, **kwargs)
+    except SystemExit as exit:
+        code = exit.code
+    finally:
+        close_logger()
+    err = capsys.readouterr().err
+    assert code not in (0, None)
+    message = code if isinstance(code, str) else err.strip().splitlines()[-1]
+    assert "Traceback" not in err + message
+    assert message.startswith("error") and "\n" not in message.strip(), message
+    return message
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its content, to check a refused command wrote nothing."""
+    files = {}
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(directory, name)
+            files[path] = open(path, "rb").read() if not os.path.islink(path) else os.readlink(path)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# train.py, on the engine's toy trainer and dataset
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """train.py arguments for the toy trainer; call toy(*more_args)."""
+    config = tmp_path / "toy.yaml"
+    config.write_text(TOY_CONFIG)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def args(*options, output="out", opts=()):
+        return ["--root", str(data), "--seed", "1", "--trainer", "EngineToyTrainer", "--config-file",
+                str(config), "--output-dir", str(tmp_path / output), *options,
+                "DATASET.NAME", "EngineToyColors", *opts]
+
+    return args
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A finished toy training run (2 epochs): its folder."""
+    root = tmp_path_factory.mktemp("toy_run")
+    config = root / "toy.yaml"
+    config.write_text(TOY_CONFIG)
+    (root / "data").mkdir()
+    try:
+        train.main(["--root", str(root / "data"), "--seed", "1", "--trainer", "EngineToyTrainer",
+                    "--config-file", str(config), "--output-dir", str(root / "run"),
+                    "DATASET.NAME", "EngineToyColors"])
+    finally:
+        close_logger()
+    return root / "run"
+
+
+TRAIN_OPTIONS = {
+    "seed of 2^32": (["--seed", str(2 ** 32)], "--seed"),
+    "negative learning rate": (["OPTIM.LR", "-1"], "OPTIM.LR"),
+    "batch size 0": (["DATALOADER.TRAIN_X.BATCH_SIZE", "0"], "BATCH_SIZE"),
+    "test batch size 0": (["DATALOADER.TEST.BATCH_SIZE", "0"], "BATCH_SIZE"),
+    "negative number of workers": (["DATALOADER.NUM_WORKERS", "-1"], "NUM_WORKERS"),
+    "resume from a missing folder": (["--resume", "/nonexistent/run"], "--resume"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_OPTIONS))
+def test_train_refuses_bad_options_in_one_line(toy, tmp_path, capsys, case):
+    argv, named = TRAIN_OPTIONS[case]
+    options = argv[0].startswith("--")  # else config overrides
+    message = refused(train.main, toy(*argv) if options else toy(opts=argv), capsys)
+    assert named in message
+    assert not (tmp_path / "out" / "model").exists()
+
+
+CONFIG_FILES = {
+    "a YAML list": (b"- OPTIM\n- LR\n", "a mapping"),
+    "non-UTF-8 bytes": (b"OPTIM:\n  NAME: \"sgd\xff\"\n", "UTF-8"),
+    "a scalar": (b"12\n", "a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FILES))
+def test_train_refuses_a_config_file_that_is_not_a_mapping_of_keys(toy, tmp_path, capsys, case):
+    content, named = CONFIG_FILES[case]
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    message = refused(train.main, ["--dataset-config-file", str(bad), *toy()], capsys)
+    assert named in message and str(bad) in message
+
+
+def checkpoint_of(run):
+    return run / "model" / "model.pth.tar-2"
+
+
+def corrupt_checkpoint(path, change):
+    checkpoint = torch.load(path, weights_only=False)
+    torch.save(change(checkpoint), path)
+
+
+def with_nan(checkpoint):
+    checkpoint["state_dict"]["weight"][0, 0] = math.nan
+    checkpoint["state_dict"]["bias"][1] = math.inf
+    return checkpoint
+
+
+BAD_CHECKPOINTS = {
+    "NaN and Inf weights": (with_nan, "weight, bias"),
+    "no state_dict": (lambda checkpoint: {"epoch": 2}, "state_dict"),
+    "a list": (lambda checkpoint: [checkpoint["state_dict"]], "list"),
+    "a bare tensor": (lambda checkpoint: checkpoint["state_dict"]["weight"], "Tensor"),
+    "state_dict a list": (lambda checkpoint: {**checkpoint, "state_dict": [1, 2]}, "state_dict"),
+}
+
+
+@pytest.fixture
+def copy_of_run(toy_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run_copy"
+    shutil.copytree(toy_run, copy)
+    return copy
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_evaluating_a_malformed_or_non_finite_checkpoint_is_refused(toy, copy_of_run, capsys, case):
+    change, named = BAD_CHECKPOINTS[case]
+    for path in (checkpoint_of(copy_of_run), copy_of_run / "model" / "model-best.pth.tar"):
+        if path.exists():
+            corrupt_checkpoint(path, change)
+    message = refused(train.main, toy("--eval-only", "--model-dir", str(copy_of_run), output="eval"), capsys)
+    assert named in message and "model" in message
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_resuming_from_a_malformed_or_non_finite_checkpoint_is_refused(toy, copy_of_run, capsys, case):
+    change, named = BAD_CHECKPOINTS[case]
+    corrupt_checkpoint(checkpoint_of(copy_of_run), change)
+    before = snapshot(copy_of_run / "model")
+    message = refused(train.main, toy(output="run_copy"), capsys)
+    assert named in message
+    assert snapshot(copy_of_run / "model") == before  # the checkpoints are left as they were
+
+
+def bad_optimizer(checkpoint):
+    checkpoint["optimizer"]["param_groups"] = []
+    return checkpoint
+
+
+def bad_rng(checkpoint):
+    checkpoint["engine_state"]["rng_state"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+    return checkpoint
+
+
+def bad_scheduler(checkpoint):
+    checkpoint["scheduler"] = {"last_epoch": "two"}
+    return checkpoint
+
+
+@pytest.mark.parametrize("change, named", [(bad_optimizer, "optimizer"), (bad_rng, "random number"),
+                                           (bad_scheduler, "scheduler")])
+def test_resuming_with_a_bad_optimizer_scheduler_or_rng_state_is_refused(toy, copy_of_run, capsys, change, named):
+    corrupt_checkpoint(checkpoint_of(copy_of_run), change)
+    message = refused(train.main, toy(output="run_copy"), capsys)
+    assert named in message and str(checkpoint_of(copy_of_run)) in message
+
+
+def test_a_corrupt_older_checkpoint_does_not_block_resuming_from_a_good_latest_one(toy, copy_of_run, capsys):
+    older = copy_of_run / "model" / "model.pth.tar-1"
+    older.write_bytes(b"not a checkpoint")
+    try:
+        train.main(toy(output="run_copy"))
+    finally:
+        close_logger()
+    assert "Resumed model at epoch 2" in capsys.readouterr().out
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_never_written_through(toy, tmp_path, capsys):
+    """Issue 20 §3: ``ln -s victim RUN/.lock`` truncated the victim."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "out").mkdir()
+    os.symlink(victim, tmp_path / "out" / ".lock")
+    message = refused(train.main, toy(), capsys)
+    assert "symbolic link" in message and ".lock" in message
+    assert victim.read_text() == "precious"
+
+
+def test_a_log_file_that_is_a_symbolic_link_is_set_aside_not_written_through(toy, tmp_path):
+    victim = tmp_path / "victim.txt"
+    (tmp_path / "out").mkdir()
+    os.symlink(victim, tmp_path / "out" / "log.txt")  # dangling: opening it would create the victim
+    try:
+        train.main(toy("--no-train"))
+    finally:
+        close_logger()
+    assert not victim.exists()
+    assert (tmp_path / "out" / "log.txt").is_file() and not (tmp_path / "out" / "log.txt").is_symlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol scripts
+
+
+@pytest.mark.parametrize("variables, dataset, named", [
+    ({}, "../../../../elsewhere/x", "DATASET"), ({}, "a/b", "DATASET"), ({}, "..", "DATASET"),
+    ({"SOURCE": "../imagenet"}, "eurosat", "SOURCE")])
+def test_protocol_scripts_refuse_dataset_names_that_are_not_one_folder(tmp_path, capsys, variables, dataset, named):
+    from scripts import protocols
+
+    variables = {"DATA": str(tmp_path / "data"), "OUTPUT": str(tmp_path / "box" / "output"), **variables}
+    step = "xd_test" if "SOURCE" in variables else "base2new_test"
+    message = refused(protocols.main, ["zsclip", step, dataset, "1"], capsys, variables=variables)
+    assert message.startswith(f"error: {named} ")
+    assert not (tmp_path / "box").exists()
+
+
+def test_the_script_itself_refuses_an_escaping_dataset_name(tmp_path):
+    """``scripts/zsclip/base2new_test.sh ../../../../elsewhere/x 1`` (issue 20 §4)."""
+    elsewhere = tmp_path / "elsewhere"
+    result = subprocess.run(["bash", "scripts/zsclip/base2new_test.sh", "../../../../elsewhere/x", "1"],
+                            cwd=train.ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "DATA": str(tmp_path / "data"),
+                                 "OUTPUT": str(tmp_path / "a" / "b" / "c" / "output"), "PYTHON": sys.executable})
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: DATASET ")
+    assert not elsewhere.exists() and not (tmp_path / "a").exists()
