@@ -256,3 +256,124 @@ def test_the_script_itself_refuses_an_escaping_dataset_name(tmp_path):
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: DATASET ")
     assert not elsewhere.exists() and not (tmp_path / "a").exists()
+
+
+def test_training_refuses_a_decompression_bomb_in_one_line(toy, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # the toy's 8x8 images are 4 times that
+    message = refused(train.main, toy(opts=["DATALOADER.NUM_WORKERS", "0"]), capsys)
+    assert "decompression bomb" in message and ".png" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own dataset, through python -m datasets.prepare CONFIG --verify (train.py builds it alike)
+
+
+def user_dataset(root, csv_lines=None, folders=None):
+    """``root/mine`` with images of three classes, as class folders or listed by a CSV
+    (``csv_lines`` after the header, bytes or text); returns the dataset YAML's path."""
+    from tests.helpers.datasets import write_image
+
+    folders = folders or {"rose": 10, "tulip": 10, "daisy": 10}
+    for label, (name, count) in enumerate(folders.items()):
+        for index in range(count):
+            write_image(os.path.join(os.fsencode(root / "mine" / "images"), os.fsencode(name),
+                                     f"{index}.png".encode()).decode("utf-8", "surrogateescape"),
+                        label % 3, index)
+    yaml = 'DATASET:\n  NAME: "UserDataset"\n  USER:\n    DIR: "mine"\n'
+    if csv_lines is not None:
+        lines = [line if isinstance(line, bytes) else line.encode() for line in ["path,class", *csv_lines]]
+        (root / "mine" / "labels.csv").write_bytes(b"\n".join(lines) + b"\n")
+        yaml += '    CSV: "labels.csv"\n'
+    config = root / "mine.yaml"
+    config.write_text(yaml)
+    return config
+
+
+def csv_rows(classes=("rose", "tulip", "daisy"), per_class=10):
+    return [f"{name}/{index}.png,{name}" for name in classes for index in range(per_class)]
+
+
+USER_DATASETS = {
+    "CSV: an image listed twice": (dict(csv_lines=csv_rows() + ["rose/3.png,rose"]), "list the same image"),
+    "CSV: an image listed twice, spelt otherwise": (dict(csv_lines=csv_rows() + ["rose/./3.png,tulip"]),
+                                                   "list the same image"),
+    "CSV: class \"\"": (dict(csv_lines=csv_rows() + [f"daisy/{i}.png," for i in range(10, 14)]), "blank"),
+    "CSV: class \"   \"": (dict(csv_lines=csv_rows() + [f"daisy/{i}.png,   " for i in range(10, 14)]), "blank"),
+    "CSV: a row without its class": (dict(csv_lines=csv_rows() + ["daisy/10.png"]), "line 32"),
+    "CSV: not UTF-8": (dict(csv_lines=csv_rows() + [b"daisy/10.png,ros\xe9"]), "UTF-8"),
+    "folders: class \"   \"": (dict(folders={"rose": 10, "   ": 10}), "blank"),
+    "folders: class \"_\"": (dict(folders={"rose": 10, "_": 10}), "blank"),
+    "folders: a name that is not UTF-8": (dict(folders={"rose": 10, "ros\udce9": 10}), "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USER_DATASETS))
+def test_your_own_dataset_refuses_bad_lists_and_names_in_one_line(tmp_path, capsys, case):
+    from datasets import prepare
+
+    kwargs, named = USER_DATASETS[case]
+    config = user_dataset(tmp_path, **kwargs)
+    before = snapshot(tmp_path)
+    message = refused(prepare.main, [str(config), "--root", str(tmp_path), "--verify"], capsys)
+    assert named in message
+    assert snapshot(tmp_path) == before  # no split file saved
+
+
+# ---------------------------------------------------------------------------------------------
+# predict.py, with the zero-shot trainer (no model folder needed) on a tiny CLIP
+
+
+@pytest.fixture(scope="module")
+def predict_args(tmp_path_factory):
+    from PIL import Image
+
+    from tests.helpers.trainers import tiny_opts, write_tiny_clip
+
+    root = tmp_path_factory.mktemp("predict")
+    Image.new("RGB", (8, 8)).save(root / "photo.png")
+    clip_file = write_tiny_clip(root / "tiny.pt")
+
+    def args(*options, classnames=("cat", "dog")):
+        return ["--trainer", "ZeroshotCLIP", "--config-file",
+                os.path.join(train.ROOT, "configs", "trainers", "CoOp", "vit_b16_ep50.yaml"),
+                *options, "--classnames", *classnames, "--", str(root / "photo.png"), *tiny_opts(clip_file)]
+
+    return args
+
+
+def test_predict_works_with_these_arguments(predict_args, capsys):
+    """The cases below fail for their bad input alone."""
+    import predict
+
+    predict.main(predict_args())
+    assert "cat" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, classnames, named", [
+    (["--device", "tpu"], ("cat", "dog"), "--device"),
+    (["--device", "cuda:x"], ("cat", "dog"), "--device"),
+    ([], ("cat", "_"), "blank"),
+    ([], ("cat", "   "), "blank"),
+])
+def test_predict_refuses_bad_arguments_in_one_line(predict_args, capsys, options, classnames, named):
+    import predict
+
+    assert named in refused(predict.main, predict_args(*options, classnames=classnames), capsys)
+
+
+def test_predict_refuses_a_class_names_file_that_is_not_utf8(predict_args, tmp_path, capsys):
+    import predict
+
+    names = tmp_path / "names.txt"
+    names.write_bytes(b"cat\nros\xe9\n")
+    assert "UTF-8" in refused(predict.main, predict_args("--classnames-file", str(names)), capsys)
+
+
+def test_predict_refuses_a_decompression_bomb_in_one_line(predict_args, monkeypatch, capsys):
+    import predict
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)
+    assert "decompression bomb" in refused(predict.main, predict_args(), capsys)

@@ -224,6 +224,12 @@ def read_image(path):
         raise ImageNotFoundError(
             f'image file not found: "{path}". Check DATASET.ROOT and the dataset layout.'
         ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageError(
+            f'image "{path}" is too large to decode safely ({error.args[0].split(" exceeds")[0]}; '
+            f"PIL refuses more than {2 * Image.MAX_IMAGE_PIXELS} pixels as a possible decompression "
+            "bomb): shrink it, or remove it from the dataset"
+        ) from error
     except OSError as error:
         raise ImageError(
             f'cannot read image "{path}" ({error}); the file is corrupt or not an image: '
