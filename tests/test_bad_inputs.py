@@ -354,8 +354,8 @@ def test_predict_works_with_these_arguments(predict_args, capsys):
 @pytest.mark.parametrize("options, classnames, named", [
     (["--device", "tpu"], ("cat", "dog"), "--device"),
     (["--device", "cuda:x"], ("cat", "dog"), "--device"),
-    ([], ("cat", "_"), "blank"),
-    ([], ("cat", "   "), "blank"),
+    ([], ("cat", "_"), "empty once underscores"),
+    ([], ("cat", "__ _"), "empty once underscores"),
 ])
 def test_predict_refuses_bad_arguments_in_one_line(predict_args, capsys, options, classnames, named):
     import predict

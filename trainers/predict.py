@@ -90,10 +90,12 @@ def resolve_trainer(trainer, model_dir, config_file=None):
 def check_classnames(classnames):
     if not classnames:
         raise PredictorError("no class names given: pass the classes to choose from")
+    if any(not name.strip() for name in classnames):
+        raise PredictorError("an empty class name was given: every class needs a name")
     blank = blank_classnames(classnames)
     if blank:
-        raise PredictorError(f"class name {blank[0]!r} is blank (spaces and underscores read as "
-                             "nothing): every class needs a name")
+        raise PredictorError(f"class name {blank[0]!r} is empty once underscores read as spaces: "
+                             "every class needs a name")
     seen = set()
     for name in classnames:
         if name in seen:
