@@ -377,3 +377,52 @@ def test_predict_refuses_a_decompression_bomb_in_one_line(predict_args, monkeypa
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)
     assert "decompression bomb" in refused(predict.main, predict_args(), capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# CoPrompt's class descriptions (TRAINER.COPROMPT.DESCRIPTIONS)
+
+EUROSAT_CLASSES = ["Annual Crop Land", "Forest", "Herbaceous Vegetation Land", "Highway or Road"]
+
+DESCRIPTION_FILES = {
+    "strings instead of lists": (json.dumps({name: f"A photo of {name}." for name in EUROSAT_CLASSES}),
+                                 "not lists of sentences"),
+    "numbers in the lists": (json.dumps({name: [1, 2] for name in EUROSAT_CLASSES}), "not lists of sentences"),
+    "a number per class": (json.dumps({name: 3 for name in EUROSAT_CLASSES}), "not lists of sentences"),
+    "a list": (json.dumps([[name, ["a sentence"]] for name in EUROSAT_CLASSES]), "not a JSON object"),
+    "a number": ("42", "not a JSON object"),
+    "invalid JSON": ('{"Forest": ["a forest."', "not valid JSON"),
+    "deeply nested JSON": ("[" * 100000 + "]" * 100000, "not valid JSON"),
+    "not UTF-8": ((json.dumps({name: ["a sentence"] for name in EUROSAT_CLASSES})[:-1] + ', "ros\xe9": []}')
+                  .encode("latin-1"), "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DESCRIPTION_FILES))
+def test_malformed_description_files_are_refused_in_one_line(tmp_path, case):
+    from datasets.descriptions import load_descriptions
+    from dassl.data.datasets import DatasetError
+
+    content, named = DESCRIPTION_FILES[case]
+    path = tmp_path / "descriptions.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DatasetError) as error:
+        load_descriptions(str(path), EUROSAT_CLASSES)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_coprompt_training_refuses_descriptions_given_as_strings(tmp_path, capsys):
+    """Issue 20 §12: strings were split into characters ("541 class descriptions") and trained on."""
+    from tests.helpers.datasets import make_eurosat
+    from tests.helpers.trainers import train_py_args, write_tiny_clip
+
+    make_eurosat(tmp_path / "data", n_classes=4, n_train=4, n_val=2, n_test=1)
+    path = tmp_path / "descriptions.json"
+    path.write_text(DESCRIPTION_FILES["strings instead of lists"][0])
+    clip_file = write_tiny_clip(tmp_path / "tiny.pt")
+    argv = train_py_args("CoPrompt", "CoPrompt/coprompt.yaml", tmp_path / "data", clip_file, tmp_path / "out",
+                         overrides=["TRAINER.COPROMPT.DESCRIPTIONS", str(path), "TRAINER.MAPLE.PROMPT_DEPTH", "2", "OPTIM.MAX_EPOCH", "1",
+                                    "DATASET.NUM_SHOTS", "1"])
+    message = refused(train.main, argv, capsys)
+    assert "not lists of sentences" in message
+    assert not (tmp_path / "out" / "results.json").exists()
