@@ -426,3 +426,66 @@ def test_coprompt_training_refuses_descriptions_given_as_strings(tmp_path, capsy
     message = refused(train.main, argv, capsys)
     assert "not lists of sentences" in message
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m scripts.released_weights
+
+
+def zip_of(members):
+    buffer = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def maple_members(dataset="dtd"):
+    return {f"{dataset}/base/seed{seed}/MultiModalPromptLearner/model.pth.tar-5": b"w" for seed in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("members, named", [
+    ({"dtd/base/seed1/../../../../escaped.txt": b"x", **maple_members()}, "refusing to extract it"),
+    ({"/tmp/escaped.txt": b"x"}, "refusing to extract it"),
+    ({"dtd/readme.txt": b"no checkpoints here"}, "holds no checkpoint"),
+])
+def test_released_weights_refuses_a_crafted_or_wrong_zip_in_one_line(tmp_path, capsys, members, named):
+    from scripts import released_weights
+
+    box = tmp_path / "box"
+    archive = tmp_path / "dtd.zip"
+    archive.write_bytes(zip_of(members))
+    message = refused(released_weights.main, ["maple", "--dest", str(box / "w"), "--from-archive", str(archive)],
+                      capsys)
+    assert named in message
+    assert sorted(os.listdir(tmp_path)) == ["box", "dtd.zip"] and os.listdir(box) == ["w"]
+
+
+def test_released_weights_records_a_digest_only_for_an_accepted_archive(tmp_path, capsys):
+    """Issue 20 §14: the digest of a refused archive was recorded, and the right one then refused."""
+    from scripts import released_weights
+
+    wrong, right = tmp_path / "wrong" / "dtd.zip", tmp_path / "right" / "dtd.zip"
+    for path, members in ((wrong, {"dtd/readme.txt": b"no checkpoints"}), (right, maple_members())):
+        path.parent.mkdir()
+        path.write_bytes(zip_of(members))
+    dest = tmp_path / "w"
+    refused(released_weights.main, ["maple", "--dest", str(dest), "--from-archive", str(wrong)], capsys)
+    assert released_weights.main(["maple", "--dest", str(dest), "--from-archive", str(right)]) == 0
+    import hashlib
+
+    recorded = json.loads((dest / released_weights.MANIFEST).read_text())
+    assert recorded["maple/dtd.zip"]["sha256"] == hashlib.sha256(right.read_bytes()).hexdigest()
+
+
+def test_released_weights_refuses_a_file_as_dest_in_one_line(tmp_path, capsys):
+    from scripts import released_weights
+
+    archive = tmp_path / "dtd.zip"
+    archive.write_bytes(zip_of(maple_members()))
+    (tmp_path / "afile").write_text("mine")
+    message = refused(released_weights.main, ["maple", "--dest", str(tmp_path / "afile"),
+                                              "--from-archive", str(archive)], capsys)
+    assert "--dest" in message and (tmp_path / "afile").read_text() == "mine"
