@@ -489,3 +489,18 @@ def test_released_weights_refuses_a_file_as_dest_in_one_line(tmp_path, capsys):
     message = refused(released_weights.main, ["maple", "--dest", str(tmp_path / "afile"),
                                               "--from-archive", str(archive)], capsys)
     assert "--dest" in message and (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("trainer, config, overrides", [
+    ("CoOp", "CoOp/vit_b16_ep50.yaml", ["TRAINER.COOP.N_CTX", "100"]),
+    ("BMIP", "BMIP/BMIP_ctx2_dp9_lr2.yaml", ["TRAINER.BMIP.N_CTX", "100", "TRAINER.BMIP.PROMPT_DEPTH", "2"]),
+])
+def test_more_context_tokens_than_clip_reads_is_one_line(tmp_path, capsys, trainer, config, overrides):
+    from tests.helpers.datasets import make_eurosat
+    from tests.helpers.trainers import train_py_args, write_tiny_clip
+
+    make_eurosat(tmp_path / "data", n_classes=4, n_train=4, n_val=2, n_test=1)
+    argv = train_py_args(trainer, config, tmp_path / "data", write_tiny_clip(tmp_path / "tiny.pt"), tmp_path / "out",
+                         overrides=[*overrides, "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1"])
+    message = refused(train.main, argv, capsys)
+    assert "N_CTX" in message and "102 tokens" in message
