@@ -504,3 +504,33 @@ def test_more_context_tokens_than_clip_reads_is_one_line(tmp_path, capsys, train
                          overrides=[*overrides, "OPTIM.MAX_EPOCH", "1", "DATASET.NUM_SHOTS", "1"])
     message = refused(train.main, argv, capsys)
     assert "N_CTX" in message and "102 tokens" in message
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--sbatch-option", "--partition=gpu\nrm -rf ~"], "--sbatch-option"),
+    (["--datasets", "../../elsewhere"], "DATASET"),
+    (["--source", "a/b"], "--source"),
+])
+def test_run_all_refuses_options_that_would_break_out_in_one_line(tmp_path, capsys, argv, named):
+    from scripts import sweep
+
+    script = tmp_path / "box" / "job.sh"
+    (tmp_path / "data").mkdir()
+    message = refused(sweep.main, ["coop", "--protocols", "base2new", "--sbatch", str(script), *argv], capsys,
+                      variables={"DATA": str(tmp_path / "data"), "OUTPUT": str(tmp_path / "out")})
+    assert message.startswith(f"error: {named}")
+    assert not (tmp_path / "box").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_slurm_log_path_is_quoted_when_output_has_spaces(tmp_path, capsys):
+    import shlex
+
+    from scripts import sweep
+
+    output = tmp_path / "my runs" / "output"
+    script = tmp_path / "job.sh"
+    (tmp_path / "data").mkdir()
+    assert sweep.main(["coop", "--protocols", "base2new", "--datasets", "eurosat", "--seeds", "1",
+                       "--sbatch", str(script)], variables={"DATA": str(tmp_path / "data"), "OUTPUT": str(output)}) == 0
+    (line,) = [line for line in script.read_text().splitlines() if line.startswith("#SBATCH --output=")]
+    assert shlex.split(line[len("#SBATCH "):]) == [f"--output={output}/slurm/%A_%a.out"]
