@@ -233,8 +233,8 @@ class TorchScriptWeights:
             self.root = self._unpickler(archive.read(pickles[0])).load()
 
     def _read_classes(self, archive, names):
-        """``{qualified class name: (is a module, parameters, buffers)}`` from the class
-        definitions under ``<name>/code/``."""
+        """``{qualified class name: (is a module, parameters, buffers, which of the two lists
+        were found)}`` from the class definitions under ``<name>/code/``."""
         classes = {}
         code = self.prefix + "code/"
         for name in names:
@@ -246,7 +246,7 @@ class TorchScriptWeights:
                 header = re.match(r"class (\w+)(\((\w+)\))?:", line)
                 if header:
                     current = f"{module}.{header.group(1)}"
-                    classes[current] = (header.group(3) == "Module", [], [])
+                    classes[current] = (header.group(3) == "Module", [], [], set())
                     continue
                 listed = re.match(r"  __(parameters|buffers)__ = (\[.*\])$", line)
                 if listed and current:
@@ -255,6 +255,7 @@ class TorchScriptWeights:
                     except (ValueError, SyntaxError):
                         raise UnreadableWithoutCode(f"{name} lists {listed.group(1)} unreadably") from None
                     classes[current][1 if listed.group(1) == "parameters" else 2].extend(names_listed)
+                    classes[current][3].add(listed.group(1))
         return classes
 
     def _unpickler(self, data):
@@ -313,7 +314,9 @@ class TorchScriptWeights:
     def _collect(self, module, prefix, state_dict):
         if not isinstance(module, _ScriptObject) or module.qualified_name not in self.classes:
             raise UnreadableWithoutCode(f"{prefix or 'its top level'} is not a module the archive defines")
-        _, parameters, buffers = self.classes[module.qualified_name]
+        _, parameters, buffers, declared = self.classes[module.qualified_name]
+        if declared != {"parameters", "buffers"}:  # a format that does not list them
+            raise UnreadableWithoutCode(f"{module.qualified_name} does not list its parameters and buffers")
         attributes = module.state
         if not isinstance(attributes, dict):
             raise UnreadableWithoutCode(f"{module.qualified_name} keeps its state through its own code")
