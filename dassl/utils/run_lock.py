@@ -81,8 +81,8 @@ def _open_lock_file(path):
     except OSError as error:
         if not osp.islink(path):
             raise
-        raise UserError(f'"{path}" is a symbolic link, not a lock file; this tool writes through no '
-                        "link: delete it and run again") from error
+        raise UserError(f'"{path}" is a symbolic link, not a lock file (a lock is never written '
+                        "through a link): delete it and run again") from error
 
 
 def _lock(folder, path, descriptor):
