@@ -202,6 +202,7 @@ class ArchiveMembers:
         self.links = {}  # resolved location of a link made by the archive -> its link text
         self.files = set()  # locations of the regular files the archive makes
         self.dirs = set()  # locations of the folders the archive makes
+        self._disk_links = None  # see links_on_disk
 
     def refuse(self, member, why):
         raise DatasetError(f'"{self.archive}" holds "{member}", {why}; refusing to extract it.')
@@ -241,11 +242,25 @@ class ArchiveMembers:
         location = self.check_location(info.name, follow_last=False)
         self.replace(info.name, location)
         self.links[location] = info.linkname
-        for place, text in self.links.items():
+        for place, text in (*self.links.items(), *self.links_on_disk()):
             if text.startswith("/") or self.resolve(self.join(place[:-1], text)) is None:
                 self.refuse(info.name, f'a symbolic link to "{info.linkname}", which makes '
                             f'"{"/".join(place)}" lead outside the target folder')
         return ("symlink", location, info, info.linkname)
+
+    def links_on_disk(self):
+        """``(location, text)`` of the links already in the target folder that no member has
+        replaced (listed once, when the archive makes its first link)."""
+        if self._disk_links is None:
+            self._disk_links = {}
+            for folder, dirs, files in os.walk(self.target):
+                parts = tuple(os.path.relpath(folder, self.target).split(os.sep))
+                parts = () if parts == (".",) else parts
+                for name in dirs + files:
+                    if os.path.islink(os.path.join(folder, name)):
+                        self._disk_links[parts + (name,)] = os.readlink(os.path.join(folder, name))
+        return [(place, text) for place, text in self._disk_links.items()
+                if place not in self.links and place not in self.files and place not in self.dirs]
 
     def make_hard_link(self, info):
         self.check_name(info.linkname)

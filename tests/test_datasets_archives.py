@@ -193,3 +193,15 @@ def test_an_escaping_tar_is_refused_by_prepare_in_one_line(tmp_path, box, monkey
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refusing to extract it" in err and "Traceback" not in err
     assert_nothing_outside(box)
+
+
+def test_a_link_already_in_the_folder_made_to_escape_by_a_member_is_refused(tmp_path, box):
+    """A link left by an earlier archive ("a/s" -> "d/../..", inside while "a/d" is a folder) that a
+    new member would make lead outside ("a/d" -> "..")."""
+    (box / "a").mkdir()
+    os.symlink("d/../..", box / "a" / "s")
+    archive = tmp_path / "archive.tar"
+    archive.write_bytes(tar_bytes(member("a/d", tarfile.SYMTYPE, "..")))
+    with pytest.raises(DatasetError, match="refusing to extract it"):
+        unpack(str(archive), str(box))
+    assert not (box / "a" / "d").is_symlink()
