@@ -98,7 +98,7 @@ def setup_cfg(args):
 
 def check_registered(cfg):
     """Fail before anything is built, naming the choices, when the trainer or dataset is unknown."""
-    from dassl.config import ConfigError, check_values
+    from dassl.config import ConfigError
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
     from trainers import FAILED
@@ -111,7 +111,6 @@ def check_registered(cfg):
         raise ConfigError(f"{error}. Trainer files that failed to import: "
                           f"{'; '.join(FAILED.values())}") from None
     DATASET_REGISTRY.get(cfg.DATASET.NAME)
-    check_values(cfg)
 
 
 def print_args(args, cfg):
@@ -228,6 +227,7 @@ def start_run(cfg, args):
     """Log to OUTPUT_DIR/log.txt, seed, and record the arguments, config and environment."""
     import torch
 
+    from dassl.config import check_values
     from dassl.engine.resume import check_resume_config
     from dassl.utils import collect_env_info, remove_temporary_files, set_random_seed, setup_logger
 
@@ -237,6 +237,7 @@ def start_run(cfg, args):
     setup_logger(cfg.OUTPUT_DIR)
     for path in remove_temporary_files(cfg.OUTPUT_DIR):
         print(f"Removed {path}, left by a write that was interrupted")
+    check_values(cfg)  # after the log starts, so that a refused run's log says why
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
