@@ -160,6 +160,10 @@ def read_state_dict(path):
             return TorchScriptWeights(path).state_dict()
         except UnreadableWithoutCode as reason:
             return _load_trusted_torchscript(path, reason)
+        except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, EOFError, ValueError,
+                RuntimeError, TypeError, IndexError) as error:
+            raise ModelFileError(f"CLIP file {path} is a damaged TorchScript archive "
+                                 f"({type(error).__name__}: {error}); download it again") from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -275,3 +275,16 @@ def test_torchscript_weights_read_as_data_equal_torch_jit_load(tmp_path, make):
     for key, tensor in theirs.items():
         assert ours[key].dtype == tensor.dtype and ours[key].stride() == tensor.stride()
         assert torch.equal(ours[key], tensor), key
+
+
+def test_a_damaged_torchscript_archive_is_a_one_line_error(tmp_path, vit_state_dict):
+    import zipfile
+
+    path = write_clip_file(tmp_path / "clip.pt", vit_state_dict, torchscript=True)
+    damaged = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, data[: len(data) // 2] if info.filename.endswith("data.pkl") else data)
+    with pytest.raises(ModelFileError, match="damaged TorchScript archive"):
+        pretrained.read_state_dict(str(damaged))
