@@ -5,20 +5,22 @@ nothing outside its own folder.
 Commands run in-process (``main(argv)``) where they can; a traceback there is an exception that
 escapes ``main`` and fails the test with it.
 """
-import csv
+import hashlib
 import io
 import json
 import math
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
 
 import train
 from dassl.utils import close_logger
-from tests.helpers.engine import TOY_CLASSES
 from tests.test_engine_cli import TOY_CONFIG
 
 
@@ -146,8 +148,6 @@ BAD_CHECKPOINTS = {
 
 @pytest.fixture
 def copy_of_run(toy_run, tmp_path):
-    import shutil
-
     copy = tmp_path / "run_copy"
     shutil.copytree(toy_run, copy)
     return copy
@@ -434,8 +434,6 @@ def test_coprompt_training_refuses_descriptions_given_as_strings(tmp_path, capsy
 
 def zip_of(members):
     buffer = io.BytesIO()
-    import zipfile
-
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
@@ -474,8 +472,6 @@ def test_released_weights_records_a_digest_only_for_an_accepted_archive(tmp_path
     dest = tmp_path / "w"
     refused(released_weights.main, ["maple", "--dest", str(dest), "--from-archive", str(wrong)], capsys)
     assert released_weights.main(["maple", "--dest", str(dest), "--from-archive", str(right)]) == 0
-    import hashlib
-
     recorded = json.loads((dest / released_weights.MANIFEST).read_text())
     assert recorded["maple/dtd.zip"]["sha256"] == hashlib.sha256(right.read_bytes()).hexdigest()
 
@@ -523,8 +519,6 @@ def test_run_all_refuses_options_that_would_break_out_in_one_line(tmp_path, caps
 
 
 def test_the_slurm_log_path_is_quoted_when_output_has_spaces(tmp_path, capsys):
-    import shlex
-
     from scripts import sweep
 
     output = tmp_path / "my runs" / "output"
