@@ -58,10 +58,16 @@ def build_parser():
 
 def read_classnames(path):
     """One class name per line; blank lines and surrounding spaces are ignored."""
+    from dassl.utils import UserError
+
     if not osp.isfile(path):
         raise FileNotFoundError(f'class names file not found: "{path}"')
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as error:
+        raise UserError(f'class names file "{path}" is not UTF-8 text ({error.reason} at byte '
+                        f"{error.start}): save it as UTF-8") from error
 
 
 def split_images_and_opts(inputs):

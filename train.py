@@ -236,6 +236,7 @@ def start_run(cfg, args):
     """Log to OUTPUT_DIR/log.txt, seed, and record the arguments, config and environment."""
     import torch
 
+    from dassl.config import check_values
     from dassl.engine.resume import check_resume_config
     from dassl.utils import collect_env_info, remove_temporary_files, set_random_seed, setup_logger
 
@@ -245,6 +246,7 @@ def start_run(cfg, args):
     setup_logger(cfg.OUTPUT_DIR)
     for path in remove_temporary_files(cfg.OUTPUT_DIR):
         print(f"Removed {path}, left by a write that was interrupted")
+    check_values(cfg)  # after the log starts, so that a refused run's log says why
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

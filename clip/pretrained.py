@@ -1,7 +1,11 @@
 """OpenAI's released CLIP files: where they live, how they are downloaded and verified, how a
 file on disk becomes a state dict."""
+import ast
+import collections
+import io
 import json
 import os
+import pickle
 import re
 import warnings
 import zipfile
@@ -170,12 +174,21 @@ def _read_sha256_cache(cache_file):
 
 def read_state_dict(path):
     """The OpenAI-format state dict in `path`: a TorchScript archive (as OpenAI ships them), a
-    state dict saved with torch.save, or a checkpoint holding one under "state_dict"."""
+    state dict saved with torch.save, or a checkpoint holding one under "state_dict".
+
+    A TorchScript archive's tensors are read without running any of its code
+    (``TorchScriptWeights``); only an archive that cannot be read so is loaded with
+    ``torch.jit.load``, and only when it is one of OpenAI's published files (by SHA-256) or
+    listed in $TRUSTED_CHECKPOINTS."""
     if _is_torchscript_archive(path):
-        with warnings.catch_warnings():
-            # Only the weights are read; TorchScript's deprecation notice concerns running it.
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
-            return torch.jit.load(path, map_location="cpu").state_dict()
+        try:
+            return TorchScriptWeights(path).state_dict()
+        except UnreadableWithoutCode as reason:
+            return _load_trusted_torchscript(path, reason)
+        except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, EOFError, ValueError,
+                RuntimeError, TypeError, IndexError) as error:
+            raise ModelFileError(f"CLIP file {path} is a damaged TorchScript archive "
+                                 f"({type(error).__name__}: {error}); download it again") from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -186,6 +199,162 @@ def read_state_dict(path):
     if not isinstance(loaded, dict):
         raise ModelFileError(f"CLIP file {path} holds a {type(loaded).__name__}, not a CLIP state dict")
     return loaded
+
+
+def _load_trusted_torchscript(path, reason):
+    from dassl.utils.torchtools import TRUSTED_CHECKPOINTS_VARIABLE, trusted_checkpoint
+
+    published = {_expected_sha256(url) for url in _MODELS.values()}
+    if not trusted_checkpoint(path) and file_digest(path, "sha256") not in published:
+        raise ModelFileError(
+            f"CLIP file {path} is a TorchScript archive whose weights cannot be read without "
+            f"running its code ({reason}), and it is not one of OpenAI's published files; if you "
+            f"trust it, allow it with {TRUSTED_CHECKPOINTS_VARIABLE}={path}")
+    with warnings.catch_warnings():
+        # Only the weights are read; TorchScript's deprecation notice concerns running it.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        return torch.jit.load(path, map_location="cpu").state_dict()
+
+
+class UnreadableWithoutCode(Exception):
+    """A TorchScript archive that holds more than modules and tensors (the reason says what)."""
+
+
+class _ScriptObject:
+    """Stands for an object of a TorchScript class while its archive is read: its state is kept
+    as data, and none of the class's code (``__setstate__`` included) runs."""
+
+    qualified_name = None
+    state = None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class TorchScriptWeights:
+    """The parameters and buffers of a ``torch.jit.save`` archive, as ``torch.jit.load(path)
+    .state_dict()`` gives them, read as data: ``data.pkl`` is unpickled with only tensors,
+    ordered dicts and placeholders for the archive's own classes allowed, and which attributes
+    are parameters or buffers comes from the ``__parameters__`` / ``__buffers__`` lines of the
+    archive's class definitions, which are parsed, not run."""
+
+    _TYPE_LISTS = ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist")
+    _STORAGE_DTYPES = {f"{name}Storage": getattr(torch, dtype) for name, dtype in (
+        ("Float", "float32"), ("Double", "float64"), ("Half", "float16"), ("BFloat16", "bfloat16"),
+        ("Long", "int64"), ("Int", "int32"), ("Short", "int16"), ("Char", "int8"),
+        ("Byte", "uint8"), ("Bool", "bool"), ("ComplexFloat", "complex64"),
+        ("ComplexDouble", "complex128"))}
+
+    def __init__(self, path):
+        self.path = path
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [name for name in names if name.endswith("/data.pkl") and name.count("/") == 1]
+            if len(pickles) != 1:
+                raise UnreadableWithoutCode("it has no single <name>/data.pkl")
+            self.prefix = pickles[0][: -len("data.pkl")]
+            order = archive.read(self.prefix + "byteorder").decode() if self.prefix + "byteorder" in names else "little"
+            if order.strip() != "little":
+                raise UnreadableWithoutCode(f"its tensors are {order.strip()}-endian")
+            self.classes = self._read_classes(archive, names)
+            self.archive = archive
+            self.storages = {}
+            self.root = self._unpickler(archive.read(pickles[0])).load()
+
+    def _read_classes(self, archive, names):
+        """``{qualified class name: (is a module, parameters, buffers, which of the two lists
+        were found)}`` from the class definitions under ``<name>/code/``."""
+        classes = {}
+        code = self.prefix + "code/"
+        for name in names:
+            if not (name.startswith(code) and name.endswith(".py")):
+                continue
+            module = name[len(code): -len(".py")].replace("/", ".")
+            current = None
+            for line in archive.read(name).decode("utf-8", "replace").splitlines():
+                header = re.match(r"class (\w+)(\((\w+)\))?:", line)
+                if header:
+                    current = f"{module}.{header.group(1)}"
+                    classes[current] = (header.group(3) == "Module", [], [], set())
+                    continue
+                listed = re.match(r"  __(parameters|buffers)__ = (\[.*\])$", line)
+                if listed and current:
+                    try:
+                        names_listed = ast.literal_eval(listed.group(2))
+                    except (ValueError, SyntaxError):
+                        raise UnreadableWithoutCode(f"{name} lists {listed.group(1)} unreadably") from None
+                    classes[current][1 if listed.group(1) == "parameters" else 2].extend(names_listed)
+                    classes[current][3].add(listed.group(1))
+        return classes
+
+    def _unpickler(self, data):
+        reader = self
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                return reader._global(module, name)
+
+            def persistent_load(self, pid):
+                return reader._storage(pid)
+
+        return Unpickler(io.BytesIO(data))
+
+    def _global(self, module, name):
+        if module.startswith("__torch__.") or module == "__torch__":
+            qualified = f"{module}.{name}"
+            return type(name, (_ScriptObject,), {"qualified_name": qualified})
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return self._rebuild_tensor
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return lambda data, *rest: data
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch.jit._pickle" and name in self._TYPE_LISTS:
+            return list
+        if module == "torch.jit._pickle" and name == "restore_type_tag":
+            return lambda value, type_name: value
+        if module == "torch" and name in self._STORAGE_DTYPES:
+            return self._STORAGE_DTYPES[name]
+        raise UnreadableWithoutCode(f"data.pkl refers to {module}.{name}")
+
+    def _storage(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise UnreadableWithoutCode(f"data.pkl refers to storage {pid!r}")
+        dtype, key, _, numel = pid[1:]
+        if not isinstance(dtype, torch.dtype):
+            raise UnreadableWithoutCode(f"data.pkl refers to storage {pid!r}")
+        if key not in self.storages:
+            data = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            if flat.numel() != numel:
+                raise UnreadableWithoutCode(f"tensor data {key} holds {flat.numel()} values, not {numel}")
+            self.storages[key] = flat
+        return self.storages[key]
+
+    @staticmethod
+    def _rebuild_tensor(storage, offset, size, stride, *rest):
+        return storage.as_strided(tuple(size), tuple(stride), offset)
+
+    def state_dict(self):
+        state_dict = collections.OrderedDict()
+        self._collect(self.root, "", state_dict)
+        return state_dict
+
+    def _collect(self, module, prefix, state_dict):
+        if not isinstance(module, _ScriptObject) or module.qualified_name not in self.classes:
+            raise UnreadableWithoutCode(f"{prefix or 'its top level'} is not a module the archive defines")
+        _, parameters, buffers, declared = self.classes[module.qualified_name]
+        if declared != {"parameters", "buffers"}:  # a format that does not list them
+            raise UnreadableWithoutCode(f"{module.qualified_name} does not list its parameters and buffers")
+        attributes = module.state
+        if not isinstance(attributes, dict):
+            raise UnreadableWithoutCode(f"{module.qualified_name} keeps its state through its own code")
+        for name in (*parameters, *buffers):
+            if isinstance(attributes.get(name), torch.Tensor):
+                state_dict[prefix + name] = attributes[name]
+        for name, value in attributes.items():
+            if isinstance(value, _ScriptObject) and self.classes.get(value.qualified_name, (False,))[0]:
+                self._collect(value, f"{prefix}{name}.", state_dict)
 
 
 def _is_torchscript_archive(path):

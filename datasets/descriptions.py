@@ -84,11 +84,40 @@ def load_descriptions(path, classnames):
                            "python -m datasets.prepare <dataset> --root <DATA> "
                            "--coprompt-descriptions, or set TRAINER.COPROMPT.DESCRIPTIONS to a "
                            "JSON file of your own (class name -> list of sentences)")
-    with open(path, encoding="utf-8") as f:
-        table = json.load(f)
+    table = _read_table(path)
     names = [name.replace("_", " ") for name in classnames]
     missing = [name for name in names if not table.get(name)]
     if missing:
         raise DatasetError(f'"{path}" has no descriptions for {len(missing)} classes, e.g. '
                            f"{missing[:3]}: it must map every class name to a list of sentences")
+    # A string would be read as its characters, one "sentence" each.
+    malformed = [name for name in names if not isinstance(table[name], list)
+                 or not all(isinstance(sentence, str) and sentence.strip() for sentence in table[name])]
+    if malformed:
+        found = table[malformed[0]]
+        raise DatasetError(f'"{path}": the descriptions of {len(malformed)} classes are not lists of '
+                           f"sentences, e.g. {malformed[0]!r}: {_shown(found)}; write each class as "
+                           '"class name": ["a sentence", "another sentence"]')
     return [list(table[name]) for name in names]
+
+
+def _read_table(path):
+    """The JSON object of a descriptions file; a one-line error for a file that is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except UnicodeDecodeError as error:
+        raise DatasetError(f'CoPrompt class descriptions "{path}" are not UTF-8 text ({error.reason} '
+                           f"at byte {error.start}): save the file as UTF-8") from error
+    except (ValueError, RecursionError) as error:
+        raise DatasetError(f'CoPrompt class descriptions "{path}" are not valid JSON '
+                           f"({' '.join(str(error).split())[:200]})") from error
+    if not isinstance(table, dict):
+        raise DatasetError(f'CoPrompt class descriptions "{path}" hold {_shown(table)}, not a JSON '
+                           "object mapping each class name to a list of sentences")
+    return table
+
+
+def _shown(value):
+    text = json.dumps(value)
+    return f"a {type(value).__name__} ({text[:60]}{'...' if len(text) > 60 else ''})"

@@ -158,6 +158,8 @@ def unpack(archive, target):
     Every member is checked first (``ArchiveMembers``): nothing is written when one of them would
     land outside ``target``, so a crafted archive cannot escape even where ``tarfile``'s own
     ``filter="data"`` can be fooled (CVE-2025-4517, Python before 3.11.13 / 3.12.11 / 3.13.4).
+    Members are then written where the check found they land (``NoFollowWriter``), without
+    following any link on the way.
     """
     if not os.path.isfile(archive):
         raise DatasetError(f'archive "{archive}" not found; delete the download and run again.')
@@ -165,15 +167,13 @@ def unpack(archive, target):
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 members = ArchiveMembers(archive, target)
-                for info in zf.infolist():
-                    members.check_zip(info)
-                zf.extractall(target)
+                plan = [members.check_zip(info) for info in zf.infolist()]
+                members.extract(plan, zf.open)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 members = ArchiveMembers(archive, target)
-                for info in tf.getmembers():
-                    members.check_tar(info)
-                tf.extractall(target, filter="data")
+                plan = [members.check_tar(info) for info in tf.getmembers()]
+                members.extract(plan, tf.extractfile)
         else:
             raise DatasetError(f'"{archive}" is neither a tar nor a zip archive; delete it and run again.')
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:
@@ -184,10 +184,15 @@ def unpack(archive, target):
 
 class ArchiveMembers:
     """Refuses, member by member in archive order, whatever could write outside ``target``:
-    absolute or ``..`` paths, device files and fifos, zip symbolic links, and links (or paths
-    through links) that resolve outside. Links are followed the way the file system will follow
-    them once extracted, from the links the archive made so far and those already on disk:
-    pure computation, so no path length or ``realpath`` quirk can cut it short."""
+    absolute or ``..`` paths, device files and fifos, zip symbolic links, links (or paths through
+    links) that resolve outside, and hard links to anything but a regular file already there.
+    Links are followed the way the file system will follow them once extracted, from the links
+    the archive made so far and those already on disk: pure computation, so no path length or
+    ``realpath`` quirk can cut it short. Each new link is checked with every earlier one
+    re-resolved, so a link that changes where an earlier one leads (links of links) is seen.
+
+    Each check returns the member's place: ``(kind, components under target, member, extra)``,
+    which ``extract`` writes without following anything."""
 
     MAX_LINK_DEPTH = 40  # the kernel's own limit on nested symbolic links
 
@@ -195,6 +200,9 @@ class ArchiveMembers:
         self.archive = archive
         self.target = target
         self.links = {}  # resolved location of a link made by the archive -> its link text
+        self.files = set()  # locations of the regular files the archive makes
+        self.dirs = set()  # locations of the folders the archive makes
+        self._disk_links = None  # see links_on_disk
 
     def refuse(self, member, why):
         raise DatasetError(f'"{self.archive}" holds "{member}", {why}; refusing to extract it.')
@@ -203,28 +211,96 @@ class ArchiveMembers:
         self.check_name(info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
             self.refuse(info.filename, "a symbolic link (this tool extracts no links from zip files)")
-        self.check_location(info.filename)
+        if info.is_dir():
+            return self.make_dir(info.filename, info)
+        return self.make_file(info.filename, info)
 
     def check_tar(self, info):
         self.check_name(info.name)
-        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
-            self.refuse(info.name, "a device file, fifo or other special file")
-        if not info.issym():
-            self.check_location(info.name)
-            if info.islnk():
-                self.check_name(info.linkname)
-                if self.resolve(info.linkname) is None:
-                    self.refuse(info.name, f'a hard link to "{info.linkname}", outside the target folder')
-            return
+        if info.isdir():
+            return self.make_dir(info.name, info)
+        if info.isreg():
+            return self.make_file(info.name, info)
+        if info.issym():
+            return self.make_symlink(info)
+        if info.islnk():
+            return self.make_hard_link(info)
+        self.refuse(info.name, "a device file, fifo or other special file")
+
+    def make_dir(self, name, info):
+        location = self.check_location(name)
+        self.dirs.add(location)
+        return ("dir", location, info, None)
+
+    def make_file(self, name, info):
+        location = self.check_location(name, follow_last=False)
+        self.replace(name, location)
+        self.files.add(location)
+        return ("file", location, info, None)
+
+    def make_symlink(self, info):
         location = self.check_location(info.name, follow_last=False)
-        if info.linkname.startswith("/") or self.resolve(self.join(location[:-1], info.linkname)) is None:
-            self.refuse(info.name, f'a symbolic link to "{info.linkname}", outside the target folder')
+        self.replace(info.name, location)
         self.links[location] = info.linkname
+        for place, text in (*self.links.items(), *self.links_on_disk()):
+            if text.startswith("/") or self.resolve(self.join(place[:-1], text)) is None:
+                self.refuse(info.name, f'a symbolic link to "{info.linkname}", which makes '
+                            f'"{"/".join(place)}" lead outside the target folder')
+        return ("symlink", location, info, info.linkname)
+
+    def links_on_disk(self):
+        """``(location, text)`` of the links already in the target folder that no member has
+        replaced (listed once, when the archive makes its first link)."""
+        if self._disk_links is None:
+            self._disk_links = {}
+            for folder, dirs, files in os.walk(self.target):
+                parts = tuple(os.path.relpath(folder, self.target).split(os.sep))
+                parts = () if parts == (".",) else parts
+                for name in dirs + files:
+                    if os.path.islink(os.path.join(folder, name)):
+                        self._disk_links[parts + (name,)] = os.readlink(os.path.join(folder, name))
+        return [(place, text) for place, text in self._disk_links.items()
+                if place not in self.links and place not in self.files and place not in self.dirs]
+
+    def make_hard_link(self, info):
+        self.check_name(info.linkname)
+        location = self.check_location(info.name, follow_last=False)
+        source = self.resolve(info.linkname)
+        if source is None:
+            self.refuse(info.name, f'a hard link to "{info.linkname}", outside the target folder')
+        if not self.is_file(source):
+            self.refuse(info.name, f'a hard link to "{info.linkname}", which is not a regular '
+                        "file made by an earlier member")
+        self.replace(info.name, location)
+        self.files.add(location)
+        return ("hardlink", location, info, source)
+
+    def replace(self, name, location):
+        """A file or link takes ``location``: whatever link stood there is gone."""
+        if location in self.dirs or os.path.isdir(self.on_disk(location)) and not self.link_text(location):
+            self.refuse(name, "a file where the archive or the target folder has a folder")
+        self.links.pop(location, None)
+        self.files.discard(location)
+
+    def is_file(self, location):
+        if location in self.files:
+            return True
+        if location in self.dirs or location in self.links:
+            return False
+        try:
+            return stat.S_ISREG(os.lstat(self.on_disk(location)).st_mode)
+        except OSError:
+            return False
+
+    def on_disk(self, location):
+        return os.path.join(self.target, *location)
 
     def check_location(self, name, follow_last=True):
         location = self.resolve(name, follow_last=follow_last)
         if location is None:
             self.refuse(name, "whose path goes through a link that leads outside the target folder")
+        if not location:
+            self.refuse(name, "which would replace the target folder itself")
         return location
 
     def check_name(self, name):
@@ -263,8 +339,98 @@ class ArchiveMembers:
     def link_text(self, parts):
         if parts in self.links:
             return self.links[parts]
-        on_disk = os.path.join(self.target, *parts)
+        if parts in self.files or parts in self.dirs:
+            return None
+        on_disk = self.on_disk(parts)
         return os.readlink(on_disk) if os.path.islink(on_disk) else None
+
+    def extract(self, plan, open_member):
+        """Write the checked members; ``open_member(info)`` gives a member's content."""
+        os.makedirs(self.target, exist_ok=True)
+        with NoFollowWriter(self.target) as writer:
+            for kind, location, info, extra in plan:
+                if kind == "dir":
+                    writer.folder(location)
+                elif kind == "file":
+                    with open_member(info) as content:
+                        writer.file(location, content)
+                elif kind == "symlink":
+                    writer.symlink(location, extra)
+                else:
+                    writer.hard_link(location, extra)
+
+
+class NoFollowWriter:
+    """Makes files, folders and links at given components under ``root``, opening every folder on
+    the way with ``O_NOFOLLOW``: a link met where a folder should be (one the archive made, or one
+    swapped in meanwhile) is an error, never followed."""
+
+    def __init__(self, root):
+        self.root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self.opened = (None, None)  # the last parent folder: (components, descriptor)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.forget()
+        os.close(self.root)
+
+    def forget(self):
+        if self.opened[1] is not None:
+            os.close(self.opened[1])
+        self.opened = (None, None)
+
+    def parent(self, location):
+        """A descriptor of the folder ``location[:-1]``, made if missing."""
+        parts = location[:-1]
+        if self.opened[0] == parts:
+            return self.opened[1]
+        self.forget()
+        descriptor = os.dup(self.root)
+        try:
+            for name in parts:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=descriptor)
+                except FileExistsError:
+                    pass
+                inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=descriptor)
+                os.close(descriptor)
+                descriptor = inner
+        except BaseException:
+            os.close(descriptor)
+            raise
+        self.opened = (parts, descriptor)
+        return descriptor
+
+    def clear(self, location):
+        """Remove a file or link at ``location`` (a member replacing an earlier one)."""
+        try:
+            os.unlink(location[-1], dir_fd=self.parent(location))
+        except FileNotFoundError:
+            pass
+
+    def folder(self, location):
+        self.parent(location + ("",))
+
+    def file(self, location, content):
+        self.clear(location)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(location[-1], flags, 0o666, dir_fd=self.parent(location)), "wb") as out:
+            shutil.copyfileobj(content, out, 1 << 20)
+
+    def symlink(self, location, text):
+        self.clear(location)
+        os.symlink(text, location[-1], dir_fd=self.parent(location))
+
+    def hard_link(self, location, source):
+        self.clear(location)
+        source_dir = os.dup(self.parent(source))
+        try:
+            os.link(source[-1], location[-1], src_dir_fd=source_dir, dst_dir_fd=self.parent(location),
+                    follow_symlinks=False)
+        finally:
+            os.close(source_dir)
 
 
 def hoist(dataset_dir, subdir):

@@ -48,13 +48,36 @@ def path_inside(folder, relpath, origin):
     return path
 
 
+def prompt_text(classname):
+    """The text CLIP reads for a class name: ``_`` as a space (``prompt_classname`` of
+    trainers.prompting), spaces collapsed."""
+    return " ".join(classname.replace("_", " ").split())
+
+
+def blank_classnames(classnames):
+    """The class names that give CLIP no text at all ("", "   ", "_")."""
+    return [name for name in classnames if not prompt_text(name)]
+
+
+def unreadable_names(names):
+    """The names (file or folder names) that are not valid UTF-8: Python reads their bytes as
+    surrogates, which no split file, JSON or tokenizer can take."""
+    unreadable = []
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            unreadable.append(name)
+    return unreadable
+
+
 def same_prompt_classnames(classnames):
     """Groups of class names that CLIP reads as the same text, and so cannot tell apart: the
     prompts read ``_`` as a space (``prompt_classname`` of trainers.prompting) and CLIP's
     tokenizer lower-cases text and collapses spaces (``sea_lake`` / ``Sea  lake``)."""
     groups = {}
     for name in classnames:
-        groups.setdefault(" ".join(name.replace("_", " ").lower().split()), []).append(name)
+        groups.setdefault(prompt_text(name).lower(), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
 
 
@@ -197,6 +220,11 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
         name for name in listdir_nohidden(image_dir)
         if name not in ignored and os.path.isdir(os.path.join(image_dir, name))
     )
+    unreadable = unreadable_names(categories)
+    if unreadable:
+        shown = ", ".join(ascii(name.encode("utf-8", "surrogateescape")) for name in unreadable)
+        raise DatasetError(f"{image_dir}: class folder names {shown} are not UTF-8 text; rename "
+                           "them (the names are the classes CLIP reads).")
     groups = []
     for label, category in enumerate(categories):
         category_dir = os.path.join(image_dir, category)

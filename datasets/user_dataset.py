@@ -14,7 +14,8 @@ from yacs.config import CfgNode
 from dassl.data.datasets import DATASET_REGISTRY, DatasetError
 
 from .benchmark import BenchmarkDataset
-from .splits import docs_ref, path_inside, read_and_split_data, same_prompt_classnames, split_per_class
+from .splits import (blank_classnames, docs_ref, path_inside, read_and_split_data, same_prompt_classnames,
+                     split_per_class)
 
 DOCS_SECTION = "Your own dataset"
 
@@ -76,9 +77,16 @@ class UserDataset(BenchmarkDataset):
     def check_prompts_differ(self, splits):
         """Refuse classes whose names make the same prompt: one of them would never be predicted."""
         classnames = sorted({item.classname for items in splits if items for item in items})
+        origin = os.path.join(self.dataset_dir, self.csv_file) if self.csv_file else self.image_dir
+        blank = blank_classnames(classnames)
+        if blank:
+            listed = ", ".join(f'"{name}"' for name in blank)
+            raise DatasetError(
+                f"{origin}: class names {listed} are blank (spaces and underscores read as "
+                f"nothing), so CLIP would have no text for them: name them ({docs_ref(DOCS_SECTION)})."
+            )
         collisions = same_prompt_classnames(classnames)
         if collisions:
-            origin = os.path.join(self.dataset_dir, self.csv_file) if self.csv_file else self.image_dir
             listed = "; ".join(" / ".join(f'"{name}"' for name in names) for names in collisions)
             raise DatasetError(
                 f"{origin}: class names {listed} make the same prompt for CLIP (case, spaces and "
@@ -89,16 +97,33 @@ class UserDataset(BenchmarkDataset):
     def read_csv_classes(self, csv_path):
         """``(label, classname, impaths)`` per class; classes sorted by name, as folders are."""
         impaths_by_class = defaultdict(list)
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"path", "class"} <= set(reader.fieldnames or ()):
-                raise DatasetError(
-                    f'{csv_path}: the first line must be the header "path,class" (found '
-                    f"{reader.fieldnames}); {docs_ref(DOCS_SECTION)}."
-                )
-            for line, row in enumerate(reader, start=2):
-                impath = path_inside(self.image_dir, row["path"].strip(), f"{csv_path}, line {line}")
-                impaths_by_class[row["class"].strip()].append(impath)
+        first_line = {}  # image path -> the line that listed it first
+        try:
+            with open(csv_path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if not {"path", "class"} <= set(reader.fieldnames or ()):
+                    raise DatasetError(
+                        f'{csv_path}: the first line must be the header "path,class" (found '
+                        f"{reader.fieldnames}); {docs_ref(DOCS_SECTION)}."
+                    )
+                for row in reader:
+                    line = reader.line_num
+                    if row["path"] is None or row["class"] is None:
+                        raise DatasetError(f'{csv_path}, line {line}: give both the image path and its '
+                                           f'class ("path,class"); {docs_ref(DOCS_SECTION)}.')
+                    impath = path_inside(self.image_dir, row["path"].strip(), f"{csv_path}, line {line}")
+                    if impath in first_line:
+                        # Listed twice, the image could land in the training and the test split.
+                        raise DatasetError(
+                            f'{csv_path}: lines {first_line[impath]} and {line} list the same image '
+                            f'"{row["path"].strip()}"; list each image once.')
+                    first_line[impath] = line
+                    impaths_by_class[row["class"].strip()].append(impath)
+        except UnicodeDecodeError as error:
+            raise DatasetError(f"{csv_path} is not UTF-8 text ({error.reason} at byte {error.start}): "
+                               "save it as UTF-8") from error
+        except csv.Error as error:
+            raise DatasetError(f"{csv_path} is not a readable CSV file ({error})") from error
         if not impaths_by_class:
             raise DatasetError(f"{csv_path} lists no images ({docs_ref(DOCS_SECTION)}).")
         classnames = sorted(impaths_by_class)

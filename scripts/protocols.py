@@ -841,6 +841,8 @@ def run_job(job, env, console=False, companions=()):
     The run folders are locked from the plan to the end of train.py (which works under this
     lock), so that a second script on the same folder neither deletes nor mixes files.
     """
+    check_dataset_name(job.dataset)
+    check_dataset_name(job.source, "SOURCE")
     out = run_dir(env.output, job)
     if planned_action(job, env) == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -957,8 +959,9 @@ def jobs_from_arguments(trainer, script, args, variables):
         weights = args.pop(0)
     if len(args) % 2:
         raise ProtocolError(f"{usage}\n(config overrides come in KEY VALUE pairs; got {args})")
-    common = dict(trainer=trainer, dataset=dataset, seed=seed,
-                  source=variables.get("SOURCE") or XD_SOURCE, **job_settings(variables, args))
+    common = dict(trainer=trainer, dataset=check_dataset_name(dataset), seed=seed,
+                  source=check_dataset_name(variables.get("SOURCE") or XD_SOURCE, "SOURCE"),
+                  **job_settings(variables, args))
     if script == "reproduce":
         model_dir = released_weights_dir(weights, dataset, seed, "base")
         return [Job(step=step, model_dir=str(model_dir), **common)
@@ -992,6 +995,18 @@ def shots_from(variables, overrides=()):
     if not shots.isdigit():
         raise ProtocolError(f"{name}={shots} is not a number of images per class")
     return int(shots)
+
+
+# A dataset name is a file name in configs/datasets/ and a folder of the output layout.
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_dataset_name(dataset, what="DATASET"):
+    """Refuse a dataset name that would not stay one folder of the output layout ("../x")."""
+    if not _DATASET_NAME.fullmatch(dataset or ""):
+        raise ProtocolError(f"{what} {dataset!r}: use letters, digits and . _ + - (it names a "
+                            "folder; the datasets are the files of configs/datasets/)")
+    return dataset
 
 
 def tag_from(variables):

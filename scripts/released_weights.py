@@ -239,9 +239,15 @@ def install(archive, dest, release):
         raise ReleaseError(f"{archive} is not a zip archive (Google Drive sends a web page instead "
                            "of the file when its download quota is exceeded): delete it and "
                            f"download it in a browser from {release.address}")
+    from dassl.utils import UserError
+
     staging = dest / ".unpacking" / archive.stem
     shutil.rmtree(staging, ignore_errors=True)
-    unpack(str(archive), str(staging))
+    try:
+        unpack(str(archive), str(staging))
+    except UserError as error:  # a member that would land outside, a damaged zip
+        shutil.rmtree(dest / ".unpacking", ignore_errors=True)
+        raise ReleaseError(f"{error} Download it again from {release.address}") from error
     entries = [p for p in staging.iterdir() if not p.name.startswith(("__MACOSX", "."))]
     dataset = dataset_of(archive.name) if release.per_dataset else None
     if dataset:
@@ -293,6 +299,8 @@ def get(name, dest, datasets=(), archives=(), lister=list_folder,
     """Download (or take from ARCHIVES), verify and unpack release NAME into DEST."""
     release = RELEASES[name]
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ReleaseError(f"--dest {dest} is a file: give a folder (made if missing)")
     dest.mkdir(parents=True, exist_ok=True)
     if archives and not datasets:  # by hand: the datasets are those of the files given
         datasets = [dataset_of(archive) for archive in archives if dataset_of(archive)]
@@ -332,10 +340,11 @@ def get(name, dest, datasets=(), archives=(), lister=list_folder,
         key = manifest_key(name, path.relative_to(downloads) if not archives else path.name)
         if key not in manifest:
             record(manifest, key, path, origin)
-    write_manifest(dest, manifest)
     problems = check_layout(release, dest, datasets)
     if problems:
-        raise ReleaseError("the weights are not in the expected layout:\n  " + "\n  ".join(problems))
+        # Nothing is recorded: a digest taken from a refused file would refuse the right one.
+        raise ReleaseError("the weights are not in the expected layout: " + "; ".join(problems))
+    write_manifest(dest, manifest)
     shutil.rmtree(downloads, ignore_errors=True)
     return release.usage.format(dataset=datasets[0], dest=dest)
 

@@ -4,6 +4,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+import warnings
 
 import pytest
 import torch
@@ -183,3 +184,107 @@ def test_no_network_says_where_to_put_the_file(tmp_path, monkeypatch):
     assert "MODEL.BACKBONE.NAME /path/to/ViT-B-16.pt" in message
     assert clip._MODELS["ViT-B/16"] in message
     assert os.listdir(tmp_path) == []
+
+
+def scripted_module_file(tmp_path, monkeypatch, name, source):
+    """A TorchScript archive of the module ``M`` defined by ``source`` (a file is needed: TorchScript
+    compiles from source it reads with inspect)."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = str(tmp_path / f"{name}.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+        torch.jit.save(torch.jit.script(__import__(name).M()), path)
+    return path
+
+
+TRAP = '''
+import torch
+
+
+@torch.jit.script
+class Trap(object):
+    def __init__(self):
+        self.x = 1
+
+    def __getstate__(self) -> int:
+        return self.x
+
+    def __setstate__(self, state: int) -> None:
+        self.x = state + torch.from_file("{victim}", shared=True, size=16).numel()
+
+
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.arange(4.0))
+        self.trap = Trap()
+{extra}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+'''
+
+KEEPS_ITS_STATE_IN_CODE = '''
+    @torch.jit.export
+    def __getstate__(self) -> torch.Tensor:
+        return self.weight
+
+    @torch.jit.export
+    def __setstate__(self, state: torch.Tensor) -> None:
+        self.weight = state + 0 * torch.from_file("{victim}", shared=True, size=4)
+        self.trap = Trap()
+        self.training = False
+'''
+
+
+def test_a_torchscript_file_is_read_without_running_its_code(tmp_path, monkeypatch):
+    """Issue 20 §2: a ``__setstate__`` that creates a file when ``torch.jit.load`` runs it."""
+    victim = tmp_path / "written-by-the-model-file"
+    path = scripted_module_file(tmp_path, monkeypatch, "trap_model", TRAP.format(victim=victim, extra=""))
+    state_dict = pretrained.read_state_dict(path)
+    assert list(state_dict) == ["weight"] and torch.equal(state_dict["weight"], torch.arange(4.0))
+    assert not victim.exists()
+
+
+def test_a_torchscript_file_that_needs_its_code_is_loaded_only_when_trusted_or_published(tmp_path, monkeypatch):
+    victim = tmp_path / "written-by-the-model-file"
+    path = scripted_module_file(tmp_path, monkeypatch, "stateful_model",
+                                TRAP.format(victim=victim, extra=KEEPS_ITS_STATE_IN_CODE.format(victim=victim)))
+    monkeypatch.delenv("TRUSTED_CHECKPOINTS", raising=False)
+    with pytest.raises(ModelFileError, match=f"allow it with TRUSTED_CHECKPOINTS={re.escape(path)}$"):
+        pretrained.read_state_dict(path)
+    assert not victim.exists()
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    monkeypatch.setitem(pretrained._MODELS, "Published", f"https://example.invalid/{digest}/x.pt")
+    assert list(pretrained.read_state_dict(path)) == ["weight"]  # one of OpenAI's files: loaded
+    assert victim.exists()
+    victim.unlink()
+    monkeypatch.delitem(pretrained._MODELS, "Published")
+    monkeypatch.setenv("TRUSTED_CHECKPOINTS", str(tmp_path))
+    assert list(pretrained.read_state_dict(path)) == ["weight"]
+    assert victim.exists()
+
+
+@pytest.mark.parametrize("make", [make_vit_state_dict, make_resnet_state_dict])
+def test_torchscript_weights_read_as_data_equal_torch_jit_load(tmp_path, make):
+    path = write_clip_file(tmp_path / "clip.pt", make(), torchscript=True)
+    ours = pretrained.TorchScriptWeights(path).state_dict()
+    with pytest.warns(FutureWarning):
+        theirs = torch.jit.load(path).state_dict()
+    assert list(ours) == list(theirs)
+    for key, tensor in theirs.items():
+        assert ours[key].dtype == tensor.dtype and ours[key].stride() == tensor.stride()
+        assert torch.equal(ours[key], tensor), key
+
+
+def test_a_damaged_torchscript_archive_is_a_one_line_error(tmp_path, vit_state_dict):
+    import zipfile
+
+    path = write_clip_file(tmp_path / "clip.pt", vit_state_dict, torchscript=True)
+    damaged = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, data[: len(data) // 2] if info.filename.endswith("data.pkl") else data)
+    with pytest.raises(ModelFileError, match="damaged TorchScript archive"):
+        pretrained.read_state_dict(str(damaged))

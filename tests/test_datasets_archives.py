@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from datasets import prepare
-from datasets.download import Source, unpack
+from datasets.download import ArchiveMembers, Source, unpack
 from datasets.eurosat import EuroSAT
 from dassl.data.datasets import DatasetError
 
@@ -35,10 +35,13 @@ def member(name, kind=tarfile.REGTYPE, linkname=""):
     return info, (b"data" if kind == tarfile.REGTYPE else None)
 
 
-def cve_2025_4517_tar():
+def cve_2025_4517_tar(hidden=False):
     """Symbolic links through directories with names so long that the expanded path exceeds
     PATH_MAX: os.path.realpath gives up and tarfile's "data" filter (Python < 3.11.13) lets the
-    last link point outside, so that "escape/outside.txt" is written next to the target."""
+    last link point outside, so that "escape/outside.txt" is written next to the target.
+    ``hidden``: the escaping link is a hard link to a symbolic link "q/r/escape" -> "s/../..",
+    which stays inside where it stands ("q/r/s" leads to "q/r/t/u") and leads outside from the
+    top folder, where "s" leads through the long chain to the top folder itself."""
     long_name, steps, members, path = "d" * 247, "abcdefghijklmnop", [], ""
     for step in steps:
         members.append(member(os.path.join(path, long_name), tarfile.DIRTYPE))
@@ -46,7 +49,14 @@ def cve_2025_4517_tar():
         path = os.path.join(path, long_name)
     link_path = os.path.join("/".join(steps), "l" * 254)
     members.append(member(link_path, tarfile.SYMTYPE, "../" * len(steps)))
-    members.append(member("escape", tarfile.SYMTYPE, link_path + "/.."))
+    if hidden:
+        members.append(member("s", tarfile.SYMTYPE, link_path))
+        members.append(member("q/r/t/u", tarfile.DIRTYPE))
+        members.append(member("q/r/s", tarfile.SYMTYPE, "t/u"))
+        members.append(member("q/r/escape", tarfile.SYMTYPE, "s/../.."))
+        members.append(member("escape", tarfile.LNKTYPE, "q/r/escape"))
+    else:
+        members.append(member("escape", tarfile.SYMTYPE, link_path + "/.."))
     members.append(member("escape/outside.txt"))
     return tar_bytes(*members)
 
@@ -65,6 +75,13 @@ ESCAPING_TARS = {
     "character device": lambda: tar_bytes(member("tty", tarfile.CHRTYPE)),
     "fifo": lambda: tar_bytes(member("pipe", tarfile.FIFOTYPE)),
     "CVE-2025-4517 long symlink chain": cve_2025_4517_tar,
+    "CVE-2025-4517 chain hidden behind a hard link to a symlink": lambda: cve_2025_4517_tar(hidden=True),
+    "hard link to a symlink": lambda: tar_bytes(
+        member("a/b/s", tarfile.SYMTYPE, "../.."), member("h", tarfile.LNKTYPE, "a/b/s"), member("h/box/outside.txt")),
+    "link made to escape by a later link": lambda: tar_bytes(
+        member("a/s", tarfile.SYMTYPE, "d/../.."), member("a/d", tarfile.SYMTYPE, "..")),
+    "hard link to a later member": lambda: tar_bytes(member("h", tarfile.LNKTYPE, "later"), member("later")),
+    "hard link to a folder": lambda: tar_bytes(member("d", tarfile.DIRTYPE), member("h", tarfile.LNKTYPE, "d")),
 }
 
 
@@ -96,10 +113,19 @@ def test_links_that_stay_inside_are_extracted(tmp_path, box):
     archive.write_bytes(tar_bytes(
         member("images/cat/1.jpg"), member("images/dog", tarfile.SYMTYPE, "cat"),
         member("images/cat/up", tarfile.SYMTYPE, "../cat"), member("images/2.jpg", tarfile.LNKTYPE, "images/cat/1.jpg"),
+        member("images/deep/er/3.jpg", tarfile.SYMTYPE, "../../cat/1.jpg"),
+        member("images/4.jpg", tarfile.LNKTYPE, "images/deep/er/3.jpg"),
+        member("images/dog/5.jpg"),
     ))
     unpack(str(archive), str(box))
     assert (box / "images" / "dog" / "1.jpg").read_bytes() == b"data"
     assert (box / "images" / "2.jpg").read_bytes() == b"data"
+    # a hard link to a symbolic link is a hard link to the file it leads to, not a second link
+    # whose text would lead elsewhere from its new folder
+    assert not (box / "images" / "4.jpg").is_symlink()
+    assert os.path.samefile(box / "images" / "4.jpg", box / "images" / "cat" / "1.jpg")
+    # written where the link leads, without the link being followed
+    assert (box / "images" / "cat" / "5.jpg").read_bytes() == b"data"
     assert_nothing_outside(box)
 
 
@@ -134,3 +160,48 @@ def test_prepare_refuses_a_crafted_archive_in_one_line(tmp_path, box, monkeypatc
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "refusing to extract it" in err and "Traceback" not in err
         assert_nothing_outside(box)
+
+
+def test_extraction_follows_no_link_swapped_in_after_the_check(tmp_path, box, monkeypatch):
+    """Members are written where the check found they land, with ``O_NOFOLLOW`` on the way: a
+    folder replaced by a link between check and extraction is an error, not a path (even a link
+    that stays inside, which tarfile's own filter lets through)."""
+    archive = tmp_path / "archive.tar"
+    archive.write_bytes(tar_bytes(member("images", tarfile.DIRTYPE), member("images/outside.txt")))
+    check = ArchiveMembers.check_tar
+
+    def check_then_swap(self, info):
+        placed = check(self, info)
+        if info.name == "images/outside.txt":
+            (box / "elsewhere").mkdir()
+            os.symlink("elsewhere", box / "images")
+        return placed
+
+    monkeypatch.setattr(ArchiveMembers, "check_tar", check_then_swap)
+    with pytest.raises(DatasetError, match="cannot extract"):
+        unpack(str(archive), str(box))
+    assert os.listdir(box / "elsewhere") == []
+
+
+def test_an_escaping_tar_is_refused_by_prepare_in_one_line(tmp_path, box, monkeypatch, capsys):
+    """The report's path: ``python -m datasets.prepare stanford_cars --archives A`` (no checksum)."""
+    archives = tmp_path / "mine"
+    archives.mkdir()
+    (archives / "cars.tar").write_bytes(cve_2025_4517_tar(hidden=True))
+    monkeypatch.setattr(EuroSAT, "sources", (Source("cars.tar", url="https://example.invalid/x", unpack=True),))
+    assert prepare.main(["eurosat", "--root", str(box), "--archives", str(archives)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to extract it" in err and "Traceback" not in err
+    assert_nothing_outside(box)
+
+
+def test_a_link_already_in_the_folder_made_to_escape_by_a_member_is_refused(tmp_path, box):
+    """A link left by an earlier archive ("a/s" -> "d/../..", inside while "a/d" is a folder) that a
+    new member would make lead outside ("a/d" -> "..")."""
+    (box / "a").mkdir()
+    os.symlink("d/../..", box / "a" / "s")
+    archive = tmp_path / "archive.tar"
+    archive.write_bytes(tar_bytes(member("a/d", tarfile.SYMTYPE, "..")))
+    with pytest.raises(DatasetError, match="refusing to extract it"):
+        unpack(str(archive), str(box))
+    assert not (box / "a" / "d").is_symlink()

@@ -162,6 +162,6 @@ def test_class_folders_that_make_the_same_prompt_are_refused(tmp_path, names):
 
 
 def test_csv_classes_that_make_the_same_prompt_are_refused(tmp_path):
-    yaml_text = write_csv_dataset(tmp_path / "my_flowers", [f"daisy/daisy_{i}.png,Daisy" for i in range(4)])
+    yaml_text = write_csv_dataset(tmp_path / "my_flowers", [f"daisy/other_{i}.png,Daisy" for i in range(4)])
     with pytest.raises(DatasetError, match='labels.csv: class names "Daisy" / "daisy" make the same prompt'):
         build_dataset(user_cfg(tmp_path, yaml_text))

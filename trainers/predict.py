@@ -29,7 +29,7 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils import UserError, read_image
 from dassl.utils.run_files import CONFIG_FILE
-from datasets.splits import same_prompt_classnames
+from datasets.splits import blank_classnames, same_prompt_classnames
 
 
 class PredictorError(UserError, ValueError):
@@ -93,6 +93,10 @@ def check_classnames(classnames):
         raise PredictorError("no class names given: pass the classes to choose from")
     if any(not name.strip() for name in classnames):
         raise PredictorError("an empty class name was given: every class needs a name")
+    blank = blank_classnames(classnames)
+    if blank:
+        raise PredictorError(f"class name {blank[0]!r} is empty once underscores read as spaces: "
+                             "every class needs a name")
     seen = set()
     for name in classnames:
         if name in seen:
@@ -167,6 +171,7 @@ def load_predictor(config_file, model_dir, trainer, classnames, load_epoch=None,
     """
     check_classnames(classnames)
     trainer = resolve_trainer(trainer, model_dir, config_file)
+    check_device(device)
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise PredictorError(f'device "{device}" asked for, but PyTorch sees no CUDA GPU: '
                              'use "cpu"')
@@ -182,6 +187,19 @@ def load_predictor(config_file, model_dir, trainer, classnames, load_epoch=None,
     if device is not None:
         built.device = torch.device(device)
     return Predictor(built, test_time_transform(cfg), cfg.DATALOADER.TEST.BATCH_SIZE)
+
+
+def check_device(device):
+    """Refuse a device other than cpu, cuda or cuda:N, naming the choices."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise PredictorError(f'device "{device}" (--device) is not one this tool runs on: give cpu, '
+                             "cuda or cuda:N")
 
 
 def default_cuda_device(device):

@@ -211,7 +211,19 @@ def check_depth(name, depth, max_depth, minimum=1):
 
 
 def tokenize(texts, clip_model):
-    return clip.tokenize(texts, context_length=clip_model.context_length)
+    """CLIP's tokens of ``texts``; a prompt longer than the text encoder takes is a ConfigError
+    naming what to shorten (context tokens, class names)."""
+    try:
+        return clip.tokenize(texts, context_length=clip_model.context_length)
+    except RuntimeError as error:
+        found = re.match(r"Input (.*) is too long for context length \d+ \((\d+) tokens\)", str(error), re.S)
+        if not found:
+            raise
+        prompt = re.sub(r"\b(\w+)( \1){3,}\b", lambda run: f"{run.group(1)} x{len(run.group().split())}",
+                        found.group(1))
+        raise ConfigError(f"the prompt {prompt} has {found.group(2)} tokens, more than the "
+                          f"{clip_model.context_length} that CLIP's text encoder takes: lower the number of "
+                          "context tokens (TRAINER.<METHOD>.N_CTX) or shorten the class names") from error
 
 
 def prompt_classname(classname):

@@ -1,7 +1,7 @@
-from .checked import CheckedCfgNode, ConfigError, leaf_values
+from .checked import CheckedCfgNode, ConfigError, check_values, leaf_values
 from .defaults import _C as cfg_default
 
-__all__ = ["CheckedCfgNode", "ConfigError", "cfg_default", "get_cfg_default", "leaf_values"]
+__all__ = ["CheckedCfgNode", "ConfigError", "cfg_default", "check_values", "get_cfg_default", "leaf_values"]
 
 
 def get_cfg_default():

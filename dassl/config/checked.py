@@ -25,6 +25,24 @@ def leaf_values(node, prefix=""):
     return values
 
 
+# The values numpy, torch and Python accept as a seed (SEED < 0 means no fixed seed).
+SEED_LIMIT = 2 ** 32
+
+
+def check_values(cfg):
+    """Refuse, naming the key, engine settings that torch or numpy would reject with a
+    traceback once the run has started."""
+    if cfg.SEED >= SEED_LIMIT:
+        raise ConfigError(f"SEED (--seed) is {cfg.SEED}: a seed must be below 2**32 ({SEED_LIMIT})")
+    if cfg.DATALOADER.NUM_WORKERS < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS is {cfg.DATALOADER.NUM_WORKERS}: give 0 (load "
+                          "in the main process) or more")
+    for loader in ("TRAIN_X", "TRAIN_U", "TEST"):
+        size = cfg.DATALOADER[loader].BATCH_SIZE
+        if size < 1:
+            raise ConfigError(f"DATALOADER.{loader}.BATCH_SIZE is {size}: a batch holds at least one image")
+
+
 class CheckedCfgNode(CfgNode):
     """Root of the default config. ``merge_from_file`` / ``merge_from_list`` merge one key at a
     time, so that an unknown key or a value of the wrong type raises a ConfigError naming it."""
@@ -36,10 +54,20 @@ class CheckedCfgNode(CfgNode):
                 "are in configs/datasets/, method configs in configs/trainers/<TRAINER>/)"
             )
         try:
-            with open(cfg_filename, "r") as f:
-                loaded = CfgNode.load_cfg(f)
+            with open(cfg_filename, "r", encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except UnicodeDecodeError as error:
+            raise ConfigError(f'config file "{cfg_filename}" is not UTF-8 text ({error.reason} at '
+                              f"byte {error.start}): save it as UTF-8") from error
         except yaml.YAMLError as error:
-            raise ConfigError(f'config file "{cfg_filename}" is not valid YAML: {error}') from error
+            reason = " ".join(str(error).split())
+            raise ConfigError(f'config file "{cfg_filename}" is not valid YAML: {reason}') from error
+        if loaded is None:
+            return
+        if not isinstance(loaded, dict):
+            raise ConfigError(f'config file "{cfg_filename}" holds a {type(loaded).__name__}, not '
+                              "a mapping of config keys (KEY: value lines, sections indented)")
+        loaded = CfgNode(loaded)
         for key, value in self._leaves_of(loaded):
             self._merge_one(key, value, f' in "{cfg_filename}"')
 

@@ -48,6 +48,11 @@ def check_resume_config(cfg):
     folder without config.yaml, e.g. one of upstream Dassl) passes.
     """
     directory = resume_directory(cfg)
+    if cfg.RESUME and not holds_checkpoint(directory):
+        what = "holds no checkpoint" if osp.isdir(directory) else "is not a folder"
+        raise ResumeConfigError(
+            f'--resume "{directory}" {what} to resume from: give the output folder of the '
+            "interrupted run (leave --resume out to train from scratch)")
     if not holds_checkpoint(directory):
         return
     saved_path = osp.join(directory, CONFIG_FILE)

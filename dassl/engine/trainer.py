@@ -27,6 +27,7 @@ from dassl.engine.resume import resume_directory
 from dassl.evaluation import ClassSubset, build_evaluator
 from dassl.utils import (
     AverageMeter,
+    CheckpointError,
     CheckpointNotFoundError,
     MetricMeter,
     UserError,
@@ -39,6 +40,7 @@ from dassl.utils import (
     load_state_dict_leniently,
     mkdir_if_missing,
     read_latest_checkpoint,
+    read_model_checkpoint,
     restore_training_state,
     save_checkpoint,
     write_json,
@@ -183,7 +185,8 @@ class TrainerBase:
         for name in names:
             checkpoint = read_latest_checkpoint(osp.join(directory, name))
             self.load_state_dict_into(name, checkpoint["state_dict"], checkpoint["epoch"])
-            start_epoch = restore_training_state(checkpoint, self._optims[name], self._scheds[name])
+            start_epoch = restore_training_state(checkpoint, self._optims[name], self._scheds[name],
+                                                 latest_checkpoint_path(osp.join(directory, name)))
             engine_state = checkpoint.get("engine_state")
             if engine_state:
                 self._restore_loop_state(engine_state)
@@ -201,9 +204,20 @@ class TrainerBase:
         epoch and removing the previous rolling one leaves that one behind."""
         for name in self.get_model_names():
             for epoch, path in sorted(epoch_checkpoints(osp.join(self.output_dir, name)).items()):
-                if epoch < start_epoch and (load_checkpoint(path).get("engine_state") or {}).get("rolling"):
+                if epoch < start_epoch and self._is_rolling(path):
                     os.remove(path)
                     print(f"Removed {path}, a rolling checkpoint left by an interrupted run")
+
+    @staticmethod
+    def _is_rolling(path):
+        """Whether an older checkpoint is a rolling one; an unreadable one is kept, with a
+        warning, and does not stop the run from resuming from its good latest checkpoint."""
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as error:
+            print(f"Warning: {error}; kept (this run resumes from a later checkpoint)")
+            return False
+        return isinstance(checkpoint, dict) and bool((checkpoint.get("engine_state") or {}).get("rolling"))
 
     def _is_output_dir(self, directory):
         # A rolling checkpoint is removed only from the folder this run writes to, never from
@@ -245,7 +259,7 @@ class TrainerBase:
             model_path = self._checkpoint_file(directory, name, epoch)
             if not osp.exists(model_path):
                 raise CheckpointNotFoundError(_describe_missing_model(directory, model_path))
-            checkpoint = load_checkpoint(model_path)
+            checkpoint = read_model_checkpoint(model_path)
             state_dict = {
                 key: value
                 for key, value in checkpoint["state_dict"].items()

@@ -21,7 +21,7 @@ _LAZY_MODULES = {
     "torchtools": ("CheckpointError", "CheckpointNotFoundError", "PickledObjectState",
                    "count_num_param", "epoch_checkpoints", "get_rng_state", "holds_checkpoint",
                    "latest_checkpoint_path", "load_checkpoint", "load_pretrained_weights",
-                   "load_state_dict_leniently", "read_latest_checkpoint",
+                   "load_state_dict_leniently", "read_latest_checkpoint", "read_model_checkpoint",
                    "restore_training_state", "resume_from_checkpoint", "save_checkpoint",
                    "set_rng_state"),
 }

@@ -98,7 +98,9 @@ def _stream(url, partial, label):
             done = 0
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
-        with open(partial, "ab" if done else "wb") as out, tqdm(
+        # Never through a link standing at the .part's place (O_NOFOLLOW: it fails instead).
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if done else os.O_TRUNC)
+        with os.fdopen(os.open(partial, flags, 0o666), "ab" if done else "wb") as out, tqdm(
                 total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=label, ncols=80) as progress:
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):

@@ -5,7 +5,7 @@ import sys
 import time
 
 from .run_files import LOG_FILE
-from .tools import mkdir_if_missing, reporting_write_errors
+from .tools import mkdir_if_missing, open_no_follow, reporting_write_errors
 
 _active_tees = []
 
@@ -58,10 +58,10 @@ def _log_path(output):
 
 def keep_old_file(fpath):
     """Rename an existing file (a log, a config) to ``<name>-YYYY-MM-DD-HH-MM-SS`` so a new run
-    never overwrites it."""
-    if not osp.exists(fpath):
+    never overwrites it (a symbolic link is renamed itself, never followed)."""
+    if not osp.lexists(fpath):
         return
-    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(os.path.getmtime(fpath)))
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(os.lstat(fpath).st_mtime))
     target = f"{fpath}-{stamp}"
     suffix = 1
     while osp.exists(target):
@@ -105,7 +105,7 @@ def setup_logger(output=None):
     with reporting_write_errors(fpath):
         mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
         keep_old_file(fpath)
-        log_file = open(fpath, "w")
+        log_file = open_no_follow(fpath, "w")
     for stream_name in ("stdout", "stderr"):
         tee = _Tee(getattr(sys, stream_name), log_file)
         setattr(sys, stream_name, tee)

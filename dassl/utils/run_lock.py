@@ -59,7 +59,7 @@ def _acquire(folder, path):
     """(the open, locked lock file, its token); the file is None when the process that started
     this one holds the lock for it."""
     while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        descriptor = _open_lock_file(path)
         try:
             outcome, token = _lock(folder, path, descriptor)
         except BaseException:
@@ -71,6 +71,18 @@ def _acquire(folder, path):
         if outcome == "held for us":
             return None, token
         # "replaced": the holder removed the file while releasing it; lock the new one.
+
+
+def _open_lock_file(path):
+    """The lock file, opened without following a link: a ``.lock`` that is a symbolic link (to
+    someone's file, which writing the owner would truncate) is refused."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        if not osp.islink(path):
+            raise
+        raise UserError(f'"{path}" is a symbolic link, not a lock file (a lock is never written '
+                        "through a link): delete it and run again") from error
 
 
 def _lock(folder, path, descriptor):

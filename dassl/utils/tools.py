@@ -79,6 +79,16 @@ def read_json(fpath):
         return json.load(f)
 
 
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # absent on Windows, which has no such links to fear
+
+
+def open_no_follow(fpath, mode):
+    """``open(fpath, mode)`` for mode "w", "wb", "a" or "ab" that never writes through a
+    symbolic link standing at ``fpath`` (it fails instead, with ``ELOOP``)."""
+    flags = os.O_WRONLY | os.O_CREAT | NO_FOLLOW | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    return os.fdopen(os.open(fpath, flags, 0o666), mode)
+
+
 @contextmanager
 def atomic_write(fpath, binary=False):
     """Open a file for writing whose content appears under ``fpath`` only once complete.
@@ -96,7 +106,7 @@ def atomic_write(fpath, binary=False):
     tmp_path = osp.join(directory, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{osp.basename(fpath)}")
     with reporting_write_errors(fpath):
         mkdir_if_missing(directory)
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)
         try:
             with os.fdopen(fd, "wb" if binary else "w") as f:
                 yield f
@@ -213,6 +223,12 @@ def read_image(path):
     except FileNotFoundError as error:
         raise ImageNotFoundError(
             f'image file not found: "{path}". Check DATASET.ROOT and the dataset layout.'
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise ImageError(
+            f'image "{path}" is too large to decode safely ({error.args[0].split(" exceeds")[0]}; '
+            f"PIL refuses more than {2 * Image.MAX_IMAGE_PIXELS} pixels as a possible decompression "
+            "bomb): shrink it, or remove it from the dataset"
         ) from error
     except OSError as error:
         raise ImageError(

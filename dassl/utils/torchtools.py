@@ -216,7 +216,32 @@ def read_latest_checkpoint(fdir):
             "folder of one model of a run (e.g. <output>/prompt_learner), which holds its checkpoints"
         )
     print(f'Loading checkpoint from "{fpath}"')
-    return load_checkpoint(fpath)
+    return read_model_checkpoint(fpath)
+
+
+def read_model_checkpoint(fpath):
+    """``load_checkpoint``, refusing what is not a model's checkpoint (a dict with an ``epoch``
+    and a ``state_dict`` of tensors) or holds NaN or infinite weights, which would evaluate to
+    a meaningless accuracy or train on from garbage."""
+    checkpoint = load_checkpoint(fpath)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'checkpoint "{fpath}" holds a {type(checkpoint).__name__}, not a '
+                              'checkpoint (a dict with "state_dict" and "epoch"): is it the right file?')
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        found = "none" if state_dict is None else f"a {type(state_dict).__name__}"
+        raise CheckpointError(f'checkpoint "{fpath}" has no "state_dict" of tensors (found {found}): '
+                              "is it the right file?")
+    if not isinstance(checkpoint.get("epoch"), int):
+        raise CheckpointError(f'checkpoint "{fpath}" records no epoch (an integer under "epoch")')
+    non_finite = [key for key, value in state_dict.items()
+                  if (value.is_floating_point() or value.is_complex()) and not torch.isfinite(value).all()]
+    if non_finite:
+        listed = ", ".join(non_finite[:5]) + (f" and {len(non_finite) - 5} more" if len(non_finite) > 5 else "")
+        raise CheckpointError(f'checkpoint "{fpath}" holds NaN or infinite values in {listed}; it '
+                              "cannot be evaluated or trained on: use another epoch's checkpoint "
+                              "(--load-epoch) or train again")
+    return checkpoint
 
 
 def load_state_dict_leniently(model, state_dict, name="model"):
@@ -232,21 +257,47 @@ def load_state_dict_leniently(model, state_dict, name="model"):
     return result
 
 
-def restore_training_state(checkpoint, optimizer=None, scheduler=None):
+def restore_training_state(checkpoint, optimizer=None, scheduler=None, origin="the checkpoint"):
     """Put a checkpoint's optimizer, scheduler and random number generator states back; return
-    its epoch (the number of epochs done, where training continues)."""
+    its epoch (the number of epochs done, where training continues). A state that does not fit
+    is a ``CheckpointError`` naming ``origin`` (the file)."""
     if optimizer is not None and checkpoint.get("optimizer"):
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        _restore(origin, "optimizer state", optimizer.load_state_dict, checkpoint["optimizer"])
         print("Loaded optimizer")
     if scheduler is not None and checkpoint.get("scheduler"):
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        _check_same_types(origin, "scheduler state", checkpoint["scheduler"], scheduler.state_dict())
+        _restore(origin, "scheduler state", scheduler.load_state_dict, checkpoint["scheduler"])
         print("Loaded scheduler")
     # Upstream Dassl's checkpoints have no RNG states; ours keep them in the engine's state.
     rng_state = (checkpoint.get("engine_state") or {}).get("rng_state")
     if rng_state is not None:
-        set_rng_state(rng_state)
+        _restore(origin, "random number generator state", set_rng_state, rng_state)
         print("Restored random number generator states")
     return checkpoint["epoch"]
+
+
+def _restore(origin, what, load, state):
+    try:
+        load(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        raise _unfit(origin, what, " ".join(str(error).split()) or type(error).__name__) from error
+
+
+def _check_same_types(origin, what, state, current):
+    """A state dict whose entries differ in type from the live object's (``load_state_dict`` of
+    schedulers copies anything, and the next step fails)."""
+    if not isinstance(state, dict):
+        raise _unfit(origin, what, f"a {type(state).__name__}, not a dict")
+    for key, value in current.items():
+        number = (int, float)
+        if key in state and not isinstance(state[key], type(value)) and not (
+                isinstance(value, number) and isinstance(state[key], number) and not isinstance(state[key], bool)):
+            raise _unfit(origin, what, f"{key} is {state[key]!r}, where a {type(value).__name__} belongs")
+
+
+def _unfit(origin, what, reason):
+    return CheckpointError(f'cannot resume from checkpoint "{origin}": its {what} does not fit '
+                           f"({reason}); train again in a new --output-dir")
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
