@@ -790,6 +790,7 @@ def recover_swap(run_folder):
     # this start took (locking a folder creates it).
     moved_aside = os.path.lexists(replaced) and (
         not os.path.lexists(real) or sorted(os.listdir(real)) == [LOCK_FILE])
+    swapped = finished
     if moved_aside:
         moved_back = staging if finished else replaced
         _carry_lock(real, moved_back)
@@ -797,9 +798,11 @@ def recover_swap(run_folder):
         moved_back.rename(real)  # onto the empty folder, if any
     elif finished:  # killed after the run finished, before its swap
         replace_run(staging, real)
-    if os.path.lexists(replaced):  # killed after the swap, while removing the previous run
+    elif os.path.lexists(replaced):  # killed after the swap, while removing the previous run
+        swapped = True
+    if os.path.lexists(replaced):
         remove_folder(replaced)
-    return finished
+    return swapped
 
 
 def _carry_lock(run_folder, folder):
