@@ -922,13 +922,12 @@ def run_job(job, env, console=False, companions=()):
                 print(f"skip: {out} already finished (the run that was to replace it had "
                       "finished: it replaces it now)")
                 return 0
-            return _run_locked(job, env, out, console, companions,
-                               dassl_utils.handover(*lock_environments))
+            return _run_locked(job, env, out, console, companions, lock_environments)
     except dassl_utils.RunFolderBusy as error:
         raise ProtocolError(str(error)) from error
 
 
-def _run_locked(job, env, out, console, companions, lock_environment):
+def _run_locked(job, env, out, console, companions, lock_environments):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -955,8 +954,11 @@ def _run_locked(job, env, out, console, companions, lock_environment):
         where += (" and, in one pass over the test images, "
                   + ", ".join(str(each_out) for each_out, _ in folders[1:]))
     print(f"{message}: {where}", flush=True)
-    # train.py works under our locks, and holds them itself (it is handed the locked files).
-    lock_variables, lock_files = lock_environment
+    # train.py works under our locks of the folders it writes into (not those of the run
+    # folders it is to replace), and holds them itself: it is handed the locked files.
+    lock_variables, lock_files = dassl_utils.handover(*[
+        lock for lock, (each_out, each_target) in zip(lock_environments, folders, strict=True)
+        if each_target == each_out])
     variables = {**os.environ, **env.variables, **lock_variables}
     if not console:
         returncode = subprocess.run(command, env=variables, pass_fds=lock_files).returncode

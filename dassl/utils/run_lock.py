@@ -127,8 +127,10 @@ def _acquire(folder, path):
             inherited = _inherited_descriptor(path)
             if inherited is None:
                 return None, token, None
-            with _removing_on_error(path, inherited):
+            try:  # name this process in the file: the parent may be killed before it ends
                 _write_owner(inherited, token, parent=owner.get("pid"))
+            except OSError:
+                pass  # a full disk: the file keeps naming the parent (or nobody)
             _held.add(inherited)
             return inherited, token, owner.get("pid")
         if outcome == "ended holder":
