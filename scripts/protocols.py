@@ -907,6 +907,7 @@ def run_job(job, env, console=False, companions=()):
     out = run_dir(env.output, job)
     if planned_action(job, env) == SKIP and not interrupted_swap(out):
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
+        dassl_utils.remove_stale_lock(out)
         return 0
     try:
         with contextlib.ExitStack() as locks:

@@ -176,3 +176,24 @@ def test_temporary_files_of_killed_writes_in_a_dataset_folder_are_removed(tmp_pa
         kill(writer)
     assert [path.exists() for path in left] == [False, False]
     assert live.exists() and fresh.exists()
+
+
+def test_a_skipped_finished_run_loses_the_lock_file_a_killed_holder_left(tmp_path):
+    """A protocol script killed after its train.py had finished leaves the lock file of a
+    finished run: the next start, which skips it, removes it (not one a live process holds)."""
+    from tests.helpers.protocols import write_results
+
+    env = Environment.from_variables({"DATA": str(tmp_path), "OUTPUT": str(tmp_path / "output")})
+    job = Job("maple", "base2new_train", "eurosat", 1)
+    out = write_results(protocols.run_dir(env.output, job), 80.0)
+    holder = hold_lock(out)
+    kill(holder)
+    assert (out / LOCK_FILE).is_file()
+    protocols.run_job(job, env)
+    assert not (out / LOCK_FILE).exists()
+    holder = hold_lock(out)
+    try:
+        protocols.run_job(job, env)
+        assert (out / LOCK_FILE).is_file()
+    finally:
+        kill(holder)

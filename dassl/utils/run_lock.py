@@ -84,6 +84,24 @@ def run_folder_lock(folder):
             _release(path, descriptor, parent)
 
 
+def remove_stale_lock(folder):
+    """Remove ``folder``'s lock file when no process holds it (its holder was killed, e.g. a
+    protocol script killed after its train.py had finished). Returns whether it did; where
+    ``flock`` is missing nothing tells a stale lock, and it is left."""
+    path = osp.join(osp.abspath(folder), LOCK_FILE)
+    try:
+        descriptor = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if _try_flock(descriptor) is not True or not _same_file(descriptor, path):
+            return False
+        os.remove(path)
+        return True
+    finally:
+        os.close(descriptor)
+
+
 def handover(*environments):
     """(environment variables, descriptors) that let a child process work under all the locks
     whose ``run_folder_lock`` environments are given: pass the first in ``env`` (with the
