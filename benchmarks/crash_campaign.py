@@ -6,8 +6,8 @@ generated CLIP, on CPU, with `DATALOADER.NUM_WORKERS 2`, for BMIP, PromptSRC and
 A reference run of each method trains to the end. Then, campaign after campaign, the same command
 is started on a fresh output folder (every other campaign with FORCE=1 on a copy of the reference,
 so that it trains in seed1.staging and swaps it in) and, once training has started (the first
-"epoch [" line of its log), killed with SIGKILL after a random delay up to the reference's training
-time. Each kill hits one of:
+"epoch [" line of its log), killed with SIGKILL after a random delay up to the time the reference
+took from that line to its results.json. Each kill hits one of:
 
   train.py          the training process alone (its DataLoader workers outlive it a moment): the
                     protocol script exits with an error; an immediate restart must not be refused
@@ -22,8 +22,8 @@ method's reference: the final checkpoint's weights (max |difference|), the accur
 FORCE=1 run did train again, and what the output folder holds (no temporary file, lock, rolling
 checkpoint, seed1.staging or seed1.replaced left behind).
 
-    python benchmarks/crash_campaign.py --kills 6                  # a few minutes on 2 CPU cores
-    python benchmarks/crash_campaign.py --kills 60 --epochs 4 --keep /tmp/campaign
+    python benchmarks/crash_campaign.py --kills 12       # 6 campaigns, all methods, about 7 minutes
+    python benchmarks/crash_campaign.py --kills 60 --kills-per-run 5 --keep /tmp/campaign
 
 Prints one line per campaign and the totals. Exit status 1 when any campaign differs from its
 reference, a restart after a kill of train.py was refused, or a second start beside a live
@@ -61,8 +61,10 @@ TRAINING_STARTED = "epoch ["
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=6, help="kills to make in all (default 6)")
-    parser.add_argument("--epochs", type=int, default=2, help="OPTIM.MAX_EPOCH of each run (default 2)")
+    parser.add_argument("--kills", type=int, default=12, help="kills to make in all (default 12)")
+    parser.add_argument("--epochs", type=int, default=4, help="OPTIM.MAX_EPOCH of each run (default 4)")
+    parser.add_argument("--kills-per-run", type=int, default=2,
+                        help="kills at most in one campaign, so that all methods get theirs (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays and targets (default 0)")
     parser.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
     return parser.parse_args()
@@ -240,7 +242,7 @@ def campaign(work, method, output, options, rng, kills_left, duration, force, to
                     os.kill(trainer, signal.SIGCONT)
                     if returncode != 0 and "is in use by another run" in printed:
                         totals["second starts refused"] += 1
-                    elif returncode == 0 and printed.startswith("skip: "):
+                    elif returncode == 0 and "\nskip: " in "\n" + printed:
                         totals["second starts after the run had finished"] += 1  # killed at its end
                     else:
                         totals["SECOND TRAINERS"] += 1
@@ -277,13 +279,16 @@ def main():
         process = start(work, method, output, options.epochs)
         wait_for_training(process, output)
         began = time.time()
+        while process.poll() is None and not os.path.exists(os.path.join(run_folder(output), RESULTS_FILE)):
+            time.sleep(0.02)
+        duration = time.time() - began  # from the first progress line to results.json
         returncode, printed = finish(process)
         if returncode != 0:
             raise SystemExit(f"the reference run of {method} failed:\n{printed[-3000:]}")
         folder = run_folder(output)
-        references[method] = (output, final_weights(folder), results(folder), time.time() - began)
-        print(f"reference {method}: {options.epochs} epochs, {references[method][3]:.1f} s of training, "
-              f"accuracy {references[method][2]['accuracy']:.2f}%")
+        references[method] = (output, final_weights(folder), results(folder), duration)
+        print(f"reference {method}: {options.epochs} epochs, {duration:.1f} s from the first progress line "
+              f"to results.json, accuracy {references[method][2]['accuracy']:.2f}%")
 
     totals = {"campaigns": 0, "kills": 0, **{f"kills of {target}": 0 for target in TARGETS},
               "second starts refused": 0, "second starts after the run had finished": 0,
@@ -298,7 +303,8 @@ def main():
         output = os.path.join(work, f"campaign{number}")
         if force:  # a finished run to replace
             shutil.copytree(reference_output, output)
-        kills = campaign(work, method, output, options, rng, options.kills - totals["kills"], duration, force, totals)
+        budget = min(options.kills - totals["kills"], options.kills_per_run)
+        kills = campaign(work, method, output, options, rng, budget, duration, force, totals)
         folder = run_folder(output)
         difference = max_difference(final_weights(folder), reference_weights)
         finished = results(folder)

@@ -76,7 +76,7 @@ def run_folder_lock(folder):
         descriptor, token, parent = _acquire(folder, path)
     try:
         variables = {TOKEN_VARIABLE: token}
-        if descriptor is not None:
+        if descriptor is not None and fcntl is not None:  # passing files needs POSIX
             variables[DESCRIPTOR_VARIABLE] = str(descriptor)
         yield variables
     finally:
