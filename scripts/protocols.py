@@ -924,7 +924,7 @@ def run_job(job, env, console=False, companions=()):
                       "finished: it replaces it now)")
                 return 0
             return _run_locked(job, env, out, console, companions, lock_environments)
-    except dassl_utils.RunFolderBusy as error:
+    except dassl_utils.UserError as error:  # busy, a lock file that is a link, a full disk
         raise ProtocolError(str(error)) from error
 
 

@@ -197,3 +197,19 @@ def test_a_skipped_finished_run_loses_the_lock_file_a_killed_holder_left(tmp_pat
         assert (out / LOCK_FILE).is_file()
     finally:
         kill(holder)
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_not_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    env = Environment.from_variables({"DATA": str(tmp_path), "OUTPUT": str(tmp_path / "output")})
+    job = Job("maple", "base2new_train", "eurosat", 1)
+    out = protocols.run_dir(env.output, job)
+    out.mkdir(parents=True)
+    (out / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(ProtocolError, match=f'"{out / LOCK_FILE}" is a symbolic link, not a lock file'):
+        protocols.run_job(job, env)
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(toy_args(tmp_path, seed=1)[:-4] + ["--output-dir", str(out), "DATASET.NAME", "EngineToyColors"])
+    assert "is a symbolic link, not a lock file" in str(exit_info.value.code)
+    assert victim.read_text() == "precious"
