@@ -7,6 +7,7 @@ r"""Train or evaluate a prompt-learning trainer (the CoOp / MaPLe command line).
 """
 import argparse
 import ast
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -155,8 +156,11 @@ def main(argv=None):
         cfg = setup_cfg(args)
         check_registered(cfg)
         created = cfg.OUTPUT_DIR if cfg.OUTPUT_DIR and not osp.exists(cfg.OUTPUT_DIR) else None
-        # One run per output folder: a second one would mix its files with this one's.
-        with run_folder_lock(cfg.OUTPUT_DIR):
+        # One run per output folder: a second one would mix its files with this one's. The
+        # folders --subset-output files results into are this run's output folders too.
+        with contextlib.ExitStack() as locks:
+            for folder in [cfg.OUTPUT_DIR] + [run["output_dir"] for run in subset_runs(args)]:
+                locks.enter_context(run_folder_lock(folder))
             start_run(cfg, args)
             run(cfg, args)
     except UserError as err:

@@ -12,9 +12,11 @@ import os
 from collections import Counter
 
 from dassl.data.datasets.base_dataset import DatasetBase, DatasetError, check_labels
+from dassl.utils import remove_abandoned_temporary_files
 
 from .base_new import base_labels_for, subsample_classes
 from .splits import (
+    FEWSHOT_FOLDER,
     check_images_exist,
     docs_ref,
     existing_fewshot_cache,
@@ -69,6 +71,9 @@ class BenchmarkDataset(DatasetBase):
         self.fewshot_hash = None
         self.num_shots_used = None  # set when a few-shot sample is drawn
         require_dir(self.dataset_dir, f"{self.display_name} dataset folder", self.docs_section)
+        for folder in (self.dataset_dir, os.path.join(self.dataset_dir, FEWSHOT_FOLDER)):
+            for path in remove_abandoned_temporary_files(folder):
+                print(f"Removed {path}, left by a write that was interrupted")
 
         train, val, test = self.read_splits()
         self.check_split_labels((train, val, test), *self.labels_origin())

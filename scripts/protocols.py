@@ -59,6 +59,7 @@ from dassl.utils.run_files import (
     BEST_MODEL_NAME,
     CONFIG_FILE,
     EPOCH_CHECKPOINT_PREFIX,
+    LOCK_FILE,
     LOG_FILE,
     RESULTS_FILE,
     TRAIN_END_MESSAGE,
@@ -756,17 +757,89 @@ REPLACED_SUFFIX = ".replaced"  # the previous run folder for the moment of the s
 
 
 def staging_dir(run_folder):
-    return Path(run_folder).with_name(Path(run_folder).name + STAGING_SUFFIX)
+    return swap_folders(run_folder)[1]
+
+
+def swap_folders(run_folder):
+    """(the run folder on disk, its staging folder, the name it has for the moment of the swap).
+    A run folder that is a symbolic link is swapped where it points, so that the link stays."""
+    real = Path(run_folder)
+    if real.is_symlink():
+        real = real.resolve()
+    return (real, real.with_name(real.name + STAGING_SUFFIX),
+            real.with_name(real.name + REPLACED_SUFFIX))
 
 
 def replace_run(staging, run_folder):
-    """Swap a finished staging folder in for the run folder it replaces."""
-    replaced = Path(run_folder).with_name(Path(run_folder).name + REPLACED_SUFFIX)
-    if replaced.exists():
-        shutil.rmtree(replaced)
-    Path(run_folder).rename(replaced)
-    Path(staging).rename(run_folder)
-    shutil.rmtree(replaced)
+    """Swap a finished staging folder in for the run folder it replaces; call it holding the
+    run folder's lock, which the swap keeps (see _carry_lock). A kill at any point is undone by
+    recover_swap."""
+    real, _, replaced = swap_folders(run_folder)
+    staging = Path(staging)
+    if os.path.lexists(replaced):
+        remove_folder(replaced)
+    _carry_lock(real, staging)
+    if os.path.lexists(real):
+        real.rename(replaced)
+    staging.rename(real)
+    remove_folder(replaced)
+
+
+def recover_swap(run_folder):
+    """Complete or roll back what a run killed at its swap left; call it holding the run
+    folder's lock. A finished staging run is swapped in (it is not run again); a run folder
+    moved aside with nothing finished to replace it is moved back; the folder it replaced is
+    removed. A staging folder where a train.py still runs (its protocol script was killed)
+    makes it raise RunFolderBusy. Returns True when a finished staging run was swapped in."""
+    real, staging, replaced = swap_folders(run_folder)
+    if staging.is_dir():
+        with dassl_utils.run_folder_lock(staging):
+            pass
+    finished = staging.is_dir() and is_finished(staging)
+    # Killed between the two renames: the run folder is gone, or holds only the lock that
+    # this start took (locking a folder creates it).
+    moved_aside = os.path.lexists(replaced) and (
+        not os.path.lexists(real) or sorted(os.listdir(real)) == [LOCK_FILE])
+    swapped = finished
+    if moved_aside:
+        moved_back = staging if finished else replaced
+        _carry_lock(real, moved_back)
+        (real / LOCK_FILE).unlink(missing_ok=True)
+        moved_back.rename(real)  # onto the empty folder, if any
+    elif finished:  # killed after the run finished, before its swap
+        replace_run(staging, real)
+    elif os.path.lexists(replaced):  # killed after the swap, while removing the previous run
+        swapped = True
+    if os.path.lexists(replaced):
+        remove_folder(replaced)
+    return swapped
+
+
+def _carry_lock(run_folder, folder):
+    """Link the run folder's lock file (held by us) into FOLDER, about to take its place, so
+    that the run folder stays locked through the renames."""
+    lock = Path(run_folder) / LOCK_FILE
+    if not lock.is_file():
+        return
+    (Path(folder) / LOCK_FILE).unlink(missing_ok=True)  # a killed train.py's, or a moved run's
+    try:
+        os.link(lock, Path(folder) / LOCK_FILE)
+    except OSError:
+        pass  # no hard links on this file system: unlocked for the moment of the swap
+
+
+def interrupted_swap(run_folder):
+    """True when a run killed at its swap left something for recover_swap to do."""
+    _, staging, replaced = swap_folders(run_folder)
+    return os.path.lexists(replaced) or (staging.is_dir() and is_finished(staging))
+
+
+def remove_folder(path):
+    """Remove a folder, or the link that stands for one (not what it points to)."""
+    if Path(path).is_symlink() or not Path(path).is_dir():
+        Path(path).unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def differences_message(job, env, differences):
@@ -844,29 +917,43 @@ def run_job(job, env, console=False, companions=()):
     check_dataset_name(job.dataset)
     check_dataset_name(job.source, "SOURCE")
     out = run_dir(env.output, job)
-    if planned_action(job, env) == SKIP:
+    if planned_action(job, env) == SKIP and not interrupted_swap(out):
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
+        dassl_utils.remove_stale_lock(out)
         return 0
     new_folders = [folder for folder in [out] + [run_dir(env.output, companion)
                                                  for companion in companions]
                    if not folder.exists()]
-    returncode = 1
     try:
         with contextlib.ExitStack() as locks:
-            lock_environment = locks.enter_context(dassl_utils.run_folder_lock(out))
+            lock_environments = [locks.enter_context(dassl_utils.run_folder_lock(out))]
             for companion in companions:  # train.py writes into them under our lock
-                locks.enter_context(dassl_utils.run_folder_lock(run_dir(env.output, companion)))
-            returncode = _run_locked(job, env, out, console, companions, lock_environment)
-            return returncode
-    except dassl_utils.RunFolderBusy as error:
+                lock_environments.append(locks.enter_context(
+                    dassl_utils.run_folder_lock(run_dir(env.output, companion))))
+            returncode = 1
+            try:
+                swapped = recover_swap(out)
+                for companion in companions:
+                    recover_swap(run_dir(env.output, companion))
+                unforced = Environment(env.data, env.output, {**env.variables, "FORCE": "0"})
+                if swapped and not companions and planned_action(job, unforced) == SKIP:
+                    print(f"skip: {out} already finished (the run that was to replace it had "
+                          "finished: it replaces it now)")
+                    returncode = 0
+                    return returncode
+                returncode = _run_locked(job, env, out, console, companions, lock_environments)
+                return returncode
+            finally:
+                # Under our locks: folders this call made for a run refused before it did
+                # anything go (a sweep's console.txt keeps the error: kept).
+                if returncode and not console:
+                    for folder in new_folders:
+                        remove_refused_run(folder, env.output)
+    except dassl_utils.UserError as error:  # busy, a lock file that is a link, a full disk
         raise ProtocolError(str(error)) from error
-    finally:
-        if returncode and not console:  # a sweep's console.txt keeps the error: kept
-            for folder in new_folders:
-                remove_refused_run(folder, env.output)
 
 
-def _run_locked(job, env, out, console, companions, lock_environment):
+def _run_locked(job, env, out, console, companions, lock_environments):
     action = planned_action(job, env)  # again: another run may have finished it meanwhile
     if action == SKIP:
         print(f"skip: {out} already finished (it has a final result; FORCE=1 runs it again)")
@@ -882,6 +969,8 @@ def _run_locked(job, env, out, console, companions, lock_environment):
         target = staging_dir(each_out) if each_action in (RETRAIN, REEVALUATE, STALE) else each_out
         if target != each_out and target.exists():
             shutil.rmtree(target)  # what an earlier failed attempt left
+        if target != each_out:  # made here, so that a failed attempt stays there to read
+            target.mkdir(parents=True)
         folders.append((each_out, target))
     target = folders[0][1]
     options = [argument for companion, (_, folder) in zip(companions, folders[1:], strict=True)
@@ -893,14 +982,19 @@ def _run_locked(job, env, out, console, companions, lock_environment):
         where += (" and, in one pass over the test images, "
                   + ", ".join(str(each_out) for each_out, _ in folders[1:]))
     print(f"{message}: {where}", flush=True)
-    variables = {**os.environ, **env.variables, **lock_environment}  # train.py works under our lock
+    # train.py works under our locks of the folders it writes into (not those of the run
+    # folders it is to replace), and holds them itself: it is handed the locked files.
+    lock_variables, lock_files = dassl_utils.handover(*[
+        lock for lock, (each_out, each_target) in zip(lock_environments, folders, strict=True)
+        if each_target == each_out])
+    variables = {**os.environ, **env.variables, **lock_variables}
     if not console:
-        returncode = subprocess.run(command, env=variables).returncode
+        returncode = subprocess.run(command, env=variables, pass_fds=lock_files).returncode
     else:
         target.mkdir(parents=True, exist_ok=True)
         with open(target / CONSOLE_FILE, "a") as output:
             returncode = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
-                                        env=variables).returncode
+                                        env=variables, pass_fds=lock_files).returncode
     # A run that replaces another, or is filed by another's pass, must have finished.
     checked = [target for each_out, target in folders[1:]] + [
         target for each_out, target in folders[:1] if target != each_out]

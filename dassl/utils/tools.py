@@ -5,7 +5,9 @@ import os
 import os.path as osp
 import random
 import secrets
+import stat
 import sys
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -14,6 +16,11 @@ from PIL import Image
 
 from .errors import UserError
 from .run_files import LOCK_FILE, TEMPORARY_PREFIX
+
+try:
+    import fcntl
+except ImportError:  # Windows: abandoned temporary files are told by their age alone
+    fcntl = None
 
 
 class WriteError(UserError, OSError):
@@ -107,6 +114,7 @@ def atomic_write(fpath, binary=False):
     with reporting_write_errors(fpath):
         mkdir_if_missing(directory)
         fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NO_FOLLOW, 0o666)
+        _lock_while_writing(fd)
         try:
             with os.fdopen(fd, "wb" if binary else "w") as f:
                 yield f
@@ -151,6 +159,56 @@ def remove_temporary_files(folder):
             if name.startswith(TEMPORARY_PREFIX) and osp.isfile(path):
                 os.remove(path)
                 removed.append(path)
+    return removed
+
+
+# A temporary file that no write locks and that has not changed for this long is abandoned.
+ABANDONED_AFTER = 60.0  # seconds
+
+
+def _lock_while_writing(descriptor):
+    """Lock an atomic write's temporary file for as long as its writer has it open (the lock
+    goes with the writer), so that remove_abandoned_temporary_files leaves it alone."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a file system without locks: the file's age tells
+
+
+def remove_abandoned_temporary_files(folder):
+    """Remove the temporary files that writes killed halfway through left in ``folder`` (not
+    its sub-folders), a folder that runs share without a lock (a dataset's split file and
+    few-shot caches): those no live write holds (see ``atomic_write``) and unchanged for
+    ``ABANDONED_AFTER`` seconds. A file that cannot be removed (read-only folder) is left.
+    Returns the paths removed."""
+    removed = []
+    for name in _listdir(folder):
+        path = osp.join(folder, name)
+        if not name.startswith(TEMPORARY_PREFIX):
+            continue
+        try:
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue  # removed meanwhile, a link, unreadable
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode) or time.time() - status.st_mtime < ABANDONED_AFTER:
+                continue
+            if fcntl is not None:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live write
+                except OSError:
+                    pass
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(descriptor)
     return removed
 
 
