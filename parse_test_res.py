@@ -462,9 +462,9 @@ def identity_conflicts(runs):
     folders): each is counted once, under its record."""
     lines = []
     for run in runs:
-        for field, in_path, value in folder_conflicts(run):
-            lines.append(f"{run.path}: its folder says {field} {in_path}, its results.json "
-                         f"{value}; counted as {field} {value}")
+        for name, in_path, value in folder_conflicts(run):
+            lines.append(f"{run.path}: its folder says {name} {in_path}, its results.json "
+                         f"{value}; counted as {name} {value}")
         metrics = run.metrics or {}
         if run.identity is None and metrics:
             shots = _requested_shots(metrics, None)

@@ -6,44 +6,19 @@ evaluation, comes last.
 """
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.datasets import make_eurosat, write_image
-from tests.helpers.trainers import TINY_SIZES, write_tiny_clip
+from tests.helpers.scripts import ok, parse, results, run_script, tiny
+from tests.helpers.trainers import write_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "vit_b16_ep50_tiny"  # CoOp's default config, the tiny runs tagged TAG=tiny
 TRAIN = f"base2new/train_base/eurosat/shots_16/CoOp/{CONFIG}/seed1"
 TEST = f"base2new/test_new/eurosat/shots_16/CoOp/{CONFIG}/seed1"
-
-
-def tiny(clip_file):
-    size = TINY_SIZES["image_resolution"]
-    return ["MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", f"({size}, {size})",
-            "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
-            "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"]
-
-
-def run_script(script, *args, env, **variables):
-    return subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)],
-                          capture_output=True, text=True, timeout=600,
-                          env={**env, **variables})
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def parse(output, *options):
-    result = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), str(output),
-                             "--format", "json", *options], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def records(document, table, dataset, metric):
@@ -71,10 +46,6 @@ def tree(tmp_path_factory):
     ok(run_script("coop/base2new_test.sh", "eurosat", 1, *tiny(clip), env=tagged))
     return {"root": root, "output": root / "output", "env": env, "tagged": tagged,
             "clip": clip, "other_clip": other_clip}
-
-
-def results(folder):
-    return json.loads((Path(folder) / "results.json").read_text())
 
 
 def test_results_record_the_whole_identity(tree):

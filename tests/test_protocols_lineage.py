@@ -5,7 +5,6 @@ real scripts, train.py and the parser on tiny data (CoOp, a tiny CLIP file, 1 ep
 The tests share one output tree and run in file order; the CLIP swap, which replaces an
 evaluation, comes last. Trees that a test damages on purpose (copies, renames) are copies.
 """
-import json
 import os
 import random
 import shutil
@@ -19,7 +18,8 @@ import pytest
 import parse_test_res
 from tests.helpers.datasets import make_eurosat, write_image
 from tests.helpers.protocols import b2n_dir, write_results, write_training_log
-from tests.helpers.trainers import TINY_SIZES, write_tiny_clip
+from tests.helpers.scripts import ok, parse, results, run_script, tiny
+from tests.helpers.trainers import write_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "vit_b16_ep50"
@@ -28,37 +28,9 @@ TRAIN = f"base2new/train_base/eurosat/shots_16/CoOp/{FOLDER}"
 TEST = f"base2new/test_new/eurosat/shots_16/CoOp/{FOLDER}"
 
 
-def tiny(clip_file):
-    size = TINY_SIZES["image_resolution"]
-    return ["MODEL.BACKBONE.NAME", str(clip_file), "INPUT.SIZE", f"({size}, {size})",
-            "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0",
-            "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"]
-
-
-def run_script(script, *args, env, **variables):
-    return subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, env={**env, **variables})
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def parse(output, *options):
-    result = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), str(output),
-                             "--format", "json", *options], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def rows(document, table, metric):
     return [row for row in document["records"] if row["table"] == table
             and row["metric"] == metric and row["dataset"] != "Average"]
-
-
-def results(folder):
-    return json.loads((Path(folder) / "results.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +99,7 @@ def test_a_config_edited_between_seeds_is_another_setting(tree, repo_file):
     assert again.returncode == 2 and "settings.OPTIM.LR: 0.002 -> 0.05" in again.stderr
     base = rows(parse(tree["root"] / "edited"), "base2new", "base")
     assert sorted((row["method"], row["seeds"]) for row in base) == [
-        (f"CoOp [lr 0.002]", [1]), (f"CoOp [lr 0.05]", [2])]
+        ("CoOp [lr 0.002]", [1]), ("CoOp [lr 0.05]", [2])]
     assert all("differs from the published one" in row["changes"] for row in base)
     # The classic form (MaPLe's usage) on that folder keeps the two settings apart too, and
     # lists an upstream log beside them apart.
