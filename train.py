@@ -151,7 +151,7 @@ def main(argv=None):
         return
     from dassl.utils import UserError, run_folder_lock
 
-    created = None
+    created = cfg = None
     try:
         cfg = setup_cfg(args)
         check_registered(cfg)
@@ -163,6 +163,10 @@ def main(argv=None):
                 locks.enter_context(run_folder_lock(folder))
             start_run(cfg, args)
             run(cfg, args)
+    except (MemoryError, RuntimeError) as err:
+        if cfg is None or not is_out_of_memory(err):
+            raise
+        sys.exit(f"error: {out_of_memory_message(cfg, err)}")
     except UserError as err:
         if created:  # refused before it trained or evaluated anything: leave no folder
             from dassl.utils.run_files import remove_refused_run
@@ -350,9 +354,36 @@ def scores_classes_independently(cfg):
     return TRAINER_REGISTRY.get(cfg.TRAINER.NAME).scores_classes_independently(cfg)
 
 
+# What a run was doing, for the out-of-memory message.
+PHASE = {"now": "building the model"}
+
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory",
+                  "failed to allocate memory")
+
+
+def is_out_of_memory(error):
+    """True for Python's MemoryError and torch's allocation failures (CUDA and CPU)."""
+    return isinstance(error, MemoryError) or any(
+        text in str(error).lower() for text in _OUT_OF_MEMORY)
+
+
+def out_of_memory_message(cfg, error):
+    """One line: where memory ran out and the settings that lower what a run needs."""
+    device = "GPU" if "cuda" in str(error).lower() else "memory"
+    batch = f"DATALOADER.TEST.BATCH_SIZE (now {cfg.DATALOADER.TEST.BATCH_SIZE}, its evaluation)"
+    if PHASE["now"] != "evaluating":
+        batch = (f"DATALOADER.TRAIN_X.BATCH_SIZE (now {cfg.DATALOADER.TRAIN_X.BATCH_SIZE}) or "
+                 + batch)
+    more = ("; on a GPU, a half precision (TRAINER.<NAME>.PREC fp16 or bf16) and "
+            "MODEL.GRAD_CHECKPOINTING True need less" if PHASE["now"] != "evaluating" else "")
+    return (f"out of {device} while {PHASE['now']} ({type(error).__name__}): lower {batch}"
+            f"{more}, or free the {device} that other processes hold")
+
+
 def run(cfg, args):
     from dassl.engine import build_trainer
 
+    PHASE["now"] = "building the model"
     trainer = build_trainer(cfg)
     trainer.run_identity = identity_of(cfg, args)
     trainer.subset_runs = subset_runs(args)
@@ -360,9 +391,11 @@ def run(cfg, args):
         check_model_dir_given(trainer, args)
         check_model_settings(cfg, args.model_dir)
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        PHASE["now"] = "evaluating"
         trainer.test()
         return
     if trains(args):
+        PHASE["now"] = "training"
         trainer.train()
 
 

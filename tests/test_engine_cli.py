@@ -383,3 +383,38 @@ def test_results_json_names_a_user_dataset_and_its_config(tmp_path):
     results = read_json(str(tmp_path / "out" / "results.json"))
     assert (results["dataset"], results["dataset_name"], results["dataset_config"]) == (
         "UserDataset", "my_flowers", "flowers_cfg")
+
+
+@pytest.mark.parametrize("error, phase, expected", [
+    (MemoryError(), "build_trainer", "out of memory while building the model (MemoryError): "
+     "lower DATALOADER.TRAIN_X.BATCH_SIZE (now 4) or DATALOADER.TEST.BATCH_SIZE"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), "train",
+     "out of GPU while training (RuntimeError): lower DATALOADER.TRAIN_X.BATCH_SIZE (now 4)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                  "memory: you tried to allocate 9000000000 bytes"), "train",
+     "out of memory while training (RuntimeError): lower DATALOADER.TRAIN_X.BATCH_SIZE"),
+])
+def test_out_of_memory_is_one_line_naming_the_batch_size(toy, monkeypatch, capsys, error, phase,
+                                                         expected):
+    from dassl.engine import trainer as engine
+
+    def fail(*args, **kwargs):
+        raise error
+
+    if phase == "build_trainer":
+        monkeypatch.setattr("dassl.engine.build_trainer", fail)
+    else:
+        monkeypatch.setattr(engine.SimpleTrainer, "train", fail)
+    message = _user_error(toy("DATASET.NAME", "EngineToyColors"), capsys)
+    assert message.startswith(f"error: {expected}"), message
+
+
+def test_another_runtime_error_is_not_taken_for_out_of_memory(toy, monkeypatch):
+    from dassl.engine import trainer as engine
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(engine.SimpleTrainer, "train", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        _run(toy("DATASET.NAME", "EngineToyColors"))
