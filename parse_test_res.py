@@ -664,8 +664,9 @@ class Table:
 
     @property
     def setting_columns(self):
-        """The setting fields that differ among the table's rows: a column each."""
-        return varying_fields(self.method_info.values())
+        """The setting fields that differ among the table's rows: a column each (the settings'
+        fingerprint only in csv / json: the row names say which keys differ)."""
+        return [name for name in varying_fields(self.method_info.values()) if name != "settings"]
 
     def setting_of(self, label):
         return dict(self.method_info[label][2] or ())
@@ -1196,7 +1197,8 @@ def table_rows(table, paper=None, use_ci95=False, latex=False):
     columns = table.setting_columns
     settings = {method: [_setting_text(table.setting_of(method).get(field))
                          for field in columns] for method in table.methods}
-    if table.datasets_as_rows and (len(table.methods) > MAX_METHODS_SIDE_BY_SIDE or columns):
+    settings_vary = bool(varying_fields(table.method_info.values()))
+    if table.datasets_as_rows and (len(table.methods) > MAX_METHODS_SIDE_BY_SIDE or settings_vary):
         headers = ["Dataset", "Method", *columns, *table.metrics]
         rows = [[dataset, name(method), *settings[method]]
                 + [cell_text(method, dataset, metric) for metric in table.metrics]
