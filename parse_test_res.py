@@ -704,15 +704,15 @@ def method_labels(methods):
 
 
 def varying_settings_keys(methods):
-    """The config keys whose values differ among the recorded settings of METHODS (keys that
-    only some record, added by a later version, do not count)."""
+    """The config keys whose values differ among the recorded settings of METHODS; a key that
+    only some record (added by a later version) counts as differing, shown "?" where missing."""
     recorded = [SETTINGS[dict(m[2] or ()).get("settings")][0] for m in methods
                 if dict(m[2] or ()).get("settings") in SETTINGS]
     if len(recorded) < 2:
         return []
-    common = set.intersection(*(set(values) for values in recorded))
-    return sorted(key for key in common
-                  if len({json.dumps(values[key], sort_keys=True) for values in recorded}) > 1)
+    every = set.union(*(set(values) for values in recorded))
+    return sorted(key for key in every
+                  if len({json.dumps(values.get(key), sort_keys=True) for values in recorded}) > 1)
 
 
 def varying_fields(methods):
