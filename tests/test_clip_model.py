@@ -95,6 +95,24 @@ def test_build_model_ignores_torchscript_attributes(vit_state_dict):
     assert isinstance(build_model(with_attributes), CLIP)
 
 
+@pytest.mark.parametrize("state_dict_name", ["vit_state_dict", "resnet_state_dict"])
+def test_build_model_skips_the_initialisation_the_weights_replace(request, state_dict_name):
+    """No random initialisation before the load: the global generator is left as it was, and
+    every parameter and buffer holds the state dict's value (cast to fp32), none left unset."""
+    state_dict = request.getfixturevalue(state_dict_name)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    model = build_model(state_dict)
+    assert torch.equal(torch.get_rng_state(), before)
+    loaded = model.state_dict()
+    assert loaded.keys() == state_dict.keys()
+    for key, value in loaded.items():
+        expected = state_dict[key]
+        expected = expected.float() if expected.is_floating_point() else expected
+        assert value.device.type == "cpu" and value.dtype == expected.dtype, key
+        assert torch.equal(value, expected), key
+
+
 def test_attention_mask_is_causal():
     mask = build_model(make_vit_state_dict(context_length=4)).build_attention_mask()
     inf = float("-inf")
