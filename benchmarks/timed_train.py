@@ -33,7 +33,10 @@ import runpy
 import sys
 import time
 
-from peak_memory import PeakMemory   # this script's folder, before main() drops it from sys.path
+try:   # run as a script: this folder is sys.path[0] until main() drops it
+    from peak_memory import PeakMemory
+except ImportError:   # imported as benchmarks.timed_train (the tests)
+    from benchmarks.peak_memory import PeakMemory
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per method: the authors' trainer module, and the prompt-learner layers that their code casts to
