@@ -327,3 +327,16 @@ def test_quick_gelu_is_bitwise_the_expression_with_and_without_a_graph(dtype):
     (reference * torch.sigmoid(1.702 * reference)).backward(upstream)
     assert torch.equal(leaf.grad, reference.grad)
     assert reference.grad.abs().max() > 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("state_dict_name", ["vit_state_dict", "resnet_state_dict"])
+def test_build_model_loads_half_precision_weights_as_casting_the_fp32_model(request,
+                                                                            state_dict_name, dtype):
+    state_dict = request.getfixturevalue(state_dict_name)
+    cast = convert_weights_to(build_model(state_dict), dtype).state_dict()
+    loaded = build_model(state_dict, weight_dtype=dtype)
+    assert not loaded.training and loaded.dtype == dtype
+    assert loaded.state_dict().keys() == cast.keys()
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == cast[key].dtype and torch.equal(value, cast[key]), key

@@ -103,7 +103,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to, slow_bf16_backward, text_length
+from clip.model import VisionTransformer, slow_bf16_backward, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -158,9 +158,8 @@ def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
 
     `precision` is the engine's resolved one (fp16 | bf16 | fp32 | amp; fp16 and amp never on
     CPU): weights are stored in fp16 for "fp16", in bf16 for "bf16", in fp32 otherwise."""
-    model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
-    if precision in WEIGHT_DTYPES:
-        convert_weights_to(model, WEIGHT_DTYPES[precision])
+    # Eval mode on CPU; fp32, or the weights convert_weights_to casts loaded in half precision.
+    model, _ = clip.load(backbone_name, device="cpu", weight_dtype=WEIGHT_DTYPES.get(precision))
     model.cut_at_eot = cut_text_at_eot
     return model
 
