@@ -13,6 +13,19 @@ images/s (test images / time inside model_inference); then per method the median
 the pair ratios, with verdicts against issue 13's targets (step <= 0.8 x the authors',
 evaluation images/s >= 1.2 x theirs).
 
+With --classes N it compares memory instead (issue 23): a synthetic ImageNet in CoOp's layout
+with N classes (1 shot, all classes), and per side, method and precision one run in a fresh
+process that computes 2 training steps at --batch (default 4) and measures the second one's peak
+(benchmarks/peak_memory.py: on the CPU VmHWM after clear_refs above the trimmed RSS, on CUDA
+max_memory_allocated), then exits. The authors' side runs PREC fp32 on the CPU (fp16 on CUDA),
+ours each of --precisions. Where the authors' step at N classes does not fit the machine, give
+--authors-classes (e.g. 100 200): their side is measured there and its peak extrapolated along
+the line through those points (the text side grows with the classes, the image side does not),
+which the summary says. Ours is also measured at --fit-batch (default 8), and the line through
+the two batch sizes gives the largest batch that fits 8 / 16 / 24 GB (the whole process's peak).
+Targets: ours <= 1/4 of the authors' step peak at N classes, and <= 4 GB added by one step in
+bf16 / fp16 (the --precisions other than fp32).
+
 The authors' code is not part of this repository: fetch it yourself and point the script at it.
 
     git clone https://github.com/muzairkhattak/multimodal-prompt-learning MAPLE
@@ -22,6 +35,7 @@ The authors' code is not part of this repository: fetch it yourself and point th
     python benchmarks/compare_authors.py --maple-dir MAPLE --bmip-dir BMIP --dassl-dir DASSL \\
         --authors-pythonpath EXTRA
     python benchmarks/compare_authors.py ... --image-resolution 32     # fast smoke run
+    python benchmarks/compare_authors.py ... --classes 1000 --authors-classes 100 200   # memory
 """
 import argparse
 import os
@@ -35,6 +49,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
 TARGETS = {"step": 0.8, "eval": 1.2}   # ours / authors': step at most, evaluation at least
+MEMORY_TARGETS = {"ratio": 0.25, "half_precision_bytes": 4e9}   # issue 23, at --classes
+BUDGETS_GB = (8, 16, 24)
+PREC_KEYS = {"maple": "TRAINER.MAPLE.PREC", "bmip": "TRAINER.BMIP.PREC"}
 AUTHORS_IMPORTS = ("ftfy", "regex", "sklearn", "pandas", "wilds")
 AUTHORS_PACKAGES = "ftfy regex wilds scikit-learn pandas"
 
@@ -88,6 +105,22 @@ def parse_args(argv=None):
     parser.add_argument("--test-per-class", type=int, default=10,
                         help="test images per class, 5 base classes are tested (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per run (default 2)")
+    parser.add_argument("--classes", type=int,
+                        help="compare the peak memory of one training step on a synthetic "
+                             "ImageNet with this many classes instead of speed (see above)")
+    parser.add_argument("--authors-classes", type=int, nargs="+",
+                        help="with --classes: class counts at which the authors' side is "
+                             "measured, its peak at --classes extrapolated along their line "
+                             "(default: measured at --classes)")
+    parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="with --classes: our precisions (default fp32 bf16 on the CPU, "
+                             "fp32 fp16 on CUDA)")
+    parser.add_argument("--batch", type=int, default=4, help="with --classes: batch (default 4)")
+    parser.add_argument("--fit-batch", type=int, default=8,
+                        help="with --classes: our second batch size, for the largest batch that "
+                             "fits 8 / 16 / 24 GB (default 8; 0: skip)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the runs compute (default cpu; cuda needs a GPU)")
     parser.add_argument("--work-dir",
                         help="folder for the CLIP file, the data and the logs (kept); "
                              "default: a temporary folder, removed at the end")
@@ -96,9 +129,23 @@ def parse_args(argv=None):
         parser.error("--image-resolution must be a positive multiple of 16 (the patch size)")
     if args.iters <= args.warmup:
         parser.error("--iters must be larger than --warmup")
-    for name in ("pairs", "test_per_class", "threads"):
+    for name in ("pairs", "test_per_class", "threads", "batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.classes is None:
+        for name in ("authors_classes", "precisions"):
+            if getattr(args, name):
+                parser.error(f"--{name.replace('_', '-')} goes with --classes")
+    else:
+        if args.classes < 2 or any(n < 2 for n in args.authors_classes or []):
+            parser.error("--classes and --authors-classes must be at least 2")
+        if args.authors_classes and len(set(args.authors_classes)) < 2 and \
+                args.authors_classes != [args.classes]:
+            parser.error("--authors-classes needs two counts or more to extrapolate from")
+        if args.fit_batch and args.fit_batch == args.batch:
+            parser.error("--fit-batch must differ from --batch (0 skips it)")
+        if args.precisions is None:
+            args.precisions = ["fp32", "fp16" if args.device == "cuda" else "bf16"]
     return args
 
 
@@ -157,7 +204,9 @@ def authors_env(args):
 def run_env(args):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               CUDA_VISIBLE_DEVICES="", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+               TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    if getattr(args, "device", "cpu") == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
 
@@ -177,9 +226,9 @@ def check_authors_imports(args):
 # The job
 # ---------------------------------------------------------------------------------------------
 
-def make_job(work, resolution, test_per_class):
+def make_job(work, resolution, test_per_class, with_data=True):
     """The CLIP file and one copy of the data per side (their few-shot caches differ); made once
-    per work folder."""
+    per work folder (`with_data` False: the CLIP file only)."""
     sys.path.insert(0, REPO_ROOT)
     clip_file = os.path.join(work, f"clip-vit-b16-{resolution}px.pt")
     if not os.path.isfile(clip_file):
@@ -192,7 +241,7 @@ def make_job(work, resolution, test_per_class):
         write_clip_file(clip_file + ".tmp", state)
         os.replace(clip_file + ".tmp", clip_file)
     data = {}
-    for side in ("ours", "authors"):
+    for side in ("ours", "authors") if with_data else ():
         data[side] = os.path.join(work, f"data-{test_per_class}-{side}")
         if not os.path.isdir(data[side]):
             from tests.helpers.datasets import make_eurosat
@@ -301,6 +350,198 @@ def print_summary(name, runs):
 
 
 # ---------------------------------------------------------------------------------------------
+# Memory at many classes (--classes)
+# ---------------------------------------------------------------------------------------------
+
+def imagenet_classes(count):
+    """`count` (wnid, name) pairs: synthetic wnids, names of 1 to 3 words as bench_speed.py's
+    many-class steps use (ImageNet's names are of that length)."""
+    sys.path.insert(0, REPO_ROOT)
+    from benchmarks.bench_speed import class_names
+
+    return [(f"n{index:08d}", name) for index, name in enumerate(class_names(count))]
+
+
+def make_imagenet_data(work, side, classes):
+    """ImageNet in CoOp's layout with `classes` classes, one training and one val image each
+    (one copy per side and count: the few-shot caches differ); made once per work folder."""
+    folder = os.path.join(work, f"imagenet-{classes}-{side}")
+    if not os.path.isdir(folder):
+        sys.path.insert(0, REPO_ROOT)
+        from tests.helpers.datasets import make_imagenet
+
+        names = imagenet_classes(classes)
+        make_imagenet(folder + ".tmp", n_classes=classes, n_train=1, n_val=1, classes=names)
+        os.replace(folder + ".tmp", folder)
+    return folder
+
+
+def memory_command(side, method, args, checkouts, dassl, clip_file, data, output, timing,
+                   precision, batch):
+    """The subprocess command of one memory run: 2 steps, the second measured, then exit."""
+    size = f"({args.image_resolution}, {args.image_resolution})"
+    opts = ["DATASET.NUM_SHOTS", "1", "DATASET.SUBSAMPLE_CLASSES", "all",
+            "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", str(batch),
+            "OPTIM.MAX_EPOCH", "1", "INPUT.SIZE", size] + method.opts
+    opts += [PREC_KEYS[method.key], precision]
+    runner = [sys.executable, os.path.join(HERE, "timed_train.py"), "--side", side,
+              "--timing", timing, "--iters", "2", "--memory-step", "2", "--exit-after-steps",
+              "--threads", str(args.threads)]
+    extra = []
+    if side == "ours":
+        root = REPO_ROOT
+        opts += ["MODEL.BACKBONE.NAME", clip_file]
+    else:
+        root = checkouts[method.key]
+        if args.device == "cpu":
+            extra = method.train_args
+        runner += ["--method", method.key, "--repo", root, "--dassl", dassl, "--clip", clip_file]
+    config = method.ours_config if side == "ours" else method.config
+    return runner + ["--", "--root", data, "--seed", "1", "--trainer", method.name,
+                     "--dataset-config-file", os.path.join(root, "configs/datasets/imagenet.yaml"),
+                     "--config-file", os.path.join(root, config), "--output-dir", output,
+                     *extra, *opts]
+
+
+def memory_run(args, work, tag, command, env):
+    """{"peak", "total", "method", "reliable", "seconds"} of one memory run, or {"failed": why}."""
+    import json
+
+    run_dir = os.path.join(work, tag)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+    log, timing = os.path.join(run_dir, "log.txt"), os.path.join(work, tag + ".json")
+    if os.path.exists(timing):
+        os.remove(timing)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.run(command, env=env, cwd=run_dir, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    record = {}
+    if os.path.exists(timing):
+        with open(timing) as f:
+            record = json.load(f)
+    shutil.rmtree(os.path.join(run_dir, "output"), ignore_errors=True)
+    if code or "memory" not in record or record["memory"]["peak"] is None:
+        with open(log) as f:
+            last = [line.strip() for line in f if line.strip()][-1:] or ["(empty log)"]
+        return {"failed": f"exit {code}: {last[0][:200]} (log: {log})", "seconds": seconds}
+    return {**record["memory"], "seconds": seconds}
+
+
+def fit_line(points):
+    """Least-squares line through [(x, y), ...]: (intercept, slope)."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread_x = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread_x
+    return mean_y - slope * mean_x, slope
+
+
+def largest_batch(budget, at_batch, at_fit_batch, batch, fit_batch):
+    """The largest batch whose whole-process peak stays within `budget` bytes, along the line
+    through the peaks at `batch` and `fit_batch`; 0 when not even one image fits."""
+    slope = (at_fit_batch - at_batch) / (fit_batch - batch)
+    if slope <= 0:
+        return None   # the images cost nothing measurable: no bound from these two points
+    return max(0, int((budget - (at_batch - slope * batch)) // slope))
+
+
+def mb(value):
+    return f"{value / 1e6:,.0f} MB"
+
+
+def memory_main(args, checkouts, dassl, work):
+    clip_file = make_job(work, args.image_resolution, args.test_per_class, with_data=False)[0]
+    authors_counts = sorted(set(args.authors_classes or [args.classes]))
+    authors_precision = "fp16" if args.device == "cuda" else "fp32"
+    print(f"memory of one training step (the second of the run), batch {args.batch}, "
+          f"{args.classes} classes, {args.device}; each run in a fresh process", flush=True)
+    results, failed = {}, []
+    for key in (m for m in args.methods if m in checkouts):
+        method = METHODS[key]
+        plan = [("authors", n, authors_precision, args.batch) for n in authors_counts]
+        plan += [("ours", n, authors_precision, args.batch) for n in authors_counts
+                 if n != args.classes]
+        for precision in args.precisions:
+            plan.append(("ours", args.classes, precision, args.batch))
+            if args.fit_batch:
+                plan.append(("ours", args.classes, precision, args.fit_batch))
+        print(f"\n{method.name}: ours = {REPO_ROOT}, authors' = {checkouts[key]}", flush=True)
+        for side, classes, precision, batch in plan:
+            tag = f"{key}-{side}-{classes}c-{precision}-b{batch}"
+            data = make_imagenet_data(work, side, classes)
+            command = memory_command(side, method, args, checkouts, dassl, clip_file, data,
+                                     os.path.join(work, tag, "output"),
+                                     os.path.join(work, tag + ".json"), precision, batch)
+            env = run_env(args) if side == "ours" else authors_env(args)
+            result = memory_run(args, work, tag, command, env)
+            results[key, side, classes, precision, batch] = result
+            if "failed" in result:
+                failed.append(tag)
+                print(f"  {tag:34s} FAILED ({result['failed']})", flush=True)
+            else:
+                print(f"  {tag:34s} step +{mb(result['peak'])} (process peak "
+                      f"{mb(result['total'])}; {result['method']})  run {result['seconds']:.0f} s",
+                      flush=True)
+    print_memory_summary(args, results, authors_counts, authors_precision)
+    return failed
+
+
+def print_memory_summary(args, results, authors_counts, authors_precision):
+    n, batch = args.classes, args.batch
+    print(f"\nSummary: peak a training step adds, {n} classes, batch {batch} ({args.device})")
+    for key in args.methods:
+        method = METHODS[key]
+        authors = [(c, results.get((key, "authors", c, authors_precision, batch))) for c in
+                   authors_counts]
+        authors = [(c, r) for c, r in authors if r and "failed" not in r]
+        if not authors:
+            continue
+        if n in dict(authors):
+            theirs, how = dict(authors)[n]["peak"], "measured"
+        elif len(authors) >= 2:
+            intercept, slope = fit_line([(c, r["peak"]) for c, r in authors])
+            theirs = intercept + slope * n
+            how = (f"extrapolated from {', '.join(str(c) for c, _ in authors)} classes: "
+                   f"{mb(intercept)} + {slope / 1e6:,.2f} MB per class")
+        else:
+            print(f"  {method.name}: the authors' side has one usable count, not extrapolated")
+            continue
+        for c, r in authors:
+            ours = results.get((key, "ours", c, authors_precision, batch))
+            if c != n and ours and "failed" not in ours:
+                print(f"  {method.name} {c} classes {authors_precision}: ours +{mb(ours['peak'])}, "
+                      f"authors' +{mb(r['peak'])}: {ours['peak'] / r['peak']:.3f}")
+        ours = results.get((key, "ours", n, authors_precision, batch))
+        if ours and "failed" not in ours:
+            ratio = ours["peak"] / theirs
+            print(f"  {method.name} {n} classes {authors_precision}: ours +{mb(ours['peak'])}, "
+                  f"authors' +{mb(theirs)} ({how}): {ratio:.3f}  goal <= "
+                  f"{MEMORY_TARGETS['ratio']}  "
+                  f"{'met' if ratio <= MEMORY_TARGETS['ratio'] else 'NOT met'}")
+    goal = MEMORY_TARGETS["half_precision_bytes"]
+    for key in args.methods:
+        for precision in args.precisions:
+            ours = results.get((key, "ours", n, precision, batch))
+            if not ours or "failed" in ours:
+                continue
+            line = f"  {METHODS[key].name} {precision}: ours +{mb(ours['peak'])}"
+            if precision != "fp32":
+                line += (f"  goal <= {goal / 1e9:.0f} GB  "
+                         f"{'met' if ours['peak'] <= goal else 'NOT met'}")
+            fit = results.get((key, "ours", n, precision, args.fit_batch))
+            if args.fit_batch and fit and "failed" not in fit:
+                fits = [largest_batch(gb * 1e9, ours["total"], fit["total"], batch,
+                                      args.fit_batch) for gb in BUDGETS_GB]
+                line += ("; largest batch within " + " / ".join(f"{gb}" for gb in BUDGETS_GB)
+                         + " GB (whole process): "
+                         + " / ".join("?" if f is None else str(f) for f in fits))
+            print(line)
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 
@@ -329,10 +570,23 @@ def main(argv=None):
     check_authors_imports(args)
     work = os.path.abspath(args.work_dir or tempfile.mkdtemp(prefix="compare_authors-"))
     os.makedirs(work, exist_ok=True)
+    job = (f"{args.iters} steps per run (first {args.warmup} left out), "
+           f"{5 * args.test_per_class} test images, {args.pairs} pairs per method"
+           if args.classes is None else f"memory at {args.classes} classes")
     print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {args.image_resolution} px, "
-          f"{args.threads} threads, {args.iters} steps per run (first {args.warmup} left out), "
-          f"{5 * args.test_per_class} test images, {args.pairs} pairs per method; work folder {work}")
+          f"{args.threads} threads, {job}; work folder {work}")
     print(f"Dassl for the authors' code: {dassl}")
+    if args.classes is not None:
+        failed = []
+        try:
+            failed = memory_main(args, checkouts, dassl, work)
+        finally:
+            if not args.work_dir and not failed:
+                shutil.rmtree(work, ignore_errors=True)
+        print(f"\ncommand: {' '.join(sys.argv)}")
+        if failed:
+            raise SystemExit(f"compare_authors: {len(failed)} run(s) failed: {', '.join(failed)}")
+        return
     clip_file, data = make_job(work, args.image_resolution, args.test_per_class)
     failed_losses, finished = [], False
     try:

@@ -9,7 +9,11 @@ builds, ``forward_backward`` (one training step: forward, backward, optimizer st
 ``model_inference`` (one test batch) and ``test``, and writes their wall times to the
 ``--timing`` JSON file after every event (the authors' BMIP train.py ends with ``os._exit``).
 After ``--iters`` steps, ``forward_backward`` returns the last step's losses without computing,
-so the epoch ends quickly and the run goes on to its checkpoint and test as usual.
+so the epoch ends quickly and the run goes on to its checkpoint and test as usual; with
+``--exit-after-steps`` the process ends there instead (no checkpoint, no test).
+``--memory-step K`` measures the K-th step's peak memory (benchmarks/peak_memory.py: on the CPU,
+VmHWM after clear_refs above the trimmed RSS; on CUDA, max_memory_allocated) and records it under
+"memory".
 
 For the authors' code (current PyTorch, offline, CPU) it also patches, in this process only:
   * ``clip._download`` returns the local ``--clip`` file (their loader asks for "ViT-B/16");
@@ -29,6 +33,11 @@ import runpy
 import sys
 import time
 
+try:   # run as a script: this folder is sys.path[0] until main() drops it
+    from peak_memory import PeakMemory
+except ImportError:   # imported as benchmarks.timed_train (the tests)
+    from benchmarks.peak_memory import PeakMemory
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per method: the authors' trainer module, and the prompt-learner layers that their code casts to
 # fp16 but feeds fp32 input under PREC fp32. (BMIP's proj_v receives an fp16 input and stays fp16.)
@@ -39,8 +48,9 @@ AUTHORS_TRAINERS = {"maple": ("trainers.maple", "MAPLE", ("proj",)),
 class Timings:
     """Wall times of the wrapped trainer methods, rewritten to ``path`` after every event."""
 
-    def __init__(self, path, iters, info):
+    def __init__(self, path, iters, info, memory_step=0, exit_after_steps=False):
         self.path, self.iters = path, iters
+        self.memory_step, self.exit_after_steps = memory_step, exit_after_steps
         self.record = {**info, "steps": [], "losses": [], "tests": []}
         self.last_summary = None
         self.batches = None   # the model_inference times of the test() in progress
@@ -57,12 +67,26 @@ class Timings:
         def timed_forward_backward(batch):
             if len(self.record["steps"]) >= self.iters:
                 return dict(self.last_summary)
+            peak = None
+            if self.memory_step == len(self.record["steps"]) + 1:
+                import torch
+
+                # The authors' BMIP keeps its --device as a string.
+                device = torch.device(getattr(trainer, "device", "cpu"))
+                peak = PeakMemory(device).__enter__()
             start = time.perf_counter()
             summary = forward_backward(batch)
             self.record["steps"].append(time.perf_counter() - start)
+            if peak is not None:
+                peak.__exit__(None, None, None)
+                self.record["memory"] = {"step": self.memory_step, "peak": peak.peak,
+                                         "total": peak.total, "method": peak.method,
+                                         "reliable": peak.reliable}
             self.record["losses"].append(float(summary["loss"]))
             self.last_summary = summary
             self.dump()
+            if self.exit_after_steps and len(self.record["steps"]) >= self.iters:
+                os._exit(0)
             return summary
 
         def timed_model_inference(images):
@@ -150,6 +174,10 @@ def parse_args(argv):
     parser.add_argument("--timing", required=True, help="JSON file for the timings")
     parser.add_argument("--iters", type=int, required=True, help="training steps to compute")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--memory-step", type=int, default=0,
+                        help="measure the peak memory of this step (1-based; 0: none)")
+    parser.add_argument("--exit-after-steps", action="store_true",
+                        help="end the process after --iters steps (no checkpoint, no test)")
     args = parser.parse_args(argv[:cut])
     if cut == len(argv):
         parser.error("put the train.py arguments after --")
@@ -177,7 +205,8 @@ def main(argv=None):
     patches = patch_authors(args.method, os.path.abspath(args.clip)) if args.side == "authors" else []
     timings = Timings(args.timing, args.iters, {
         "side": args.side, "method": args.method, "train_args": train_args,
-        "patches": patches, "torch": torch.__version__, "threads": torch.get_num_threads()})
+        "patches": patches, "torch": torch.__version__, "threads": torch.get_num_threads()},
+        memory_step=args.memory_step, exit_after_steps=args.exit_after_steps)
     timings.dump()
     instrument_trainers(timings)
     sys.argv = [train_py] + train_args

@@ -561,12 +561,18 @@ class DesignDetailsError(UserError, TypeError):
     """A trainer file asked for the MaPLe codebase's CLIP (`design_details`)."""
 
 
-def build_model(state_dict, design_details=None):
+def build_model(state_dict, design_details=None, *, weight_dtype=None):
     """Build CLIP from an OpenAI state dict: architecture from the shapes, weights loaded strictly.
 
-    Returns the model in fp32 and eval mode; casting to fp16 is the caller's choice.
+    Returns the model in fp32 and eval mode; casting to fp16 is the caller's choice, or
+    `weight_dtype` (torch.float16 / torch.bfloat16) loads the weights `convert_weights_to` casts
+    straight into that type (the same values as casting the fp32 model).
     `design_details` is the MaPLe codebase's argument (its CLIP carries the prompts inside its
     blocks): this CLIP has no such variant, so a file that passes one is refused in one line.
+
+    The modules are initialised at random before the weights replace every value, as OpenAI's
+    and the authors' code do: the draws advance the global random generator exactly as there,
+    so a seed gives the prompt learner built next the authors' initial values.
     """
     if design_details is not None:
         caller = os.path.relpath(sys._getframe(1).f_code.co_filename)
@@ -578,5 +584,7 @@ def build_model(state_dict, design_details=None):
             "written here as a prompt learner (trainers/prompting.py)")
     weights = {k: v for k, v in state_dict.items() if k not in NON_PARAMETER_KEYS}
     model = CLIP(**architecture_from_state_dict(weights))
+    if weight_dtype is not None:
+        convert_weights_to(model, weight_dtype)
     model.load_state_dict(weights, strict=True)
-    return model.float().eval()
+    return (model if weight_dtype is not None else model.float()).eval()

@@ -190,7 +190,10 @@ def read_state_dict(path):
             raise ModelFileError(f"CLIP file {path} is a damaged TorchScript archive "
                                  f"({type(error).__name__}: {error}); download it again") from error
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped where the format allows (zip archives; copy-on-write, the file is never
+        # written): the weights are read once, by the copy into the model, not copied twice.
+        loaded = torch.load(path, map_location="cpu", weights_only=True,
+                            mmap=zipfile.is_zipfile(path))
     except Exception as error:
         raise ModelFileError(f"CLIP file {path} is neither a TorchScript archive nor a torch.save "
                              f"state dict that loads with weights_only=True: {error}") from error

@@ -176,3 +176,62 @@ def test_the_timers_compute_iters_steps_then_skip(tmp_path):
     (test,) = record["tests"]
     assert test["split"] == "test" and test["images"] == 6 and len(test["batches"]) == 2
     assert test["accuracy"] == 42.0 and test["model_seconds"] <= test["seconds"]
+
+
+def test_the_memory_step_is_measured_and_the_run_can_end_after_its_steps(tmp_path, monkeypatch):
+    path = str(tmp_path / "t.json")
+    timings = tt.Timings(path, iters=2, info={"side": "ours"}, memory_step=2,
+                         exit_after_steps=True)
+    trainer = FakeTrainer()
+    trainer.device = "cpu"   # the authors' BMIP keeps its device as a string
+    timings.instrument(trainer)
+    exits = []
+    monkeypatch.setattr(tt.os, "_exit", exits.append)
+    trainer.forward_backward(1)
+    assert "memory" not in json.load(open(path)) and exits == []
+    trainer.forward_backward(2)
+    record = json.load(open(path))
+    assert record["memory"]["step"] == 2 and record["memory"]["peak"] >= 0
+    assert record["memory"]["total"] > 0 and record["memory"]["method"].startswith("VmHWM")
+    assert exits == [0]
+
+
+def test_memory_runs_train_two_steps_on_the_many_class_imagenet(tmp_path):
+    args = ca.parse_args(["--classes", "1000", "--authors-classes", "100", "200"])
+    assert args.precisions == ["fp32", "bf16"] and args.batch == 4 and args.fit_batch == 8
+    method = ca.METHODS["maple"]
+    ours = ca.memory_command("ours", method, args, {"maple": "M"}, "DASSL", "C.pt", "DATA",
+                             "OUT", "T", "bf16", 8)
+    theirs = ca.memory_command("authors", method, args, {"maple": "M"}, "DASSL", "C.pt", "DATA",
+                               "OUT", "T", "fp32", 4)
+    for command, root, prec, batch in ((ours, ca.REPO_ROOT, "bf16", "8"), (theirs, "M", "fp32", "4")):
+        runner, train_args = command[:command.index("--")], command[command.index("--") + 1:]
+        assert runner[runner.index("--memory-step") + 1] == "2" and "--exit-after-steps" in runner
+        assert runner[runner.index("--iters") + 1] == "2"
+        assert train_args[train_args.index("--dataset-config-file") + 1] == os.path.join(
+            root, "configs/datasets/imagenet.yaml")
+        assert train_args[train_args.index("DATASET.SUBSAMPLE_CLASSES") + 1] == "all"
+        assert train_args[train_args.index("DATALOADER.TRAIN_X.BATCH_SIZE") + 1] == batch
+        # The last PREC given wins (yacs merges in order).
+        assert train_args[len(train_args) - 1 - train_args[::-1].index("TRAINER.MAPLE.PREC") + 1] == prec
+
+
+def test_memory_lines_and_largest_batches():
+    intercept, slope = ca.fit_line([(100, 5e8), (200, 9e8), (300, 13e8)])
+    assert intercept == pytest.approx(1e8) and slope == pytest.approx(4e6)
+    # 2 GB at batch 4, 3 GB at batch 8: 0.25 GB per image above 1 GB.
+    assert ca.largest_batch(8e9, 2e9, 3e9, 4, 8) == 28
+    assert ca.largest_batch(0.5e9, 2e9, 3e9, 4, 8) == 0
+    assert ca.largest_batch(8e9, 2e9, 2e9, 4, 8) is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["--authors-classes", "100", "200"],                      # without --classes
+    ["--precisions", "bf16"],
+    ["--classes", "1000", "--authors-classes", "100"],        # one count: no line
+    ["--classes", "1", ],
+    ["--classes", "1000", "--fit-batch", "4"],
+])
+def test_bad_memory_options_are_refused(argv):
+    with pytest.raises(SystemExit):
+        ca.parse_args(argv)

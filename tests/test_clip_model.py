@@ -95,6 +95,33 @@ def test_build_model_ignores_torchscript_attributes(vit_state_dict):
     assert isinstance(build_model(with_attributes), CLIP)
 
 
+@pytest.mark.parametrize("state_dict_name", ["vit_state_dict", "resnet_state_dict"])
+def test_build_model_draws_what_openai_s_constructor_draws(request, state_dict_name):
+    """The random initialisation the weights replace still runs, so the global generator
+    advances exactly as OpenAI's (and the authors') CLIP constructor makes it: a seed gives the
+    prompts built next the authors' initial values. Every parameter and buffer holds the state
+    dict's value (cast to fp32)."""
+    from clip.model import architecture_from_state_dict
+
+    state_dict = request.getfixturevalue(state_dict_name)
+    torch.manual_seed(0)
+    CLIP(**architecture_from_state_dict(
+        {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length",
+                                                          "vocab_size")}))
+    expected = torch.get_rng_state()
+    torch.manual_seed(0)
+    model = build_model(state_dict)
+    assert torch.equal(torch.get_rng_state(), expected)
+    assert not torch.equal(expected, torch.manual_seed(0).get_state())
+    loaded = model.state_dict()
+    assert loaded.keys() == state_dict.keys()
+    for key, value in loaded.items():
+        expected = state_dict[key]
+        expected = expected.float() if expected.is_floating_point() else expected
+        assert value.device.type == "cpu" and value.dtype == expected.dtype, key
+        assert torch.equal(value, expected), key
+
+
 def test_attention_mask_is_causal():
     mask = build_model(make_vit_state_dict(context_length=4)).build_attention_mask()
     inf = float("-inf")
@@ -309,3 +336,16 @@ def test_quick_gelu_is_bitwise_the_expression_with_and_without_a_graph(dtype):
     (reference * torch.sigmoid(1.702 * reference)).backward(upstream)
     assert torch.equal(leaf.grad, reference.grad)
     assert reference.grad.abs().max() > 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("state_dict_name", ["vit_state_dict", "resnet_state_dict"])
+def test_build_model_loads_half_precision_weights_as_casting_the_fp32_model(request,
+                                                                            state_dict_name, dtype):
+    state_dict = request.getfixturevalue(state_dict_name)
+    cast = convert_weights_to(build_model(state_dict), dtype).state_dict()
+    loaded = build_model(state_dict, weight_dtype=dtype)
+    assert not loaded.training and loaded.dtype == dtype
+    assert loaded.state_dict().keys() == cast.keys()
+    for key, value in loaded.state_dict().items():
+        assert value.dtype == cast[key].dtype and torch.equal(value, cast[key]), key

@@ -1,4 +1,8 @@
 """clip.tokenize: OpenAI's semantics, checked against open_clip's tokenizer and known ids."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from open_clip.tokenizer import SimpleTokenizer
@@ -62,3 +66,23 @@ def test_custom_context_length_and_both_import_styles():
 def test_upstream_simple_tokenizer_import_path():
     from clip.simple_tokenizer import SimpleTokenizer as UpstreamPath
     assert len(UpstreamPath().encode("a photo of a cat")) == 5
+
+
+def test_the_tokenizer_does_not_import_the_open_clip_package():
+    """open_clip/__init__.py imports its models, timm and huggingface_hub (about 0.6 s of a
+    run's start-up); the tokenizer needs only open_clip's tokenizer module."""
+    code = ("import sys, clip; ids = clip.tokenize('a photo of a cat.'); "
+            "print(ids[0, :7].tolist(), 'open_clip' in sys.modules, 'timm' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("]")[1].split() == ["False", "False"]
+
+
+def test_an_unknown_open_clip_layout_falls_back_to_the_package_import(monkeypatch):
+    from clip import tokenizer as tokenizer_module
+
+    monkeypatch.delitem(sys.modules, "open_clip.tokenizer", raising=False)
+    monkeypatch.setattr(tokenizer_module.importlib.util, "find_spec", lambda name: None)
+    module = tokenizer_module.open_clip_tokenizer_module()
+    assert module.__name__ == "open_clip.tokenizer" and hasattr(module, "SimpleTokenizer")

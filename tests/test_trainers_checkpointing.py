@@ -114,3 +114,43 @@ def test_the_config_key_turns_it_on_in_the_trainer(tmp_path, capsys):
     assert model.training and model.text_encoder.grad_checkpointing
     assert model.image_encoder.grad_checkpointing
     assert trainer_cfg("MaPLe").MODEL.GRAD_CHECKPOINTING is False
+
+
+@pytest.mark.parametrize("method", list(BUILDERS))
+def test_text_tower_alone_is_checkpointed_above_the_class_threshold(method):
+    """MODEL.TEXT_CHECKPOINT_CLASSES: above that many classes, training recomputes the text
+    tower's blocks (not the image tower's), with the logits, loss and gradients of the plain
+    path; at or below it nothing changes."""
+    model = BUILDERS[method]()
+    model.set_text_checkpoint_classes(-1)   # never: the unchanged path
+    model.train()
+    plain_logits = model(images())
+    loss, grads, plain_calls = training_step(model)
+    model.set_text_checkpoint_classes(len(CLASSNAMES))   # not above: still the plain path
+    assert training_step(model)[2] == plain_calls
+    model.set_text_checkpoint_classes(len(CLASSNAMES) - 1)
+    assert model.text_encoder.grad_checkpointing and not model.image_encoder.grad_checkpointing
+    model.train()
+    checkpointed_logits = model(images())
+    checkpointed_loss, checkpointed_grads, checkpointed_calls = training_step(model)
+    assert checkpointed_calls == {"text": 2 * plain_calls["text"], "image": plain_calls["image"]}
+    torch.testing.assert_close(checkpointed_logits, plain_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(checkpointed_loss, loss, rtol=1e-5, atol=1e-5)
+    assert checkpointed_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, f"no gradient reaches {name}"
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
+    model.eval()
+    assert not model.text_encoder.grad_checkpointing
+
+
+def test_the_text_threshold_comes_from_the_config(tmp_path, capsys):
+    clip_file = write_tiny_clip(tmp_path / "tiny-vit.pt")
+    cfg = toy_trainer_cfg("MaPLe", "MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", clip_file, tmp_path,
+                          tmp_path / "out", "TRAINER.MAPLE.PROMPT_DEPTH", 3,
+                          "MODEL.TEXT_CHECKPOINT_CLASSES", 1)
+    model = build_trainer(cfg).model
+    assert "the text tower's blocks are recomputed" in capsys.readouterr().out
+    assert model.training and model.text_encoder.grad_checkpointing
+    assert not model.image_encoder.grad_checkpointing
+    assert trainer_cfg("MaPLe").MODEL.TEXT_CHECKPOINT_CLASSES == 256

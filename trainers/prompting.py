@@ -76,6 +76,8 @@ The pieces:
   normalised: a subclass adds modules there (CoPrompt's adapters).
   ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
   prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
+  ``text_checkpoint_classes`` (``MODEL.TEXT_CHECKPOINT_CLASSES``, default 256) does so for the
+  text tower alone when there are more classes than that (negative: never).
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
   engine's ``self.precision``, build the learner, freeze CLIP, register ``MODEL_NAME``),
   ``forward_backward`` (cross-entropy under ``self.autocast()``), ``model_inference``, and the
@@ -101,7 +103,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 import clip
-from clip.model import VisionTransformer, convert_weights_to, slow_bf16_backward, text_length
+from clip.model import VisionTransformer, slow_bf16_backward, text_length
 from dassl.config import ConfigError
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -123,12 +125,19 @@ LEARNER_PREFIX = "prompt_learner."
 # Class prompts encoded at once (PromptedCLIP, CoCoOp, zero-shot CLIP): bounds memory for
 # datasets with many classes.
 TEXT_CHUNK_SIZE = 256
+# In training, the text tower's blocks are recomputed in backward above this many classes
+# (MODEL.TEXT_CHECKPOINT_CLASSES): the class prompts' activations dominate a step's memory there.
+TEXT_CHECKPOINT_CLASSES = 256
 
 
 def extend_cfg(cfg):
     # Recompute each CLIP block in backward instead of keeping its activations: less memory with
     # many classes (every class prompt runs through the text tower), about one more forward pass.
     cfg.MODEL.GRAD_CHECKPOINTING = False
+    # The same for the text tower alone, when training with more classes than this (ImageNet):
+    # the same results, the class prompts' activations kept per block input only, about one more
+    # forward pass of the text tower. 0: always; a negative value: never.
+    cfg.MODEL.TEXT_CHECKPOINT_CLASSES = TEXT_CHECKPOINT_CLASSES
     # Run the text tower on the class prompts cut after their last EOT token, not at CLIP's 77
     # positions: the same features (causal mask), a fraction of the work. False: full length
     # (for speed comparisons).
@@ -149,9 +158,8 @@ def load_clip(backbone_name, precision="fp32", cut_text_at_eot=True):
 
     `precision` is the engine's resolved one (fp16 | bf16 | fp32 | amp; fp16 and amp never on
     CPU): weights are stored in fp16 for "fp16", in bf16 for "bf16", in fp32 otherwise."""
-    model, _ = clip.load(backbone_name, device="cpu")  # fp32, eval mode on CPU
-    if precision in WEIGHT_DTYPES:
-        convert_weights_to(model, WEIGHT_DTYPES[precision])
+    # Eval mode on CPU; fp32, or the weights convert_weights_to casts loaded in half precision.
+    model, _ = clip.load(backbone_name, device="cpu", weight_dtype=WEIGHT_DTYPES.get(precision))
     model.cut_at_eot = cut_text_at_eot
     return model
 
@@ -748,6 +756,7 @@ class PromptedCLIP(nn.Module):
 
     text_chunk_size = TEXT_CHUNK_SIZE
     grad_checkpointing = False
+    text_checkpoint_classes = TEXT_CHECKPOINT_CLASSES
 
     def __init__(self, clip_model, prompt_learner):
         super().__init__()
@@ -766,14 +775,21 @@ class PromptedCLIP(nn.Module):
         super().train(mode)
         self.image_encoder.eval()
         self.text_encoder.eval()
-        for encoder in (self.image_encoder, self.text_encoder):
-            encoder.grad_checkpointing = self.grad_checkpointing and mode
+        self.image_encoder.grad_checkpointing = self.grad_checkpointing and mode
+        self.text_encoder.grad_checkpointing = mode and (
+            self.grad_checkpointing or 0 <= self.text_checkpoint_classes < self.prompt_learner.n_cls)
         self.clear_text_cache()
         return self
 
     def set_grad_checkpointing(self, enable=True):
         """Checkpoint CLIP's blocks in training (MODEL.GRAD_CHECKPOINTING); never at eval."""
         self.grad_checkpointing = enable
+        self.train(self.training)
+
+    def set_text_checkpoint_classes(self, classes):
+        """Checkpoint the text tower's blocks in training above `classes` classes (negative:
+        never; MODEL.TEXT_CHECKPOINT_CLASSES)."""
+        self.text_checkpoint_classes = classes
         self.train(self.training)
 
     def clear_text_cache(self):
@@ -995,6 +1011,10 @@ class PromptTrainer(TrainerX):
         if cfg.MODEL.GRAD_CHECKPOINTING:
             print("Gradient checkpointing: CLIP's blocks are recomputed in backward")
             self.model.set_grad_checkpointing()
+        self.model.set_text_checkpoint_classes(cfg.MODEL.TEXT_CHECKPOINT_CLASSES)
+        if self.model.text_encoder.grad_checkpointing and not cfg.MODEL.GRAD_CHECKPOINTING:
+            print(f"{learner.n_cls} classes: the text tower's blocks are recomputed in backward "
+                  f"(MODEL.TEXT_CHECKPOINT_CLASSES {cfg.MODEL.TEXT_CHECKPOINT_CLASSES})")
         if cfg.MODEL.INIT_WEIGHTS:
             checkpoint = load_checkpoint(cfg.MODEL.INIT_WEIGHTS)
             state_dict = checkpoint.get("state_dict", checkpoint)

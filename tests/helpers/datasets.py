@@ -333,16 +333,16 @@ def write_classnames(dataset_dir, classes=IMAGENET_CLASSES):
     write_lines(os.path.join(dataset_dir, "classnames.txt"), [f"{wnid} {name}" for wnid, name in classes])
 
 
-def make_imagenet(root, n_classes=3, n_train=4, n_val=2):
+def make_imagenet(root, n_classes=3, n_train=4, n_val=2, classes=IMAGENET_CLASSES):
     """ImageNet: ``<root>/imagenet/images/{train,val}/<wnid>/*.JPEG`` + classnames.txt (listing
-    all of IMAGENET_CLASSES; the first ``n_classes`` have folders)."""
+    the first ``n_classes`` of ``classes``, (wnid, name) pairs, which have folders)."""
     dataset_dir = os.path.join(root, "imagenet")
-    for label, (wnid, _) in enumerate(IMAGENET_CLASSES[:n_classes]):
+    for label, (wnid, _) in enumerate(classes[:n_classes]):
         for i in range(n_train):
             write_image(os.path.join(dataset_dir, "images", "train", wnid, f"{wnid}_{i}.JPEG"), label, i)
         for i in range(n_val):
             write_image(os.path.join(dataset_dir, "images", "val", wnid, f"ILSVRC2012_val_{label:04d}{i:04d}.JPEG"), label, i)
-    write_classnames(dataset_dir, IMAGENET_CLASSES[:n_classes])
+    write_classnames(dataset_dir, classes[:n_classes])
     return dataset_dir
 
 
