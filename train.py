@@ -163,10 +163,6 @@ def main(argv=None):
                 locks.enter_context(run_folder_lock(folder))
             start_run(cfg, args)
             run(cfg, args)
-    except (MemoryError, RuntimeError) as err:
-        if cfg is None or not is_out_of_memory(err):
-            raise
-        sys.exit(f"error: {out_of_memory_message(cfg, err)}")
     except UserError as err:
         if created:  # refused before it trained or evaluated anything: leave no folder
             from dassl.utils.run_files import remove_refused_run
@@ -174,6 +170,10 @@ def main(argv=None):
             remove_refused_run(created)
         # The message says what to do: print it alone instead of a traceback.
         sys.exit(f"error: {err}")
+    except (MemoryError, RuntimeError) as err:  # after UserError, some of which are RuntimeErrors
+        if cfg is None or not is_out_of_memory(err):
+            raise
+        sys.exit(f"error: {out_of_memory_message(cfg, err)}")
 
 
 # ---------------------------------------------------------------------------------------------
