@@ -111,24 +111,31 @@ def build(trainer_name, precision, device, size, clip_file, data, descriptions, 
     return trainer
 
 
-def one_step(trainer, batch, initial):
-    """Loss, the prompt learner's gradients (fp32, flattened) and the step's seconds."""
+def one_step(trainer, batch, initial, attempts=8):
+    """Loss, the prompt learner's gradients (fp32, flattened) and the step's seconds. Under amp a
+    first step whose scaled gradients overflow is skipped by the GradScaler, which halves its
+    scale: the step is then taken again from the same state (at most `attempts` times), as
+    training would go on."""
     import torch
 
     learner = trainer.model.prompt_learner
-    learner.load_state_dict(initial)
-    trainer.batch_idx, trainer.num_batches = 0, 2   # not the epoch's last batch: no LR update
-    trainer.set_model_mode("train")
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    summary = trainer.forward_backward(batch)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    grads = [p.grad.detach().float().flatten() for p in learner.parameters()
-             if p.requires_grad and p.grad is not None]
-    return float(summary["loss"]), torch.cat(grads) if grads else torch.zeros(0), seconds
+    for _ in range(attempts):
+        learner.load_state_dict(initial)
+        trainer.batch_idx, trainer.num_batches = 0, 2   # not the epoch's last batch: no LR update
+        trainer.set_model_mode("train")
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        summary = trainer.forward_backward(batch)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        grads = [p.grad.detach().float().flatten() for p in learner.parameters()
+                 if p.requires_grad and p.grad is not None]
+        grad = torch.cat(grads) if grads else torch.zeros(0)
+        if getattr(trainer, "scaler", None) is None or bool(torch.isfinite(grad).all()):
+            break
+    return float(summary["loss"]), grad, seconds
 
 
 def compare(loss, grad, loss32, grad32, args):

@@ -537,9 +537,13 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     pad the gradient with zeros backward). When the callback computed the context's attention
     (`LayerInput.context_attention`), the block's attention is completed from it, which writes
     the new rows itself. `rows` (a slice, or None): only the block's output at those positions
-    is computed (the block's `rows`)."""
+    is computed (the block's `rows`). A checkpointed block (grad enabled, no completed
+    context) does not reuse the callback's q/k/v: it recomputes them inside the checkpoint, so
+    that they are not kept for backward (BMIP's text side at many classes)."""
     qkv = None if layer is None else layer.computed_qkv
     context = None if layer is None else layer.computed_context
+    if context is None and checkpointed and torch.is_grad_enabled():
+        qkv = None
     new_qkv = None
     if tokens is not None:
         rows_written = _as_rows(tokens, x.shape[0], layer.n_prompts, x.dtype)
