@@ -18,7 +18,6 @@
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-OUT=${GPU_CHECK_OUT:-$(mktemp -d -t gpu_check-XXXXXX)}
 DRY=0
 case "${1:-}" in
   --dry-run) DRY=1 ;;
@@ -30,6 +29,8 @@ if [ "$DRY" = 0 ] && ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.
   echo "gpu_check.sh: no CUDA device visible (run with --dry-run for the CPU-side check)" >&2
   exit 2
 fi
+# Made only once the check can run: --help and mistakes leave no folder behind.
+OUT=${GPU_CHECK_OUT:-$(mktemp -d -t gpu_check-XXXXXX)}
 mkdir -p "$OUT"
 STARTED=$(date +%s)
 declare -a NAMES STATUS SECONDS_TAKEN SUMMARY
