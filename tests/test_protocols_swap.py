@@ -5,7 +5,6 @@ link is swapped where it points."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -13,7 +12,7 @@ from dassl.utils.run_files import LOCK_FILE
 from scripts import protocols
 from scripts.protocols import Environment, Job
 from tests.helpers.protocols import write_results
-from tests.test_engine_run_folder import REPO
+from tests.test_engine_run_folder import REPO, hold_lock
 
 JOB = Job("maple", "base2new_train", "eurosat", 1)
 
@@ -153,17 +152,8 @@ def test_a_staging_folder_where_a_train_py_still_runs_is_left_alone(env, monkeyp
     """Its protocol script was killed, its train.py trains on: the next start is refused."""
     out = write_results(protocols.run_dir(env.output, JOB), 80.0)
     staging = out.with_name("seed1.staging")
-    code = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {REPO!r})
-        from dassl.utils import run_folder_lock
-        with run_folder_lock({str(staging)!r}):
-            print("locked", flush=True)
-            time.sleep(120)
-    """)
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = hold_lock(staging)
     try:
-        assert holder.stdout.readline() == "locked\n"
         (staging / "model.pth.tar-3").write_text("being trained")
         run, calls = fake_train(95.0)
         monkeypatch.setattr(protocols.subprocess, "run", run)
