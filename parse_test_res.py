@@ -44,8 +44,9 @@ from tabulate import tabulate
 from dassl.utils.run_files import LOG_FILE
 from scripts.protocols import (BASE2NEW_DATASETS, CONSOLE_FILE, DG_TARGETS, RELEASED_SUFFIX,
                                SHOTS, STEPS, TRAINERS, USER_DATASET, XD_SOURCE, XD_TARGETS, Job,
-                               RunKey, display_name, parse_run_dir, read_result_file,
-                               read_run_metrics, registry_name, result_file, script_invocation)
+                               RunKey, display_name, is_dataset_name, parse_run_dir,
+                               read_result_file, read_run_metrics, registry_name, result_file,
+                               script_invocation)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "configs" / "paper_results.json"
 AVERAGE = "Average"
@@ -181,13 +182,10 @@ def failure_line(folder):
     return None
 
 
-_CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
-
-
 def dataset_label(dataset):
     """A dataset's name in the tables: the paper's column name; a user's dataset by its config
     (a name that is no config's, e.g. a row of other data, as it is)."""
-    if not _CONFIG_NAME.fullmatch(dataset) or ".." in dataset:
+    if not is_dataset_name(dataset):
         return dataset
     return dataset if registry_name(dataset) == USER_DATASET else display_name(dataset)
 
@@ -367,18 +365,7 @@ def _config_folder_fits(folder, key, identity):
 def deduplicate(runs):
     """RUNS with each run id once (a copy of a run folder, or a link to one, adds no seed):
     the copy whose folder agrees with its record counts; (kept, [(copy, kept)])."""
-    kept, copies, first = [], [], {}
-    ordered = sorted(runs, key=lambda run: (bool(folder_conflicts(run)), str(run.path)))
-    for run in ordered:
-        if run.run_id is None:
-            kept.append(run)
-        elif run.run_id in first:
-            copies.append((run, first[run.run_id]))
-        else:
-            first[run.run_id] = run
-            kept.append(run)
-    order = {id(run): index for index, run in enumerate(runs)}
-    return sorted(kept, key=lambda run: order[id(run)]), copies
+    return _first_per_slot(runs, lambda run: run.run_id)
 
 
 def one_per_seed(runs):
@@ -387,19 +374,26 @@ def one_per_seed(runs):
     LOAD_EPOCH evaluation of the same epoch) would overwrite each other in a cell. The one
     whose folder agrees with its record, else the first by path, counts; (kept, [(other,
     kept)])."""
-    kept, twins, first = [], [], {}
-    ordered = sorted(runs, key=lambda run: (bool(folder_conflicts(run)), str(run.path)))
-    for run in ordered:
-        slot = (run.key.step, run.dataset, run.method, run.key.seed)
-        if run.metrics is None or run.identity is None:
+    return _first_per_slot(runs, lambda run: None if run.metrics is None or run.identity is None
+                           else (run.key.step, run.dataset, run.method, run.key.seed))
+
+
+def _first_per_slot(runs, slot_of):
+    """(RUNS with one run per slot, in their order, [(left out, kept)]): of the runs of one
+    slot (slot_of(run); None: a run always kept), the one whose folder agrees with its record,
+    else the first by path."""
+    kept, left_out, first = [], [], {}
+    for run in sorted(runs, key=lambda run: (bool(folder_conflicts(run)), str(run.path))):
+        slot = slot_of(run)
+        if slot is None:
             kept.append(run)
         elif slot in first:
-            twins.append((run, first[slot]))
+            left_out.append((run, first[slot]))
         else:
             first[slot] = run
             kept.append(run)
     order = {id(run): index for index, run in enumerate(runs)}
-    return sorted(kept, key=lambda run: order[id(run)]), twins
+    return sorted(kept, key=lambda run: order[id(run)]), left_out
 
 
 EVALUATION_STEPS = ("base2new_test", "openworld_test", "base2new_test_base", "xd_test")

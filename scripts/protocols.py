@@ -445,11 +445,11 @@ def is_finished(folder):
     return read_run_metrics(folder) is not None
 
 
-def result_time(folder):
+def result_time(folder, metrics=None):
     """(the "timestamp" of the run's results.json as POSIX seconds or None, the result file's
     mtime); None while the run is unfinished. The recorded timestamp survives copying a tree,
-    which resets mtimes."""
-    metrics = read_run_metrics(folder)
+    which resets mtimes. METRICS: the folder's, when already read."""
+    metrics = read_run_metrics(folder) if metrics is None else metrics
     if metrics is None:
         return None
     recorded = metrics.get("timestamp")  # only results.json records one
@@ -468,14 +468,17 @@ def model_changed(evaluation_folder, model_folder):
     both runs have one, else the result files' mtimes."""
     if not Path(model_folder).is_dir():
         return False  # nothing to compare with (the training run was moved away)
-    model_time = result_time(model_folder)
-    if model_time is None:
+    model_metrics = read_run_metrics(model_folder)
+    if model_metrics is None:
         return True
-    evaluated = ((read_run_metrics(evaluation_folder) or {}).get("lineage") or {}).get("model_run_id")
-    trained = (read_run_metrics(model_folder) or {}).get("run_id")
+    evaluation_metrics = read_run_metrics(evaluation_folder) or {}
+    evaluated = (evaluation_metrics.get("lineage") or {}).get("model_run_id")
+    trained = model_metrics.get("run_id")
     if evaluated and trained:  # both record the training run: compare them
         return evaluated != trained
-    (model_stamp, model_mtime), (stamp, mtime) = model_time, result_time(evaluation_folder)
+    (model_stamp, model_mtime), (stamp, mtime) = (
+        result_time(model_folder, model_metrics),
+        result_time(evaluation_folder, evaluation_metrics or None))
     if model_stamp is not None and stamp is not None:
         return model_stamp > stamp
     return model_mtime > mtime
@@ -1095,9 +1098,15 @@ def shots_from(variables, overrides=()):
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
+def is_dataset_name(name):
+    """True for a name that stays one file of configs/datasets/ and one folder of the output
+    layout (not "../x")."""
+    return bool(_DATASET_NAME.fullmatch(name or ""))
+
+
 def check_dataset_name(dataset, what="DATASET"):
     """Refuse a dataset name that would not stay one folder of the output layout ("../x")."""
-    if not _DATASET_NAME.fullmatch(dataset or ""):
+    if not is_dataset_name(dataset):
         raise ProtocolError(f"{what} {dataset!r}: use letters, digits and . _ + - (it names a "
                             "folder; the datasets are the files of configs/datasets/)")
     return dataset

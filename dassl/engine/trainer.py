@@ -716,7 +716,6 @@ class SimpleTrainer(TrainerBase):
         # The subsets' results first: a log parser reads the last "* accuracy" line as the run's.
         for subset, run in subsets:
             self._file_subset_run(split, subset, run)
-        self.evaluated_items = self.dm.dataset.test if split == "test" else None
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
@@ -811,7 +810,7 @@ class SimpleTrainer(TrainerBase):
             record["num_new_images"] = num_new
         record["fewshot_hash"] = getattr(self.dm.dataset, "fewshot_hash", None)
         record["dataset_hash"] = getattr(self.dm.dataset, "dataset_hash", None)
-        evaluated = items if items is not None else getattr(self, "evaluated_items", None)
+        evaluated = items if items is not None else self.dm.dataset.test if split == "test" else None
         record["test_hash"] = data_hash(evaluated) if evaluated else None
         record["run_id"] = self.run_id if not (cfg.RUN.EVAL_ONLY or subset_run) else new_run_id()
         record["lineage"] = {"model_run_id": self.model_run_id,

@@ -4,6 +4,9 @@ The engine and train.py write them; the protocol scripts, parse_test_res.py and 
 read them. Names and the log line are upstream Dassl's, so runs of the CoOp / MaPLe codebases
 read the same way.
 """
+import os
+import shutil
+from pathlib import Path
 
 LOG_FILE = "log.txt"
 CONFIG_FILE = "config.yaml"  # the resolved config train.py writes next to the log
@@ -34,19 +37,13 @@ def remove_refused_run(folder, root=None):
     anything: no checkpoint, no result, training never started); the error was printed, and
     the folder would only clutter the tree and the tables' list of failed runs. The empty
     folders above it, below ROOT, go with it. Returns True when removed."""
-    import os
-    import shutil
-    from pathlib import Path
-
     folder = Path(folder)
-    if not folder.is_dir() or folder.is_symlink():
+    if not folder.is_dir() or folder.is_symlink() or (folder / TRAINING_STARTED).exists():
         return False
     keeps = (RESULTS_FILE, BEST_MODEL_NAME, CHECKPOINT_POINTER)
     for _, _, files in os.walk(folder):
         if any(name in keeps or name.startswith(EPOCH_CHECKPOINT_PREFIX) for name in files):
             return False
-    if (folder / TRAINING_STARTED).exists():
-        return False
     shutil.rmtree(folder, ignore_errors=True)
     if root is not None:
         root = Path(root).resolve()
