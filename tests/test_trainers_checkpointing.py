@@ -154,3 +154,37 @@ def test_the_text_threshold_comes_from_the_config(tmp_path, capsys):
     assert model.training and model.text_encoder.grad_checkpointing
     assert not model.image_encoder.grad_checkpointing
     assert trainer_cfg("MaPLe").MODEL.TEXT_CHECKPOINT_CLASSES == 256
+
+
+def test_a_checkpointed_bmip_layer_projects_twice_and_scores_its_prompts_once(monkeypatch):
+    """A recomputed BMIP layer runs its callback again on the same input: the q/k/v projections
+    (the callback's, reused by the block, and the new prompt rows') run twice, as every other
+    operation of a checkpointed block, none more; the attention statistic is computed once per
+    layer and step (`LayerInput.reuse`), checkpointed or not."""
+    import trainers.bmip as bmip_module
+
+    model = bmip()
+    statistics = []
+    original = bmip_module.attention_to_prompts
+    monkeypatch.setattr(bmip_module, "attention_to_prompts",
+                        lambda *args, **kwargs: statistics.append(1) or original(*args, **kwargs))
+    projections = {"text": 0}
+    for block in model.text_encoder.transformer.resblocks:
+        for name in ("qkv", "qkv_at"):
+            method = getattr(block.attn, name)
+
+            def counted(*args, method=method, **kwargs):
+                projections["text"] += 1
+                return method(*args, **kwargs)
+            monkeypatch.setattr(block.attn, name, counted)
+
+    model.set_text_checkpoint_classes(-1)
+    training_step(model)
+    plain_projections, plain_statistics = projections["text"], len(statistics)
+    assert plain_statistics == 2  # the text layers 1 and 2 of depth 3 (the image side's come
+    # from the context's attention on the CPU, not from attention_to_prompts)
+    model.set_text_checkpoint_classes(len(CLASSNAMES) - 1)
+    projections["text"], statistics[:] = 0, []
+    training_step(model)
+    assert projections["text"] == 2 * plain_projections
+    assert len(statistics) == plain_statistics

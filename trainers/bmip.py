@@ -119,9 +119,13 @@ def attention_to_prompts(q, k, queries, prompt_keys, attn_mask=None):
 
 def layer_attention_to_prompts(layer, queries, prompt_keys):
     """`attention_to_prompts` of the queries and keys block i computes anyway
-    (`LayerInput.qkv`, which the encoder then reuses for the block)."""
+    (`LayerInput.qkv`, which the encoder then reuses for the block), computed once per layer
+    input (`LayerInput.reuse`: not again when a checkpointed block is recomputed)."""
     q, k, _ = layer.qkv()
-    return attention_to_prompts(q, k, queries, prompt_keys, layer.attn_mask)
+    name = ("attention to prompts", queries.start, queries.stop, prompt_keys.start,
+            prompt_keys.stop)
+    return layer.reuse(name, lambda: attention_to_prompts(q, k, queries, prompt_keys,
+                                                          layer.attn_mask))
 
 
 def image_attention(layer):
@@ -133,8 +137,9 @@ def image_attention(layer):
     context, prompts = slice(0, length - n), slice(length - n, length)
     parts = layer.context_attention()
     if parts is not None:
-        weights, _ = parts.prompt_weights(layer.qkv()[1][:, :, prompts])
-        return weights.mean(dim=(1, 2))
+        prompt_keys = layer.qkv()[1][:, :, prompts]
+        return layer.reuse("context's attention to prompts",
+                           lambda: parts.prompt_weights(prompt_keys)[0].mean(dim=(1, 2)))
     return layer_attention_to_prompts(layer, context, prompts).mean(dim=1)
 
 

@@ -75,7 +75,9 @@ The pieces:
   ``adapt_text_features`` (identity) see the encoders' unnormalised outputs before they are
   normalised: a subclass adds modules there (CoPrompt's adapters).
   ``set_grad_checkpointing()`` (``MODEL.GRAD_CHECKPOINTING``) runs each CLIP block of the
-  prompted towers under ``torch.utils.checkpoint`` in training; prompts are written outside it.
+  prompted towers under ``torch.utils.checkpoint`` in training, with its deep-prompt callback and
+  the write of its prompts: backward runs the callback again on the same input (a callback must
+  be a function of its input and parameters), except for what it keeps with ``LayerInput.reuse``.
   ``text_checkpoint_classes`` (``MODEL.TEXT_CHECKPOINT_CLASSES``, default 256) does so for the
   text tower alone when there are more classes than that (negative: never).
 - ``PromptTrainer(TrainerX)``: ``build_model`` (load CLIP from ``MODEL.BACKBONE.NAME`` at the
@@ -93,6 +95,7 @@ frozen weights are fp16 for PREC fp16 (CUDA), bf16 for PREC bf16 (CPU or CUDA; a
 and amp configs run on a CPU with native bf16), fp32 otherwise (amp runs fp32 weights under the
 engine's autocast, on CUDA only).
 """
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -415,13 +418,29 @@ class _CompletedAttention(torch.autograd.Function):
 class LayerInput:
     """What a deep-prompt callback sees before block `index` runs."""
     index: int                          # block index i (>= 1)
-    x: torch.Tensor                     # hidden state entering block i, [B, L, d]
+    x: Optional[torch.Tensor]           # hidden state entering block i, [B, L, d]
     block: nn.Module                    # CLIP's block i (ln_1, attn, ln_2, mlp)
     n_prompts: int                      # number of prompt tokens in x
     attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None
     eot: Optional[torch.Tensor] = None  # text: EOT position of each row of x; image: None
     computed_qkv: Optional[torch.Tensor] = field(default=None, repr=False)
     computed_context: Optional[ContextAttention] = field(default=None, repr=False)
+    # What `reuse` kept, shared by the first pass over the layer and its recomputation.
+    kept: dict = field(default_factory=dict, repr=False)
+
+    def reuse(self, name, compute):
+        """compute(), a value without gradients (a statistic of the layer's input), computed on
+        the first pass over the layer and kept: a checkpointed block recomputed in backward runs
+        the callback again on the same input and gets the kept value instead of computing it
+        again. What the block reuses (`qkv`, `context_attention`) must still be asked for on
+        every pass: the recomputation has to run the same operations as the first pass."""
+        if name not in self.kept:
+            value = compute()
+            if value.requires_grad:
+                raise ValueError(f"LayerInput.reuse({name!r}): the value needs gradients; only "
+                                 "values without them can be kept across a recomputation")
+            self.kept[name] = value
+        return self.kept[name]
 
     def qkv(self):
         """Queries, keys and values [3, B, heads, L, head_width] that block i's attention
@@ -526,8 +545,29 @@ def append(x, tokens):
 # Prompted encoders: CLIP's own modules, run block by block
 # ---------------------------------------------------------------------------------------------
 
-def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, rows=None,
-                       **kwargs):
+def run_prompted_layer(layer, x, checkpointed, deep, write, positions, rows=None):
+    """Block `layer.block` of a prompted encoder on x, after its deep-prompt callback `deep`
+    (None: the block alone) saw `layer` (a LayerInput whose x is then set to x). `checkpointed`
+    and grad enabled: the callback, the write of its tokens and the block run under one
+    `torch.utils.checkpoint`, so that backward recomputes all of it (nothing of the layer is kept
+    for backward but its input x; the q/k/v the callback computed are reused by the block on
+    both passes), except the values the callback keeps with `LayerInput.reuse`."""
+    kept = {}
+
+    def run(x):
+        prompted = tokens = None
+        if deep is not None:
+            prompted = dataclasses.replace(layer, x=x, kept=kept)
+            tokens = deep(prompted)
+        return run_prompted_block(layer.block, x, prompted, tokens, write, positions, rows=rows,
+                                  attn_mask=layer.attn_mask)
+
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(run, x, use_reentrant=False)
+    return run(x)
+
+
+def run_prompted_block(block, x, layer, tokens, write, positions, rows=None, **kwargs):
     """Block i of a prompted encoder after its deep-prompt callback saw `layer` (or None when
     the block has no callback) and returned `tokens` (or None): the tokens are written at the
     prompt `positions` (a slice) with `write`; q, k, v the callback had computed
@@ -537,13 +577,9 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
     pad the gradient with zeros backward). When the callback computed the context's attention
     (`LayerInput.context_attention`), the block's attention is completed from it, which writes
     the new rows itself. `rows` (a slice, or None): only the block's output at those positions
-    is computed (the block's `rows`). A checkpointed block (grad enabled, no completed
-    context) does not reuse the callback's q/k/v: it recomputes them inside the checkpoint, so
-    that they are not kept for backward (BMIP's text side at many classes)."""
+    is computed (the block's `rows`)."""
     qkv = None if layer is None else layer.computed_qkv
     context = None if layer is None else layer.computed_context
-    if context is None and checkpointed and torch.is_grad_enabled():
-        qkv = None
     new_qkv = None
     if tokens is not None:
         rows_written = _as_rows(tokens, x.shape[0], layer.n_prompts, x.dtype)
@@ -557,16 +593,8 @@ def run_prompted_block(block, x, checkpointed, layer, tokens, write, positions, 
             qkv = block.attn.qkv(block.ln_1(x))
             new_qkv = qkv[..., positions, :]
         heads = context.attend(qkv, new_qkv)
-        return run_block(block, x, checkpointed, heads=heads, rows=rows, **kwargs)
-    return run_block(block, x, checkpointed, qkv=qkv, rows=rows, **kwargs)
-
-
-def run_block(block, x, checkpointed, **kwargs):
-    """CLIP's `block` on x; `checkpointed` and grad enabled: its activations are recomputed in
-    backward rather than kept (prompts are written outside, so the callbacks run once)."""
-    if checkpointed and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False, **kwargs)
-    return block(x, **kwargs)
+        return block(x, heads=heads, rows=rows, **kwargs)
+    return block(x, qkv=qkv, rows=rows, **kwargs)
 
 
 class PromptedTextEncoder(nn.Module):
@@ -614,14 +642,10 @@ class PromptedTextEncoder(nn.Module):
         positions = slice(1, 1 + n_prompts)
         last = len(self.transformer.resblocks) - 1
         for i, block in enumerate(self.transformer.resblocks):
-            layer = tokens = None
-            if deep is not None and i > 0:
-                layer = LayerInput(i, x, block, n_prompts, mask, eot)
-                tokens = deep(layer)
+            layer = LayerInput(i, None, block, n_prompts, mask, eot)
             # The last block's output is read at each row's EOT only.
-            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
-                                   write_after_sos, positions, attn_mask=mask,
-                                   rows=eot if i == last else None)
+            x = run_prompted_layer(layer, x, self.grad_checkpointing, deep if i > 0 else None,
+                                   write_after_sos, positions, rows=eot if i == last else None)
         return self.ln_final(x[:, 0]) @ self.text_projection
 
 
@@ -663,12 +687,9 @@ class PromptedImageEncoder(nn.Module):
         positions = slice(x.shape[1] - n_prompts, x.shape[1])
         last = len(self.transformer.resblocks) - 1
         for i, block in enumerate(self.transformer.resblocks):
-            layer = tokens = None
-            if deep is not None and i > 0:
-                layer = LayerInput(i, x, block, n_prompts, None)
-                tokens = deep(layer)
+            layer = LayerInput(i, None, block, n_prompts, None)
             # The last block's output is read at [CLS] only.
-            x = run_prompted_block(block, x, self.grad_checkpointing, layer, tokens,
+            x = run_prompted_layer(layer, x, self.grad_checkpointing, deep if i > 0 else None,
                                    write_at_end, positions, rows=CLS if i == last else None)
         return self.ln_post(x[:, 0]) @ self.proj
 
