@@ -23,6 +23,8 @@ case "${1:-}" in
 esac
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+# This checkout's code even when run from inside another clone (no working folder on the path)
+export PYTHONSAFEPATH=1
 python="${PYTHON:-python}"
 work="${DEMO_DIR:-$(mktemp -d -t prompt-demo-XXXXXX)}"
 start=$SECONDS

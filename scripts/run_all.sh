@@ -5,4 +5,6 @@
 #        bash scripts/run_all.sh --help
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+# This checkout's code even when run from inside another clone (no working folder on the path)
+export PYTHONSAFEPATH=1
 exec "${PYTHON:-python}" -m scripts.sweep "$@"

@@ -265,3 +265,20 @@ def test_sweep_shows_run_k_of_n_elapsed_and_eta(tmp_path, monkeypatch):
     assert len(lines) == 7
     assert progress.summary() == "7 runs in 7m00s (7 ran, 0 skipped as finished)"
     assert sweep.duration(3725) == "1h02m"
+
+
+@pytest.mark.parametrize("path", ["scripts/bmip/base2new_train.sh", "scripts/run_all.sh",
+                                  "scripts/coop/main.sh", "scripts/zsclip/zeroshot.sh"])
+def test_a_script_runs_its_own_checkouts_code_from_inside_another_clone(tmp_path, path):
+    """`bash /a/scripts/...` typed inside the clone /b ran /b's scripts package (Python put the
+    working folder before PYTHONPATH): two versions compared side by side mixed their code."""
+    other = tmp_path / "other-clone" / "scripts"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    for module in ("protocols", "sweep", "coop_scripts"):
+        (other / f"{module}.py").write_text("raise SystemExit('the other clone ran')\n")
+    result = subprocess.run(["bash", str(REPO / path), "--help"], capture_output=True, text=True,
+                            cwd=other.parent, env={"PATH": os.environ["PATH"],
+                                                   "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stderr
+    assert "the other clone ran" not in result.stdout + result.stderr

@@ -18,7 +18,7 @@ import pytest
 import parse_test_res
 from tests.helpers.datasets import make_eurosat, write_image
 from tests.helpers.protocols import b2n_dir, write_results, write_training_log
-from tests.helpers.scripts import ok, parse, results, run_script, tiny
+from tests.helpers.scripts import copy_checkout, ok, parse, results, run_script, tiny
 from tests.helpers.trainers import write_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,21 +49,11 @@ def tree(tmp_path_factory):
             "other_clip": other_clip}
 
 
-@pytest.fixture
-def repo_file():
-    """Files a test puts into the repository's configs/ (the scripts read configs there),
-    removed afterwards."""
-    written = []
-
-    def write(path, text):
-        path = Path(path)
-        path.write_text(text)
-        written.append(path)
-        return path
-
-    yield write
-    for path in written:
-        path.unlink(missing_ok=True)
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """A copy of the repository, for the tests that add configs where the scripts read them
+    (configs/): the repository's own configs/ stays as published while other tests run."""
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 def copy_tree(tree, name):
@@ -84,20 +74,21 @@ def test_every_result_records_its_settings_data_and_lineage(tree):
     assert len(digest) == 64
 
 
-def test_a_config_edited_between_seeds_is_another_setting(tree, repo_file):
+def test_a_config_edited_between_seeds_is_another_setting(tree, checkout):
     """Item 1: seed 1 with LR 0.002, the YAML edited, seed 2 with LR 0.05 used to be one cell of
     (2) seeds; seed 1 again after the edit printed `skip: already finished`."""
     name = f"lineage-{uuid.uuid4().hex[:8]}"
-    config = REPO / "configs/trainers/CoOp" / f"{name}.yaml"
-    published = (REPO / "configs/trainers/CoOp" / f"{CONFIG}.yaml").read_text()
-    repo_file(config, published)
+    config = checkout / "configs/trainers/CoOp" / f"{name}.yaml"
+    published = (checkout / "configs/trainers/CoOp" / f"{CONFIG}.yaml").read_text()
+    config.write_text(published)
     env = {**tree["env"], "CFG": name, "OUTPUT": str(tree["root"] / "edited")}
-    ok(run_script("coop/base2new_train.sh", "eurosat", 1, *tiny(tree["clip"]), env=env))
+    script = "coop/base2new_train.sh"
+    ok(run_script(script, "eurosat", 1, *tiny(tree["clip"]), env=env, repo=checkout))
     config.write_text(published.replace("LR: 0.002", "LR: 0.05"))
-    ok(run_script("coop/base2new_train.sh", "eurosat", 2, *tiny(tree["clip"]), env=env))
-    again = run_script("coop/base2new_train.sh", "eurosat", 1, *tiny(tree["clip"]), env=env)
+    ok(run_script(script, "eurosat", 2, *tiny(tree["clip"]), env=env, repo=checkout))
+    again = run_script(script, "eurosat", 1, *tiny(tree["clip"]), env=env, repo=checkout)
     assert again.returncode == 2 and "settings.OPTIM.LR: 0.002 -> 0.05" in again.stderr
-    base = rows(parse(tree["root"] / "edited"), "base2new", "base")
+    base = rows(parse(tree["root"] / "edited", repo=checkout), "base2new", "base")
     assert sorted((row["method"], row["seeds"]) for row in base) == [
         ("CoOp [lr 0.002]", [1]), ("CoOp [lr 0.05]", [2])]
     assert all("differs from the published one" in row["changes"] for row in base)
@@ -105,7 +96,7 @@ def test_a_config_edited_between_seeds_is_another_setting(tree, repo_file):
     # lists an upstream log beside them apart.
     folder = tree["root"] / "edited/base2new/train_base/eurosat/shots_16/CoOp" / f"{name}_t"
     write_training_log(folder / "seed5", 12.0)
-    classic = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), str(folder)],
+    classic = subprocess.run([sys.executable, str(checkout / "parse_test_res.py"), str(folder)],
                              capture_output=True, text=True)
     assert classic.returncode == 0, classic.stderr
     summaries = classic.stdout.split("Summary of")
@@ -114,7 +105,7 @@ def test_a_config_edited_between_seeds_is_another_setting(tree, repo_file):
     assert "* accuracy: 12.00%" in classic.stdout  # the log alone, never averaged in
 
 
-def test_two_user_datasets_whose_folders_share_a_name_are_two_rows(tree, repo_file):
+def test_two_user_datasets_whose_folders_share_a_name_are_two_rows(tree, checkout):
     """Item 2: /a/flowers and /b/flowers, each with its config, used to be one row."""
     configs = []
     for variant, classes in (("a", ("daisy", "rose", "tulip", "iris")),
@@ -124,14 +115,15 @@ def test_two_user_datasets_whose_folders_share_a_name_are_two_rows(tree, repo_fi
                 write_image(tree["root"] / variant / "flowers" / "images" / name / f"{index}.png",
                             label, index)
         name = f"lineage_flowers_{variant}_{uuid.uuid4().hex[:6]}"
-        repo_file(REPO / "configs/datasets" / f"{name}.yaml",
-                  f'DATASET:\n  NAME: "UserDataset"\n  USER:\n'
-                  f'    DIR: "{tree["root"] / variant / "flowers"}"\n')
+        (checkout / "configs/datasets" / f"{name}.yaml").write_text(
+            f'DATASET:\n  NAME: "UserDataset"\n  USER:\n'
+            f'    DIR: "{tree["root"] / variant / "flowers"}"\n')
         configs.append(name)
     env = {**tree["env"], "OUTPUT": str(tree["root"] / "flowers")}
     for name in configs:
-        ok(run_script("coop/base2new_train.sh", name, 1, *tiny(tree["clip"]), env=env))
-    base = rows(parse(tree["root"] / "flowers"), "base2new", "base")
+        ok(run_script("coop/base2new_train.sh", name, 1, *tiny(tree["clip"]), env=env,
+                      repo=checkout))
+    base = rows(parse(tree["root"] / "flowers", repo=checkout), "base2new", "base")
     assert sorted(row["dataset"] for row in base) == sorted(configs)
     assert all(row["seeds"] == [1] for row in base)
 

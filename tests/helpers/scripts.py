@@ -1,5 +1,6 @@
 """Running the real protocol scripts and parse_test_res.py on tiny data (end-to-end tests)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ def tiny(clip_file):
             "DATALOADER.TEST.BATCH_SIZE", "8", "USE_CUDA", "False"]
 
 
-def run_script(script, *args, env, **variables):
-    """`bash scripts/<script> ARGS...` with ENV and more VARIABLES."""
-    return subprocess.run(["bash", str(REPO / "scripts" / script), *map(str, args)],
+def run_script(script, *args, env, repo=REPO, **variables):
+    """`bash scripts/<script> ARGS...` of the checkout `repo` with ENV and more VARIABLES."""
+    return subprocess.run(["bash", str(Path(repo) / "scripts" / script), *map(str, args)],
                           capture_output=True, text=True, timeout=600, env={**env, **variables})
 
 
@@ -28,9 +29,9 @@ def ok(result):
     return result.stdout
 
 
-def parse(output, *options):
-    """parse_test_res.py's JSON document of OUTPUT."""
-    result = subprocess.run([sys.executable, str(REPO / "parse_test_res.py"), str(output),
+def parse(output, *options, repo=REPO):
+    """parse_test_res.py's JSON document of OUTPUT (the parser of the checkout `repo`)."""
+    result = subprocess.run([sys.executable, str(Path(repo) / "parse_test_res.py"), str(output),
                              "--format", "json", *options], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -38,3 +39,21 @@ def parse(output, *options):
 
 def results(folder):
     return json.loads((Path(folder) / "results.json").read_text())
+
+
+def copy_checkout(target):
+    """A copy of this checkout's files (git's tracked files; without git, the whole tree but
+    its .git, output and caches) at `target`, for tests that add files where the scripts read
+    them (configs/): the repository itself stays untouched, so tests can run in parallel."""
+    target = Path(target)
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True)
+    if listed.returncode == 0 and listed.stdout:
+        for name in listed.stdout.decode().split("\0"):
+            source = REPO / name
+            if name and source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target / name)
+    else:
+        shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(
+            ".git", "output", "__pycache__", "*.pyc"))
+    return target
