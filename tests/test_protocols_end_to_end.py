@@ -45,7 +45,7 @@ def sweep(tmp_path_factory):
     make_imagenetv2(root / "data", n_classes=3, n_per_class=2)
     clip_file = write_tiny_clip(root / "tiny-clip.pt")
     env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"),
-               PYTHON=sys.executable, OMP_NUM_THREADS="2", TAG="tiny")
+               PYTHON=sys.executable, TAG="tiny")
     sweeps = [
         ["bmip", "--protocols", "base2new", "openworld", "--datasets", "eurosat", "--seeds", "1",
          "--", *overrides(clip_file, "BMIP")],

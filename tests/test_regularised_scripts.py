@@ -41,7 +41,7 @@ def output(tmp_path_factory):
     clip_file = write_tiny_clip(root / "tiny-clip.pt")
     for folder, (_, config) in RUNS.items():
         env = dict(os.environ, DATA=str(root / "data"), OUTPUT=str(root / "output"),
-                   PYTHON=sys.executable, OMP_NUM_THREADS="2", CFG=config, TAG="tiny")
+                   PYTHON=sys.executable, CFG=config, TAG="tiny")
         for step in ("base2new_train", "base2new_test"):
             bash(f"{folder}/{step}.sh", "eurosat", 1, *overrides(clip_file), env=env)
     return root / "output"

@@ -84,10 +84,10 @@ def train_py_args(trainer, config_file, data_root, clip_file, output_dir, *args,
 
 
 def run_script(script, *args):
-    """`python script args` in the repository root on two threads; the CompletedProcess."""
+    """`python script args` in the repository root (on the tests' threads, OMP_NUM_THREADS of
+    conftest.py); the CompletedProcess."""
     return subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS="2"), timeout=300)
+                          capture_output=True, text=True, timeout=300)
 
 
 def run_train_py(trainer, config_file, data_root, clip_file, output_dir, *args, overrides=()):
