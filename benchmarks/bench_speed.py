@@ -120,14 +120,21 @@ def parse_args():
                         help="only the interleaved 10-class training steps of --methods, with "
                              "BMIP's ratio to MaPLe's (a closer look at that target: e.g. "
                              "--repeats 30)")
+    parser.add_argument("--step-classes", nargs="+", type=int, default=[10], metavar="N",
+                        help="with --steps-only: the class counts of the interleaved steps "
+                             "(default 10; e.g. 10 1000: BMIP / MaPLe at ImageNet's count, both "
+                             "models in one process)")
     parser.add_argument("--methods", nargs="+", default=None,
                         choices=(*CANDIDATES, *VARIANTS), metavar="NAME",
                         help="with --steps-only: the methods timed (default MaPLe BMIP); any of: "
                         + ", ".join((*CANDIDATES, *VARIANTS)) + " (BMIP-add: BMIP with "
                         "AGGREGATION add, i.e. without its attention statistic)")
     args = parser.parse_args()
-    if args.methods and not args.steps_only:
-        parser.error("--methods goes with --steps-only (the full run times every method)")
+    if (args.methods or args.step_classes != [10]) and not args.steps_only:
+        parser.error("--methods and --step-classes go with --steps-only (the full run times "
+                     "every method)")
+    if min(args.step_classes) < 1:
+        parser.error("--step-classes: give counts of at least 1")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats is {args.repeats}: give at least 1")
     return args
@@ -387,32 +394,36 @@ def target(name, value, low, high, goal, met):
     print(f"  {name:62s} {value:6.2f} ({low:.2f}-{high:.2f})  goal {goal:8s} {verdict}")
 
 
-def step_target(precision, steps):
-    """BMIP's 10-class step / MaPLe's: the median of the per-repetition ratios decides; the ratio
-    of the fastest steps (the ones least disturbed by other load) is printed beside it."""
+def step_target(precision, steps, classes=10):
+    """BMIP's step / MaPLe's at `classes` classes: the median of the per-repetition ratios
+    decides (issue 23's <= 1.03; issue 13 asked <= 1.05 at 10 classes); the ratio of the fastest
+    steps (the ones least disturbed by other load) is printed beside it."""
     low_high = ratio(steps["BMIP"][1], steps["MaPLe"][1])
-    target(f"{precision}: BMIP training step / MaPLe's (10 classes)", *low_high, "<= 1.05",
-           low_high[0] <= 1.05)
+    target(f"{precision}: BMIP training step / MaPLe's ({classes} classes)", *low_high, "<= 1.03",
+           low_high[0] <= 1.03)
     fastest = min(steps["BMIP"][1]) / min(steps["MaPLe"][1])
     print(f"    fastest BMIP step / fastest MaPLe step {fastest:.3f} over "
           f"{len(steps['BMIP'][1])} repetitions")
 
 
 def steps_only(args, device, batch, repeats):
-    """--steps-only: the interleaved 10-class training steps of --methods, and BMIP's target."""
+    """--steps-only: the interleaved training steps of --methods at each of --step-classes, and
+    BMIP's target."""
     for precision in args.precisions:
         clip_model = build_clip(precision, device, args.backbone)
-        models = build_models(clip_model, class_names(10), device,
-                              args.methods or ["MaPLe", "BMIP"])
-        steps = training(models, batch, device, repeats)
-        print_rows(f"{precision}: training step, batch {BATCH}, 10 classes (timed interleaved, "
-                   f"{repeats} repetitions)", steps)
-        if {"BMIP", "MaPLe"} <= set(steps):
-            step_target(precision, steps)
-        if {"BMIP", "BMIP-add"} <= set(steps):
-            value, low, high = ratio(steps["BMIP"][1], steps["BMIP-add"][1])
-            print(f"    BMIP / BMIP-add (what the attention statistic costs): {value:.3f} "
-                  f"({low:.2f}-{high:.2f})")
+        for classes in args.step_classes:
+            models = build_models(clip_model, class_names(classes), device,
+                                  args.methods or ["MaPLe", "BMIP"])
+            steps = training(models, batch, device, repeats)
+            print_rows(f"{precision}: training step, batch {BATCH}, {classes} classes (timed "
+                       f"interleaved, {repeats} repetitions)", steps)
+            if {"BMIP", "MaPLe"} <= set(steps):
+                step_target(precision, steps, classes)
+            if {"BMIP", "BMIP-add"} <= set(steps):
+                value, low, high = ratio(steps["BMIP"][1], steps["BMIP-add"][1])
+                print(f"    BMIP / BMIP-add (what the attention statistic costs): {value:.3f} "
+                      f"({low:.2f}-{high:.2f})")
+            del models
     return 0
 
 
