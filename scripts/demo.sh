@@ -21,10 +21,7 @@ case "${1:-}" in
     *) echo "usage: bash scripts/demo.sh [--help] (settings come from the environment; see --help)" >&2
        exit 2 ;;
 esac
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-# This checkout's code even when run from inside another clone (no working folder on the path)
-export PYTHONSAFEPATH=1
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # repo, PYTHONPATH
 python="${PYTHON:-python}"
 work="${DEMO_DIR:-$(mktemp -d -t prompt-demo-XXXXXX)}"
 start=$SECONDS

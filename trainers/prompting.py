@@ -418,7 +418,8 @@ class _CompletedAttention(torch.autograd.Function):
 class LayerInput:
     """What a deep-prompt callback sees before block `index` runs."""
     index: int                          # block index i (>= 1)
-    x: Optional[torch.Tensor]           # hidden state entering block i, [B, L, d]
+    x: Optional[torch.Tensor]           # hidden state entering block i, [B, L, d] (None
+                                        # only in the encoder's template of the layer)
     block: nn.Module                    # CLIP's block i (ln_1, attn, ln_2, mlp)
     n_prompts: int                      # number of prompt tokens in x
     attn_mask: Optional[torch.Tensor]   # the mask block i runs with (text: causal), or None

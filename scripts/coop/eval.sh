@@ -3,8 +3,5 @@
 # into output/evaluation/CoOp/<CFG>_16shots/nctx16_cscFalse_ctpend/<DATASET>/seed<S>/.
 # Usage: DATA=/path/to/datasets bash scripts/coop/eval.sh DATASET CFG [KEY VALUE ...]
 # (--help for more; the logic is in scripts/coop_scripts.py)
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-# This checkout's code even when run from inside another clone (no working folder on the path)
-export PYTHONSAFEPATH=1
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"  # repo, PYTHONPATH
 exec "${PYTHON:-python}" -m scripts.coop_scripts eval "$@"

@@ -43,8 +43,9 @@ def results(folder):
 
 def copy_checkout(target):
     """A copy of this checkout's files (git's tracked files; without git, the whole tree but
-    its .git, output and caches) at `target`, for tests that add files where the scripts read
-    them (configs/): the repository itself stays untouched, so tests can run in parallel."""
+    .git, output folders, virtual environments and caches) at `target`,
+    for tests that add files where the scripts read them (configs/): the repository itself
+    stays untouched, so tests can run in parallel."""
     target = Path(target)
     listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True)
     if listed.returncode == 0 and listed.stdout:
@@ -55,5 +56,5 @@ def copy_checkout(target):
                 shutil.copy2(source, target / name)
     else:
         shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(
-            ".git", "output", "__pycache__", "*.pyc"))
+            ".git", "output", "venv", ".venv", "__pycache__", "*.pyc"))
     return target
